@@ -1,0 +1,134 @@
+"""An authenticating gate in front of ``transformers serve``.
+
+Run as ``python -m agentcycle.serving.gate MODEL_DIR --port N --model-name NAME``: it
+starts ``transformers serve`` pinned to the model on a private port, then forwards
+every request to it after checking ``Authorization: Bearer <key>`` (the key comes from
+``AGENTCYCLE_SERVE_API_KEY``) and rewriting the short model name to the engine's.
+Responses, streamed ones included, pass through byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+_HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization"}
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+
+
+def build_gate(upstream: str, engine_model: str, model_name: str, api_key: str | None) -> Starlette:
+    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=5))
+
+    def authorized(request: Request) -> bool:
+        if not api_key:
+            return True
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return secrets.compare_digest(given, api_key)
+
+    async def health(request: Request) -> Response:
+        upstream_health = await client.get("/health")
+        return Response(upstream_health.content, upstream_health.status_code,
+                        media_type="application/json")
+
+    async def models(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "invalid or missing API key", "authentication_error")
+        return JSONResponse({"object": "list", "data": [
+            {"id": model_name, "object": "model", "created": 0, "owned_by": "agentcycle"}]})
+
+    async def forward(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "invalid or missing API key", "authentication_error")
+        body = await request.body()
+        if body:
+            try:
+                payload = json.loads(body)
+            except json.JSONDecodeError:
+                return _error(400, "the request body is not valid JSON", "invalid_request_error")
+            if payload.get("model") not in (None, model_name, engine_model):
+                return _error(404, f"model '{payload.get('model')}' is not served here; "
+                              f"use '{model_name}'", "invalid_request_error")
+            payload["model"] = engine_model
+            body = json.dumps(payload).encode()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        upstream_request = client.build_request(
+            request.method, request.url.path, params=request.query_params,
+            headers=headers, content=body)
+        response = await client.send(upstream_request, stream=True)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return StreamingResponse(_renamed_stream(response, engine_model, model_name),
+                                     response.status_code, media_type="text/event-stream")
+        content = await response.aread()
+        await response.aclose()
+        content = content.replace(json.dumps(engine_model).encode(), json.dumps(model_name).encode())
+        return Response(content, response.status_code,
+                        media_type=response.headers.get("content-type"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        await client.aclose()
+
+    return Starlette(routes=[
+        Route("/health", health),
+        Route("/v1/models", models),
+        Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"]),
+    ], lifespan=lifespan)
+
+
+async def _renamed_stream(response: httpx.Response, engine_model: str, model_name: str):
+    old, new = json.dumps(engine_model).encode(), json.dumps(model_name).encode()
+    try:
+        async for line in response.aiter_lines():
+            yield line.encode().replace(old, new) + b"\n"
+    finally:
+        await response.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from agentcycle.serving.server import free_port
+
+    parser = argparse.ArgumentParser(prog="agentcycle-gate")
+    parser.add_argument("model_dir")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-name", required=True)
+    args = parser.parse_args(argv)
+
+    engine_port = free_port()
+    engine = subprocess.Popen([
+        sys.executable, "-m", "transformers.cli.transformers", "serve", args.model_dir,
+        "--host", "127.0.0.1", "--port", str(engine_port), "--continuous-batching",
+    ])
+    atexit.register(engine.terminate)
+    from agentcycle.serving.server import wait_for_health
+
+    wait_for_health(f"http://127.0.0.1:{engine_port}", process=engine)
+    app = build_gate(f"http://127.0.0.1:{engine_port}", args.model_dir, args.model_name,
+                     os.environ.get("AGENTCYCLE_SERVE_API_KEY") or None)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        engine.terminate()
+        engine.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Start, health-check and stop a real inference engine for a model directory.
+
+CPU: ``transformers serve`` (continuous batching, no compile step). It accepts any
+API key and pins the model name to its path, so an authenticating gate
+(:mod:`agentcycle.serving.gate`) stands in front of it: it refuses requests without
+the key and maps a short model name to the path. GPU with vLLM installed: ``vllm
+serve``, which enforces ``--api-key`` and ``--served-model-name`` itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from agentcycle.errors import ServiceError
+from agentcycle.models.bundled import check_model_dir
+
+Engine = Literal["transformers", "vllm"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def choose_engine(requested: str = "auto") -> Engine:
+    """vLLM when it is installed and a GPU is visible, else transformers."""
+    if requested in ("transformers", "vllm"):
+        return requested  # type: ignore[return-value]
+    if requested != "auto":
+        raise ServiceError(f"unknown engine '{requested}': use auto, transformers or vllm")
+    if shutil.which("vllm"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return "vllm"
+        except ImportError:
+            pass
+    return "transformers"
+
+
+def wait_for_health(
+    base_url: str, timeout: float = 180.0, process: subprocess.Popen | None = None
+) -> None:
+    """Poll ``<base_url>/health`` until it answers 200; fail fast if the process dies."""
+    deadline = time.monotonic() + timeout
+    url = base_url.rstrip("/").removesuffix("/v1") + "/health"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServiceError(f"the model server exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise ServiceError(f"the model server at {base_url} was not healthy after {timeout:.0f}s")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class ModelServer:
+    """An OpenAI-compatible server for one model directory, as a context manager.
+
+    >>> with ModelServer(model_dir, api_key="k") as server:
+    ...     server.base_url, server.model_name
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        api_key: str | None = None,
+        model_name: str | None = None,
+        engine: str = "auto",
+        log_file: Path | None = None,
+    ):
+        self.model_dir = check_model_dir(model_dir)
+        self.host = host
+        self.port = port or free_port()
+        self.api_key = api_key
+        self.model_name = model_name or self.model_dir.name.lower()
+        self.engine = choose_engine(engine)
+        self.log_file = log_file
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        if self.engine == "vllm":
+            cmd = ["vllm", "serve", str(self.model_dir), "--host", self.host,
+                   "--port", str(self.port), "--served-model-name", self.model_name]
+            return cmd + (["--api-key", self.api_key] if self.api_key else [])
+        return [sys.executable, "-m", "agentcycle.serving.gate", str(self.model_dir),
+                "--host", self.host, "--port", str(self.port), "--model-name", self.model_name]
+
+    def start(self, timeout: float = 180.0) -> ModelServer:
+        env = dict(os.environ)
+        if self.api_key:  # by environment, so the key never shows in `ps`
+            env["AGENTCYCLE_SERVE_API_KEY"] = self.api_key
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            self.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # so stop() can end the engine's children too
+        )
+        try:
+            wait_for_health(self.base_url, timeout=timeout, process=self._process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        # The whole process group: the gate's engine must not outlive it.
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        time.sleep(0.2)
+        _signal_group(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

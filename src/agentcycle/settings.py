@@ -1,0 +1,123 @@
+"""One settings object: the platform's service variables, with embedded defaults.
+
+On a Thinkube cluster the platform's service discovery sets the variables named in
+``validation_alias`` below; on a laptop none are set and every service falls back to
+an embedded default under the data directory (``./.agentcycle`` or ``AGENTCYCLE_HOME``).
+Nothing reads the environment at import time: build ``Settings()`` when you need it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Where each service lives: the platform's real one, or the embedded default."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    home: Path = Field(Path(".agentcycle"), validation_alias=_env("AGENTCYCLE_HOME"))
+    cache_dir: Path | None = Field(
+        None,
+        validation_alias=_env("AGENTCYCLE_CACHE"),
+        description="Converted models; defaults to <home>/models.",
+    )
+
+    # Models: any HF model directory replaces a bundled one.
+    chat_model: str | None = Field(None, validation_alias=_env("AGENTCYCLE_CHAT_MODEL"))
+    embedding_model: str | None = Field(
+        None, validation_alias=_env("AGENTCYCLE_EMBEDDING_MODEL")
+    )
+    cloud_model: str | None = Field(
+        None,
+        validation_alias=_env("AGENTCYCLE_CLOUD_MODEL"),
+        description="A LiteLLM model name used as the last fallback, e.g. gpt-4o-mini.",
+    )
+    server_url: str | None = Field(
+        None,
+        validation_alias=_env("AGENTCYCLE_SERVER_URL"),
+        description="An OpenAI-compatible server already running the chat model.",
+    )
+    energy_usd_per_hour: float = Field(
+        0.0,
+        validation_alias=_env("AGENTCYCLE_ENERGY_USD_PER_HOUR"),
+        description="What an hour of local inference costs; 0 makes local calls free.",
+    )
+
+    # LiteLLM gateway (cloud providers).
+    litellm_endpoint: str | None = Field(
+        None, validation_alias=_env("LITELLM_ENDPOINT", "LITELLM_URL", "LITELLM_API_BASE")
+    )
+    litellm_master_key: str | None = Field(None, validation_alias=_env("LITELLM_MASTER_KEY"))
+    # Thinkube LLM Gateway (local models on the cluster).
+    llm_gateway_url: str | None = Field(None, validation_alias=_env("LLM_GATEWAY_URL"))
+    thinkube_api_token: str | None = Field(None, validation_alias=_env("THINKUBE_API_TOKEN"))
+
+    qdrant_url: str | None = Field(None, validation_alias=_env("QDRANT_URL"))
+    qdrant_host: str | None = Field(None, validation_alias=_env("QDRANT_HOST"))
+    qdrant_port: int = Field(6333, validation_alias=_env("QDRANT_PORT"))
+    qdrant_api_key: str | None = Field(None, validation_alias=_env("QDRANT_API_KEY"))
+
+    mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"))
+    mlflow_username: str | None = Field(
+        None, validation_alias=_env("MLFLOW_AUTH_USERNAME", "MLFLOW_TRACKING_USERNAME")
+    )
+    mlflow_password: str | None = Field(
+        None, validation_alias=_env("MLFLOW_AUTH_PASSWORD", "MLFLOW_TRACKING_PASSWORD")
+    )
+    mlflow_experiment: str = Field("agentcycle", validation_alias=_env("AGENTCYCLE_EXPERIMENT"))
+
+    langfuse_host: str | None = Field(None, validation_alias=_env("LANGFUSE_HOST"))
+    langfuse_public_key: str | None = Field(None, validation_alias=_env("LANGFUSE_PUBLIC_KEY"))
+    langfuse_secret_key: str | None = Field(None, validation_alias=_env("LANGFUSE_SECRET_KEY"))
+
+    nats_url: str | None = Field(None, validation_alias=_env("NATS_URL"))
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if self.qdrant_url is None and self.qdrant_host:
+            self.qdrant_url = f"http://{self.qdrant_host}:{self.qdrant_port}"
+        return self
+
+    # -- derived locations -------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return (self.cache_dir or self.home / "models").resolve()
+
+    @property
+    def qdrant_path(self) -> Path:
+        return (self.home / "qdrant").resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's store: the platform's server, or SQLite under the data dir."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return (self.home / "mlartifacts").resolve()
+
+    @property
+    def langfuse_enabled(self) -> bool:
+        return bool(self.langfuse_host and self.langfuse_public_key and self.langfuse_secret_key)
+
+    @property
+    def cloud_api_base(self) -> str | None:
+        return self.litellm_endpoint
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+ServiceMode = Literal["real", "embedded", "off"]
