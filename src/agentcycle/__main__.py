@@ -1,0 +1,3 @@
+from agentcycle.cli.main import main
+
+main()

@@ -1,0 +1,74 @@
+"""What every command shares: one-line errors, the settings, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from agentcycle.errors import AgentcycleError
+from agentcycle.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("AGENTCYCLE_DEBUG", "") not in ("", "0", "false")
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Expected errors become one line on stderr and exit 1 (tracebacks with AGENTCYCLE_DEBUG)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AgentcycleError as exc:
+            if debug_enabled():
+                raise
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def settings() -> Settings:
+    from pydantic import ValidationError
+
+    from agentcycle.errors import ConfigError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"invalid setting {error['loc'][0]}: {error['msg']}") from None
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def quiet_libraries() -> None:
+    """Library chatter (progress bars, warnings) would drown our own output."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("mlflow", "LiteLLM", "litellm", "httpx", "transformers", "alembic",
+                 "sentence_transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)

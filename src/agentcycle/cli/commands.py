@@ -1,0 +1,177 @@
+"""The top-level commands: demo, doctor, serve, finetune, traces, app."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from agentcycle.cli._common import console, friendly_errors, print_json, settings
+
+
+@friendly_errors
+def demo(
+    test_limit: int | None = typer.Option(None, help="Evaluate on the first N test cases."),
+    train_limit: int | None = typer.Option(None, help="Train on the first N train cases."),
+    epochs: float = typer.Option(1.0),
+    max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
+) -> None:
+    """Run the whole lifecycle on the legal example and write a report."""
+    from agentcycle.demo import DemoOptions, run_demo
+    from agentcycle.finetune import LoraParams
+
+    options = DemoOptions(test_limit=test_limit, train_limit=train_limit,
+                          params=LoraParams(epochs=epochs, max_steps=max_steps))
+    result = run_demo(settings(), options, console)
+    table = Table(title="base vs fine-tuned (RAG, legal test split)")
+    for column in ("model", "accuracy", "similarity", "p50 latency ms", "tokens/s",
+                   "$ per 1K tokens", "errors"):
+        table.add_column(column)
+    for s in result.summaries:
+        table.add_row(s.label, f"{s.accuracy:.1%}", f"{s.similarity:.3f}",
+                      f"{s.p50_latency_ms:.0f}", f"{s.tokens_per_s:.1f}",
+                      f"{s.cost_per_1k_tokens:.5f}", str(s.errors))
+    console.print(table)
+    console.print(f"report: {result.report_dir / 'report.md'} (+ report.json, report.png); "
+                  f"took {result.seconds:.0f} s")
+
+
+@friendly_errors
+def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show each service: the platform's real one (URL, reachable?) or the embedded one."""
+    from agentcycle.discovery import discover
+
+    rows = discover(settings())
+    if as_json:
+        print_json([r.as_dict() for r in rows])
+        return
+    table = Table(title="agentcycle services")
+    for column in ("service", "mode", "location", "reachable", "detail"):
+        table.add_column(column, overflow="fold")
+    marks = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}
+    for r in rows:
+        table.add_row(r.service, r.mode, r.location, marks[r.reachable], r.detail)
+    console.print(table)
+
+
+@friendly_errors
+def serve(
+    model_dir: Path | None = typer.Argument(None, help="HF model dir (default: bundled)."),
+    port: int = typer.Option(8000),
+    host: str = typer.Option("127.0.0.1"),
+    api_key: str | None = typer.Option(None, envvar="AGENTCYCLE_API_KEY",
+                                       help="Refuse requests without this bearer key."),
+    model_name: str | None = typer.Option(None, help="The name clients ask for."),
+    engine: str = typer.Option("auto", help="auto | transformers | vllm"),
+) -> None:
+    """Serve a base or fine-tuned model over OpenAI-compatible HTTP until Ctrl-C."""
+    from agentcycle.models import chat_model_dir
+    from agentcycle.serving import ModelServer
+
+    folder = model_dir or chat_model_dir(settings())
+    server = ModelServer(folder, port=port, host=host, api_key=api_key, model_name=model_name,
+                         engine=engine)
+    console.print(f"starting {server.engine} for {server.model_dir} ...")
+    with server:
+        console.print(f"serving '{server.model_name}' at {server.base_url}"
+                      + (" (API key required)" if api_key else ""))
+        console.print(server.base_url, highlight=False, soft_wrap=True)
+        try:
+            while server._process and server._process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@friendly_errors
+def finetune(
+    data: Path = typer.Argument(..., help="JSONL of chat messages or question/answer pairs."),
+    out: Path = typer.Option(..., "--out", help="Where the merged model is written."),
+    collection: str | None = typer.Option(
+        None, help="Build Q&A prompts with context retrieved from this collection."),
+    base_model: Path | None = typer.Option(None, help="HF model dir (default: bundled)."),
+    epochs: float = typer.Option(3.0),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    rank: int = typer.Option(16, help="LoRA rank."),
+    max_steps: int = typer.Option(-1, help="Stop after N steps (-1: run the epochs)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """LoRA SFT with PEFT + TRL; params, loss and artifacts go to MLflow."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from agentcycle.finetune import LoraParams, read_jsonl, to_examples
+    from agentcycle.finetune import finetune as run_finetune
+    from agentcycle.models import chat_model_dir
+
+    config = settings()
+    params = LoraParams(epochs=epochs, learning_rate=lr, rank=rank, max_steps=max_steps)
+    params.check()
+    records = read_jsonl(data)
+    retrieve = _retriever(config, collection) if collection else None
+    examples = to_examples(records, data, retrieve=retrieve)
+    base = base_model or chat_model_dir(config)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console) as progress:
+        task = progress.add_task("training", total=None)
+        result = run_finetune(
+            examples, out, base, config, params, overwrite=overwrite,
+            on_step=lambda s, t, loss: progress.update(
+                task, completed=s, total=t,
+                description=f"training, loss {loss:.3f}" if loss is not None else "training"))
+    console.print(f"merged model: {result.model_dir} ({result.steps} steps, final loss "
+                  f"{result.final_loss:.3f}, {result.seconds:.0f} s); MLflow run {result.run_id}")
+
+
+def _retriever(config, collection: str):
+    from agentcycle.errors import DataError
+    from agentcycle.models import embedding_model_dir
+    from agentcycle.rag import ChunkStore, Embedder
+
+    store = ChunkStore(config, collection)
+    if not store.exists():
+        raise DataError(f"collection '{collection}' does not exist: run "
+                        f"`agentcycle rag ingest DIR --collection {collection}` first")
+    embedder = Embedder(embedding_model_dir(config))
+    return lambda question: store.search(embedder.embed([question])[0], 3)
+
+
+@friendly_errors
+def traces(last: int = typer.Option(10, "--last", "-n"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """The newest agent runs from the trace store."""
+    from dataclasses import asdict
+
+    from agentcycle.observe import list_traces
+
+    rows = list_traces(settings(), last)
+    if as_json:
+        print_json([asdict(r) for r in rows])
+        return
+    table = Table(title=f"last {len(rows)} traces")
+    for column in ("time", "name", "status", "latency ms", "model", "tokens in/out", "cost $",
+                   "question"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.time, r.name, r.status, f"{r.latency_ms:.0f}", r.model,
+                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.question)
+    console.print(table)
+
+
+@friendly_errors
+def app_command(
+    collection: str = typer.Option("marvale-tenancy", "--collection", "-c"),
+    model: str | None = typer.Option(None, help="Model dir or served model name."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080),
+) -> None:
+    """Serve the RAG agent as a FastAPI app (/v1/ask, /health, /docs, Gradio at /ui)."""
+    import uvicorn
+
+    from agentcycle.app import create_app
+    from agentcycle.rag.session import agent_session
+
+    with agent_session(settings(), collection, model=model) as agent:
+        console.print(f"agent app on http://{host}:{port} (UI at /ui, API docs at /docs)")
+        uvicorn.run(create_app(agent), host=host, port=port, log_level="warning")

@@ -1,0 +1,27 @@
+"""`agentcycle`: the entry point; each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import typer
+
+from agentcycle.cli import rag
+from agentcycle.cli._common import quiet_libraries
+from agentcycle.cli.commands import app_command, demo, doctor, finetune, serve, traces
+
+app = typer.Typer(
+    help="agentcycle: prototype, fine-tune, deploy, observe and optimize AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(rag.app, name="rag")
+app.command()(demo)
+app.command()(doctor)
+app.command()(serve)
+app.command()(finetune)
+app.command()(traces)
+app.command(name="app")(app_command)
+
+
+def main() -> None:
+    quiet_libraries()
+    app()

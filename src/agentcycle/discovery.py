@@ -1,0 +1,95 @@
+"""Service discovery report: for each service, the platform's real one or the embedded
+default, and whether it answers. ``agentcycle doctor`` prints this."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
+
+import httpx
+
+from agentcycle.settings import Settings
+
+
+@dataclass
+class ServiceStatus:
+    service: str
+    mode: str  # real | embedded | off
+    location: str
+    reachable: bool | None  # None: nothing to reach (embedded or off)
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _http_ok(url: str, headers: dict | None = None) -> tuple[bool, str]:
+    try:
+        response = httpx.get(url, timeout=3, headers=headers, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        return False, type(exc).__name__
+    # Any HTTP answer proves the service is there; 401/403 just means it wants a key.
+    return response.status_code < 500, f"HTTP {response.status_code}"
+
+
+def _tcp_ok(url: str) -> tuple[bool, str]:
+    parsed = urlparse(url if "://" in url else f"nats://{url}")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 4222), timeout=3):
+            return True, "TCP open"
+    except OSError as exc:
+        return False, type(exc).__name__
+
+
+def _real(service: str, url: str, probe: tuple[bool, str]) -> ServiceStatus:
+    return ServiceStatus(service, "real", url, probe[0], probe[1])
+
+
+def discover(settings: Settings, check: bool = True) -> list[ServiceStatus]:
+    """Every service agentcycle uses; ``check`` probes the real ones over the network."""
+    from agentcycle.errors import ModelError
+    from agentcycle.models.bundled import BUNDLED_CHAT_NAME, bundled_embedding_dir
+
+    probe = (lambda fn, *a: fn(*a)) if check else (lambda fn, *a: (None, "not checked"))
+    rows = []
+    chat = settings.chat_model or str(settings.models_dir / BUNDLED_CHAT_NAME)
+    rows.append(ServiceStatus("chat model", "embedded", chat, None,
+                              "configured" if settings.chat_model else "bundled SmolLM2-135M"))
+    try:
+        embedding = settings.embedding_model or str(bundled_embedding_dir())
+    except ModelError as exc:
+        embedding = f"missing: {exc}"
+    rows.append(ServiceStatus("embedding model", "embedded", embedding, None,
+                              "configured" if settings.embedding_model else "bundled MiniLM-L6"))
+    if settings.server_url:
+        rows.append(_real("model server", settings.server_url,
+                          probe(_http_ok, settings.server_url.rstrip("/").removesuffix("/v1")
+                                + "/health")))
+    else:
+        rows.append(ServiceStatus("model server", "embedded", "transformers serve (started on "
+                                  "demand)", None))
+    if settings.qdrant_url:
+        rows.append(_real("qdrant", settings.qdrant_url,
+                          probe(_http_ok, settings.qdrant_url.rstrip("/") + "/healthz")))
+    else:
+        rows.append(ServiceStatus("qdrant", "embedded", str(settings.qdrant_path), None,
+                                  "local mode"))
+    if settings.mlflow_tracking_uri and settings.mlflow_tracking_uri.startswith("http"):
+        rows.append(_real("mlflow", settings.mlflow_tracking_uri,
+                          probe(_http_ok, settings.mlflow_tracking_uri.rstrip("/") + "/health")))
+    else:
+        rows.append(ServiceStatus("mlflow", "embedded", settings.tracking_uri, None,
+                                  "runs and traces"))
+    for name, url, path in [("litellm", settings.litellm_endpoint, "/health/liveliness"),
+                            ("llm gateway", settings.llm_gateway_url, "/health"),
+                            ("langfuse", settings.langfuse_host, "/api/public/health")]:
+        if url:
+            rows.append(_real(name, url, probe(_http_ok, url.rstrip("/") + path)))
+        else:
+            rows.append(ServiceStatus(name, "off", "-", None, "not configured"))
+    if settings.nats_url:
+        rows.append(_real("nats", settings.nats_url, probe(_tcp_ok, settings.nats_url)))
+    else:
+        rows.append(ServiceStatus("nats", "off", "-", None, "not configured"))
+    return rows

@@ -1,0 +1,6 @@
+"""Fine-tune phase: LoRA SFT on the bundled (or any HF) model, merged for serving."""
+
+from agentcycle.finetune.data import read_jsonl, to_examples
+from agentcycle.finetune.train import FinetuneResult, LoraParams, finetune
+
+__all__ = ["FinetuneResult", "LoraParams", "finetune", "read_jsonl", "to_examples"]

@@ -1,0 +1,82 @@
+"""Training data: JSONL of chat messages or question/answer pairs, validated.
+
+Two accepted line shapes:
+- ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``
+  ending with an assistant message (the target);
+- ``{"question": "...", "answer": "..."}``: the prompt is built exactly as the RAG
+  agent builds it, retrieved context included, when a retriever is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentcycle.errors import DataError
+from agentcycle.rag.prompt import build_messages
+
+Example = dict[str, list[dict[str, str]]]  # {"prompt": [...], "completion": [...]}
+_ROLES = {"system", "user", "assistant"}
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Parse a JSONL file; every error names the file and the line."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"data file not found: {path}")
+    records = []
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: each line must be a JSON object")
+        record["_line"] = number
+        records.append(record)
+    if not records:
+        raise DataError(f"{path}: no examples (the file is empty)")
+    return records
+
+
+def to_examples(records: list[dict[str, Any]], path: str | Path = "data",
+                retrieve: Callable[[str], list] | None = None) -> list[Example]:
+    """Validated prompt/completion pairs in the conversational format TRL trains on."""
+    examples = []
+    for record in records:
+        where = f"{path}:{record.get('_line', '?')}"
+        if "messages" in record:
+            examples.append(_from_messages(record["messages"], where))
+        elif "question" in record and "answer" in record:
+            question, answer = record["question"], record["answer"]
+            if not (isinstance(question, str) and isinstance(answer, str)
+                    and question.strip() and answer.strip()):
+                raise DataError(f"{where}: 'question' and 'answer' must be non-empty strings")
+            hits = retrieve(question) if retrieve else []
+            examples.append({"prompt": build_messages(question, hits),
+                             "completion": [{"role": "assistant", "content": answer.strip()}]})
+        else:
+            raise DataError(f"{where}: expected 'messages' or 'question' and 'answer'")
+    return examples
+
+
+def _from_messages(messages: Any, where: str) -> Example:
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise DataError(f"{where}: 'messages' must be a list of at least 2 messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES \
+                or not isinstance(message.get("content"), str):
+            raise DataError(f"{where}: messages[{i}] needs a role ({'/'.join(sorted(_ROLES))}) "
+                            "and a string content")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(f"{where}: the last message must be the assistant's answer")
+    return {"prompt": [dict(role=m["role"], content=m["content"]) for m in messages[:-1]],
+            "completion": [{"role": "assistant", "content": messages[-1]["content"]}]}

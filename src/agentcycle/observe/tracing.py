@@ -1,0 +1,152 @@
+"""Every agent run is a trace: MLflow tracing always, Langfuse too when configured.
+
+MLflow is the embedded trace store (SQLite under the data dir, or the platform's
+server). Langfuse speaks OpenTelemetry, so when ``LANGFUSE_*`` are set we turn on
+MLflow's OTLP dual export towards Langfuse's OTLP endpoint: the same spans, with the
+GenAI semantic-convention attributes, land in both without a second instrumentation.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from agentcycle.errors import ServiceError
+from agentcycle.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_configured: tuple | None = None
+
+
+def langfuse_otlp_env(settings: Settings) -> dict[str, str]:
+    """The OpenTelemetry exporter variables that point spans at Langfuse."""
+    if not settings.langfuse_enabled:
+        return {}
+    token = base64.b64encode(
+        f"{settings.langfuse_public_key}:{settings.langfuse_secret_key}".encode()
+    ).decode()
+    return {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+            settings.langfuse_host.rstrip("/") + "/api/public/otel/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"Authorization=Basic {token}",
+        "MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT": "true",
+    }
+
+
+def setup_tracking(settings: Settings) -> str:
+    """Point MLflow (runs and traces) at the configured store; returns the experiment id."""
+    global _configured
+    import mlflow
+
+    key = (settings.tracking_uri, settings.mlflow_experiment, settings.langfuse_enabled)
+    if _configured and _configured[0] == key:
+        return _configured[1]
+    settings.ensure_home()
+    if settings.mlflow_username:  # MLflow's client reads its credentials from these
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_password or ""
+    os.environ.update(langfuse_otlp_env(settings))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else mlflow.create_experiment(
+                settings.mlflow_experiment,
+                artifact_location=None if settings.mlflow_tracking_uri
+                else settings.artifacts_dir.as_uri(),
+            )
+        )
+        mlflow.set_experiment(experiment_id=experiment_id)
+    except Exception as exc:
+        raise ServiceError(f"MLflow at {settings.tracking_uri} is unusable: {exc}") from None
+    mlflow.tracing.reset()  # rebuild the tracer provider with the exporters above
+    _configured = (key, experiment_id)
+    return experiment_id
+
+
+@contextlib.contextmanager
+def span(name: str, span_type: str = "UNKNOWN", inputs: Any = None,
+         attributes: dict[str, Any] | None = None) -> Iterator[Any]:
+    """An MLflow span (a new trace when no span is open)."""
+    import mlflow
+
+    with mlflow.start_span(name=name, span_type=span_type) as current:
+        if inputs is not None:
+            current.set_inputs(inputs)
+        if attributes:
+            current.set_attributes(attributes)
+        yield current
+
+
+@dataclass
+class TraceRow:
+    trace_id: str
+    time: str
+    name: str
+    status: str
+    latency_ms: float
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    question: str
+
+
+def list_traces(settings: Settings, last: int = 10) -> list[TraceRow]:
+    """The newest ``last`` traces, newest first, with their headline numbers."""
+    import mlflow
+
+    experiment_id = setup_tracking(settings)
+    traces = mlflow.search_traces(
+        locations=[experiment_id], max_results=last, order_by=["timestamp_ms DESC"],
+        return_type="list",
+    )
+    rows = []
+    for trace in traces:
+        info = trace.info
+        root = next((s for s in trace.data.spans if s.parent_id is None), None)
+        attrs = _summed_llm_attributes(trace.data.spans)
+        inputs = (root.inputs if root else None) or {}
+        rows.append(TraceRow(
+            trace_id=info.trace_id,
+            time=_format_ms(info.request_time),
+            name=root.name if root else "",
+            status=str(info.state.value if hasattr(info.state, "value") else info.state),
+            latency_ms=float(info.execution_duration or 0),
+            model=attrs["model"],
+            prompt_tokens=attrs["prompt_tokens"],
+            completion_tokens=attrs["completion_tokens"],
+            cost_usd=attrs["cost_usd"],
+            question=str(inputs.get("question", "") if isinstance(inputs, dict) else inputs)[:80],
+        ))
+    return rows
+
+
+def _summed_llm_attributes(spans) -> dict[str, Any]:
+    total = {"model": "", "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    for s in spans:
+        attributes = s.attributes or {}
+        if "gen_ai.usage.input_tokens" not in attributes:
+            continue
+        total["model"] = attributes.get("gen_ai.response.model") or total["model"]
+        total["prompt_tokens"] += int(attributes.get("gen_ai.usage.input_tokens") or 0)
+        total["completion_tokens"] += int(attributes.get("gen_ai.usage.output_tokens") or 0)
+        total["cost_usd"] += float(attributes.get("agentcycle.cost_usd") or 0)
+    return total
+
+
+def _format_ms(ms: int | None) -> str:
+    import datetime as dt
+
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,76 @@
+"""Wire a RAG agent to its models from the settings: the glue the CLI and app share.
+
+Which model answers:
+- ``model`` is a model directory: serve it locally (transformers serve / vLLM);
+- ``model`` is a name: ask the server at ``AGENTCYCLE_SERVER_URL`` when set, else the
+  LiteLLM gateway at ``LITELLM_ENDPOINT``;
+- no ``model``: the server at ``AGENTCYCLE_SERVER_URL``, else the bundled model served
+  locally. The cloud model (``AGENTCYCLE_CLOUD_MODEL``) is the last fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from agentcycle.errors import ModelError, ServiceError
+from agentcycle.rag.agent import RagAgent
+from agentcycle.router import Backend, Router
+from agentcycle.router.backends import default_backends, local_backend
+from agentcycle.settings import Settings
+
+
+def served_models(base_url: str, api_key: str | None = None) -> list[str]:
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/models", timeout=5,
+                             headers={"Authorization": f"Bearer {api_key or 'none'}"})
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServiceError(f"the model server at {base_url} is unreachable: {exc}") from None
+    return [m["id"] for m in response.json().get("data", [])]
+
+
+@contextlib.contextmanager
+def local_backends(settings: Settings, model: str | None = None) -> Iterator[list[Backend]]:
+    """The primary backend(s) for ``model``, starting a local server when needed."""
+    from agentcycle.models import chat_model_dir
+    from agentcycle.serving import ModelServer
+
+    if model and Path(model).expanduser().is_dir() or not model and not settings.server_url:
+        model_dir = Path(model).expanduser() if model else chat_model_dir(settings)
+        with ModelServer(model_dir) as server:
+            yield [local_backend("local", server.base_url, server.model_name)]
+        return
+    if settings.server_url:
+        available = served_models(settings.server_url, settings.thinkube_api_token)
+        name = model or (available[0] if available else None)
+        if name not in available:
+            raise ModelError(f"unknown model '{model}': the server at {settings.server_url} "
+                             f"serves {', '.join(available) or 'nothing'}")
+        yield [local_backend("server", settings.server_url, name, settings.thinkube_api_token)]
+        return
+    if settings.litellm_endpoint:
+        yield [Backend(name="litellm", model=f"openai/{model}",
+                       api_base=settings.litellm_endpoint,
+                       api_key=settings.litellm_master_key or "none")]
+        return
+    raise ModelError(f"unknown model '{model}': not a model directory, and neither "
+                     "AGENTCYCLE_SERVER_URL nor LITELLM_ENDPOINT is set to ask for it by name")
+
+
+@contextlib.contextmanager
+def agent_session(settings: Settings, collection: str, *, model: str | None = None,
+                  top_k: int = 3, max_tokens: int = 128) -> Iterator[RagAgent]:
+    from agentcycle.errors import DataError
+    from agentcycle.rag.store import ChunkStore
+
+    if not ChunkStore(settings, collection).exists():  # before paying for a server start
+        raise DataError(f"collection '{collection}' does not exist: run "
+                        f"`agentcycle rag ingest DIR --collection {collection}` first")
+    with local_backends(settings, model) as primary:
+        router = Router(default_backends(settings, primary),
+                        energy_usd_per_hour=settings.energy_usd_per_hour)
+        yield RagAgent(settings, collection, router, top_k=top_k, max_tokens=max_tokens)
