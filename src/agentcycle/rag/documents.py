@@ -55,31 +55,38 @@ def load_documents(folder: str | Path) -> list[Document]:
 def split_documents(
     documents: list[Document], chunk_size: int = 700, overlap: int = 120
 ) -> list[Chunk]:
-    """Split on Markdown structure first, then by size, keeping ``overlap`` characters.
+    """Split each document into its Markdown sections, then each section by size.
 
-    Each chunk remembers the nearest heading above it, so citations can name the
-    section (``part2.md § 7. Deposit cap``) rather than a chunk number.
+    Every chunk starts with its section's heading, so a chunk cut from the middle of a
+    long section still says what it is about (for retrieval, and for citations).
     """
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     if overlap >= chunk_size:
         raise DataError(f"chunk overlap ({overlap}) must be smaller than chunk size ({chunk_size})")
     splitter = RecursiveCharacterTextSplitter(
-        chunk_size=chunk_size,
-        chunk_overlap=overlap,
-        separators=["\n## ", "\n### ", "\n\n", "\n", ". ", " ", ""],
-        keep_separator="start",
-        add_start_index=True,
+        chunk_size=chunk_size, chunk_overlap=overlap,
+        separators=["\n\n", "\n", ". ", " ", ""], keep_separator="end",
     )
     chunks = []
     for doc in documents:
-        headings = [(m.start(), m.group(1)) for m in _HEADING.finditer(doc.text)]
-        for i, piece in enumerate(splitter.create_documents([doc.text])):
-            start = piece.metadata["start_index"]
-            text = piece.page_content.strip()
-            # The heading a chunk falls under: the last one starting at or before its
-            # first line (a chunk that opens with a heading is under that heading).
-            first_line_end = start + len(text.split("\n", 1)[0]) + 1
-            heading = next((h for pos, h in reversed(headings) if pos <= first_line_end), "")
-            chunks.append(Chunk(text=text, source=doc.source, index=i, heading=heading))
+        index = 0
+        for heading, body in _sections(doc.text):
+            for piece in splitter.split_text(body) if body.strip() else []:
+                text = f"{heading}\n{piece.strip()}" if heading else piece.strip()
+                chunks.append(Chunk(text=text, source=doc.source, index=index,
+                                    heading=heading.lstrip("#").strip()))
+                index += 1
     return chunks
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(heading line, body) pairs; text before the first heading has an empty heading."""
+    matches = list(_HEADING.finditer(text))
+    if not matches:
+        return [("", text)]
+    sections = [("", text[: matches[0].start()])]
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
+        end = following.start() if following else len(text)
+        sections.append((match.group(0).strip(), text[match.end() : end]))
+    return sections

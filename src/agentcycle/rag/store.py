@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ def _local_client(path: str):
     from qdrant_client import QdrantClient
 
     # Local mode locks its folder: one client per process, shared by everyone in it.
-    return QdrantClient(path=path)
+    client = QdrantClient(path=path)
+    # Closed before interpreter shutdown: its __del__ fails noisily once modules are gone.
+    atexit.register(client.close)
+    return client
 
 
 def qdrant_client(settings: Settings):

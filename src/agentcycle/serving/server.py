@@ -125,10 +125,23 @@ class ModelServer:
         )
         try:
             wait_for_health(self.base_url, timeout=timeout, process=self._process)
+            self.warm_up()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def warm_up(self) -> None:
+        """One tiny request: the engine's first generation pays seconds of set-up that
+        would otherwise land on (and skew the latency of) the first real request."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            httpx.post(f"{self.base_url}/chat/completions", headers=headers, timeout=120,
+                       json={"model": self.model_name, "max_tokens": 2,
+                             "messages": [{"role": "user", "content": "hi"}]})
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"the model server at {self.base_url} failed its first "
+                               f"request: {exc}") from None
 
     def stop(self) -> None:
         process, self._process = self._process, None

