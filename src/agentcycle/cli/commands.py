@@ -103,11 +103,13 @@ def finetune(
 
     from agentcycle.finetune import LoraParams, read_jsonl, to_examples
     from agentcycle.finetune import finetune as run_finetune
+    from agentcycle.finetune.train import check_output_dir
     from agentcycle.models import chat_model_dir
 
     config = settings()
     params = LoraParams(epochs=epochs, learning_rate=lr, rank=rank, max_steps=max_steps)
     params.check()
+    check_output_dir(out, overwrite)
     records = read_jsonl(data)
     retrieve = _retriever(config, collection) if collection else None
     examples = to_examples(records, data, retrieve=retrieve)

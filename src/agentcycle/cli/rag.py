@@ -24,7 +24,7 @@ def ingest(
 
     from agentcycle.rag import ingest as run_ingest
 
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("embedding chunks", total=None)
         report = run_ingest(folder, collection, settings(), chunk_size=chunk_size,
                             overlap=overlap,

@@ -80,8 +80,7 @@ def finetune(examples: list[Example], out_dir: str | Path, base_model_dir: str |
     out = Path(out_dir)
     if not examples:
         raise DataError("no training examples")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
+    check_output_dir(out, overwrite)
     setup_tracking(settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -110,6 +109,14 @@ def finetune(examples: list[Example], out_dir: str | Path, base_model_dir: str |
                           run_id=run_id, steps=trainer.state.global_step, final_loss=final_loss,
                           seconds=time.perf_counter() - started, examples=len(examples),
                           losses=losses)
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Never train for minutes only to refuse (or clobber) the output at the end."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
 
 
 def _train(examples, base_model_dir, work: Path, params: LoraParams, on_step):

@@ -79,6 +79,9 @@ def span(name: str, span_type: str = "UNKNOWN", inputs: Any = None,
     """An MLflow span (a new trace when no span is open)."""
     import mlflow
 
+    if _configured is None:  # traced before anyone chose a store: use the settings' one
+        setup_tracking(Settings())
+
     with mlflow.start_span(name=name, span_type=span_type) as current:
         if inputs is not None:
             current.set_inputs(inputs)

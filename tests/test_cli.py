@@ -1,0 +1,100 @@
+"""Bad input: one clear line, a non-zero exit, no traceback, nothing half-written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from agentcycle.cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def assert_clean_error(code, output, *fragments):
+    assert code == 1, output
+    assert "Traceback" not in output
+    assert output.strip().startswith("error:")
+    for fragment in fragments:
+        assert fragment in output
+
+
+def test_ingest_missing_folder(tmp_path):
+    assert_clean_error(*run("rag", "ingest", str(tmp_path / "nope"), "-c", "x"), "not found")
+
+
+def test_ingest_binary_file_keeps_the_previous_collection(tmp_path, settings, embedder):
+    from agentcycle.rag import ChunkStore, ingest
+
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "a.md").write_text("# A\n\nThe deposit is capped at 2 months.\n")
+    ingest(good, "law", settings, embedder=embedder)
+    (good / "b.md").write_bytes(b"\x00\x01binary")
+    assert_clean_error(*run("rag", "ingest", str(good), "-c", "law"), "b.md", "binary")
+    assert ChunkStore(settings, "law").count() == 1
+
+
+def test_ask_unknown_collection():
+    assert_clean_error(*run("rag", "ask", "q?", "-c", "nope"), "collection 'nope' does not exist")
+
+
+def test_ask_unknown_model(tmp_path, settings, embedder):
+    from agentcycle.rag import ingest
+
+    (tmp_path / "a.md").write_text("# A\n\ntext\n")
+    ingest(tmp_path, "law", settings, embedder=embedder)
+    assert_clean_error(*run("rag", "ask", "q?", "-c", "law", "--model", "gpt-nope"),
+                       "unknown model 'gpt-nope'")
+
+
+def test_finetune_empty_and_malformed_data(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out = tmp_path / "out"
+    assert_clean_error(*run("finetune", str(empty), "--out", str(out)), "empty")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "a"}\n{oops\n')
+    assert_clean_error(*run("finetune", str(bad), "--out", str(out)), "bad.jsonl:2")
+    assert_clean_error(*run("finetune", str(tmp_path / "none.jsonl"), "--out", str(out)),
+                       "not found")
+    assert not out.exists()
+
+
+def test_finetune_refuses_to_overwrite(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert_clean_error(*run("finetune", str(data), "--out", str(out)), "already exists")
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_unknown_chat_model_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("AGENTCYCLE_CHAT_MODEL", str(tmp_path / "missing-model"))
+    assert_clean_error(*run("serve"), "unknown chat model", "missing-model")
+
+
+def test_doctor_json_lists_every_service():
+    code, output = run("doctor", "--json")
+    assert code == 0
+    services = {row["service"]: row for row in json.loads(output)}
+    assert {"chat model", "embedding model", "qdrant", "mlflow", "litellm", "langfuse",
+            "nats"} <= set(services)
+    assert services["qdrant"]["mode"] == "embedded"
+
+
+@pytest.mark.parametrize("args", [["rag", "ingest", "/nonexistent", "-c", "x"]])
+def test_real_process_prints_one_line(args):
+    done = subprocess.run([sys.executable, "-m", "agentcycle", *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: corpus folder not found: /nonexistent"]
+    assert done.stdout == ""

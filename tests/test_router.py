@@ -1,0 +1,58 @@
+import pytest
+from helpers import BackgroundServer, dead_url, fake_cloud_app
+
+from agentcycle.router import AllBackendsFailed, Backend, Router
+from agentcycle.router.backends import cloud_backend, local_backend
+from agentcycle.settings import Settings
+
+MESSAGES = [{"role": "user", "content": "How long to return a deposit?"}]
+
+
+def test_down_primary_is_skipped_and_the_request_succeeds(base_server, settings):
+    with dead_url() as dead:
+        router = Router([local_backend("tuned", dead, "legal-tuned"),
+                         local_backend("base", base_server.base_url, "base", "test-key")])
+        first = router.complete(MESSAGES, max_tokens=4)
+        assert first.backend == "base" and first.text
+        assert first.reason == "fallback after tuned failed"
+        assert first.failed[0][0] == "tuned"
+        # The dead backend is cooling down: the next request does not pay for it again.
+        second = router.complete(MESSAGES, max_tokens=4)
+        assert second.backend == "base" and second.failed == []
+
+
+def test_cloud_fallback_through_litellm_is_priced_from_litellms_map(monkeypatch, settings):
+    with BackgroundServer(fake_cloud_app()) as cloud, dead_url() as dead:
+        monkeypatch.setenv("AGENTCYCLE_CLOUD_MODEL", "gpt-4o-mini")
+        monkeypatch.setenv("LITELLM_ENDPOINT", cloud.url + "/v1")
+        monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-master")
+        backend = cloud_backend(Settings())
+        router = Router([local_backend("local", dead, "base"), backend])
+        result = router.complete(MESSAGES, max_tokens=20)
+    assert result.backend == "cloud" and "21 days" in result.text
+    assert (result.prompt_tokens, result.completion_tokens) == (100, 20)
+    # gpt-4o-mini: $0.15 / 1M input, $0.60 / 1M output tokens in LiteLLM's price map.
+    assert result.cost_usd == pytest.approx(100 * 0.15e-6 + 20 * 0.6e-6)
+    assert cloud.server.config.app.state.requests[0]["auth"] == "Bearer sk-master"
+
+
+def test_configured_prices_and_energy_cost(settings):
+    with BackgroundServer(fake_cloud_app()) as cloud:
+        priced = Backend(name="p", model="openai/gpt-4o-mini", api_base=cloud.url + "/v1",
+                         api_key="k", input_usd_per_1k=1.0, output_usd_per_1k=2.0)
+        assert Router([priced]).complete(MESSAGES).cost_usd == pytest.approx(0.1 + 0.04)
+        local = local_backend("l", cloud.url + "/v1", "gpt-4o-mini")
+        free = Router([local]).complete(MESSAGES)
+        assert free.cost_usd == 0.0
+        metered = Router([local], energy_usd_per_hour=3600.0).complete(MESSAGES)
+        assert metered.cost_usd == pytest.approx(metered.latency_ms / 1000, rel=0.05)
+
+
+def test_every_backend_failing_is_one_clear_error(settings):
+    with BackgroundServer(fake_cloud_app(fail_with=429)) as limited, dead_url() as dead:
+        router = Router([local_backend("down", dead, "m"),
+                         local_backend("limited", limited.url + "/v1", "m")])
+        with pytest.raises(AllBackendsFailed) as failure:
+            router.complete(MESSAGES)
+    assert [name for name, _ in failure.value.errors] == ["down", "limited"]
+    assert "RateLimitError" in failure.value.errors[1][1]

@@ -1,0 +1,50 @@
+import httpx
+import pytest
+
+from agentcycle.errors import ModelError
+from agentcycle.serving import ModelServer, choose_engine
+
+
+def test_cpu_machine_uses_transformers_serve():
+    assert choose_engine("auto") == "transformers"
+
+
+def test_unknown_model_dir(tmp_path):
+    with pytest.raises(ModelError, match="no such directory"):
+        ModelServer(tmp_path / "nope")
+    with pytest.raises(ModelError, match="no config.json"):
+        ModelServer(tmp_path)
+
+
+def test_key_is_enforced_and_the_api_is_openai_compatible(base_server):
+    url = f"{base_server.base_url}/chat/completions"
+    body = {"model": "base", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+    assert httpx.post(url, json=body, timeout=60).status_code == 401
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}, timeout=60)
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+
+    auth = {"Authorization": "Bearer test-key"}
+    response = httpx.post(url, json=body, headers=auth, timeout=60)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["model"] == "base" and data["choices"][0]["message"]["content"]
+    assert 0 < data["usage"]["completion_tokens"] <= 8
+
+    models = httpx.get(f"{base_server.base_url}/models", headers=auth, timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["base"]
+    assert httpx.get(base_server.base_url.removesuffix("/v1") + "/health").status_code == 200
+
+    unknown = httpx.post(url, json={**body, "model": "gpt-9"}, headers=auth, timeout=60)
+    assert unknown.status_code == 404 and "gpt-9" in unknown.json()["error"]["message"]
+
+
+def test_streaming_passes_through(base_server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_server.base_url, api_key="test-key")
+    stream = client.chat.completions.create(
+        model="base", max_tokens=6, stream=True,
+        messages=[{"role": "user", "content": "Count to three."}])
+    chunks = [c for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and all(c.model == "base" for c in chunks)
