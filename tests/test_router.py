@@ -1,9 +1,9 @@
 import pytest
-from helpers import BackgroundServer, dead_url, fake_cloud_app
 
 from agentcycle.router import AllBackendsFailed, Backend, Router
 from agentcycle.router.backends import cloud_backend, local_backend
 from agentcycle.settings import Settings
+from helpers import BackgroundServer, dead_url, fake_cloud_app
 
 MESSAGES = [{"role": "user", "content": "How long to return a deposit?"}]
 

@@ -39,8 +39,9 @@ def test_settings_read_the_environment_when_built_not_at_import(monkeypatch):
 
 
 def test_discovery_reports_embedded_and_real_services(monkeypatch):
-    from helpers import BackgroundServer
     from fastapi import FastAPI
+
+    from helpers import BackgroundServer
 
     app = FastAPI()
 

@@ -4,11 +4,11 @@ import sys
 import textwrap
 
 from fastapi import FastAPI, Request
-from helpers import BackgroundServer
 from typer.testing import CliRunner
 
 from agentcycle.cli.main import app
 from agentcycle.observe import list_traces
+from helpers import BackgroundServer
 
 
 def _flush():
@@ -82,7 +82,8 @@ def test_langfuse_receives_the_same_spans_over_otlp(tmp_path):
     names = set()
     for _, body in received:
         request = ExportTraceServiceRequest.FromString(body)
-        names |= {s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+        names |= {s.name for rs in request.resource_spans
+                  for ss in rs.scope_spans for s in ss.spans}
     assert {"rag agent", "llm local"} <= names
     # ...and the embedded store still has the trace (dual export).
     check = subprocess.run([sys.executable, "-c", textwrap.dedent("""

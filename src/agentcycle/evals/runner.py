@@ -55,7 +55,8 @@ class EvalSummary:
 
 
 def evaluate(agent: AgentFn, cases: list[QACase], embedder, *, label: str = "model",
-             concurrency: int = 4, on_case: Callable[[int, int], None] | None = None) -> EvalSummary:
+             concurrency: int = 4,
+             on_case: Callable[[int, int], None] | None = None) -> EvalSummary:
     """Ask every case; a case whose call fails is scored as an error, and the run goes on."""
     started = time.perf_counter()
     done = 0

@@ -71,13 +71,15 @@ class ChunkStore:
         self._call(
             self.client.create_collection,
             self.collection,
-            vectors_config=models.VectorParams(size=len(vectors[0]), distance=models.Distance.COSINE),
+            vectors_config=models.VectorParams(size=len(vectors[0]),
+                                               distance=models.Distance.COSINE),
         )
         points = [
             models.PointStruct(
                 id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{c.source}#{c.index}")),
                 vector=list(map(float, v)),
-                payload={"text": c.text, "source": c.source, "index": c.index, "heading": c.heading},
+                payload={"text": c.text, "source": c.source, "index": c.index,
+                         "heading": c.heading},
             )
             for c, v in zip(chunks, vectors, strict=True)
         ]

@@ -31,7 +31,8 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
 
 
-def build_gate(upstream: str, engine_model: str, model_name: str, api_key: str | None) -> Starlette:
+def build_gate(upstream: str, engine_model: str, model_name: str,
+               api_key: str | None) -> Starlette:
     client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=5))
 
     def authorized(request: Request) -> bool:
@@ -75,7 +76,7 @@ def build_gate(upstream: str, engine_model: str, model_name: str, api_key: str |
                                      response.status_code, media_type="text/event-stream")
         content = await response.aread()
         await response.aclose()
-        content = content.replace(json.dumps(engine_model).encode(), json.dumps(model_name).encode())
+        content = _rename(content, engine_model, model_name)
         return Response(content, response.status_code,
                         media_type=response.headers.get("content-type"))
 
@@ -91,11 +92,15 @@ def build_gate(upstream: str, engine_model: str, model_name: str, api_key: str |
     ], lifespan=lifespan)
 
 
+def _rename(content: bytes, engine_model: str, model_name: str) -> bytes:
+    """Clients see the name they asked for, not the engine's pinned path."""
+    return content.replace(json.dumps(engine_model).encode(), json.dumps(model_name).encode())
+
+
 async def _renamed_stream(response: httpx.Response, engine_model: str, model_name: str):
-    old, new = json.dumps(engine_model).encode(), json.dumps(model_name).encode()
     try:
         async for line in response.aiter_lines():
-            yield line.encode().replace(old, new) + b"\n"
+            yield _rename(line.encode(), engine_model, model_name) + b"\n"
     finally:
         await response.aclose()
 

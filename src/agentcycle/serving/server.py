@@ -9,6 +9,7 @@ serve``, which enforces ``--api-key`` and ``--served-model-name`` itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,10 +70,8 @@ def wait_for_health(
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class ModelServer:
@@ -118,11 +117,13 @@ class ModelServer:
         env = dict(os.environ)
         if self.api_key:  # by environment, so the key never shows in `ps`
             env["AGENTCYCLE_SERVE_API_KEY"] = self.api_key
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self._process = subprocess.Popen(
-            self.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,  # so stop() can end the engine's children too
-        )
+        with contextlib.ExitStack() as files:
+            out = (files.enter_context(open(self.log_file, "ab")) if self.log_file
+                   else subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                self.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # so stop() can end the engine's children too
+            )
         try:
             wait_for_health(self.base_url, timeout=timeout, process=self._process)
             self.warm_up()

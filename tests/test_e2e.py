@@ -1,0 +1,41 @@
+"""The real lifecycle on a small slice: real model, real Qdrant local mode, real MLflow,
+real servers on 127.0.0.1, real LoRA training."""
+
+import json
+
+import pytest
+
+from agentcycle.demo import DemoOptions, run_demo
+from agentcycle.finetune import LoraParams
+
+
+@pytest.mark.slow
+def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
+    options = DemoOptions(test_limit=4, train_limit=8, concurrency=4, max_tokens=24,
+                          params=LoraParams(max_steps=3, batch_size=2))
+    result = run_demo(settings, options)
+
+    base, tuned = result.summaries
+    assert (base.label, tuned.label) == ("base", "fine-tuned")
+    assert base.cases == tuned.cases == 4 and base.errors == tuned.errors == 0
+    assert {r.backend for r in tuned.results} == {"legal-tuned"}, "routed to the tuned model"
+    assert tuned.p50_latency_ms > 0 and tuned.tokens_per_s > 0
+
+    report = json.loads((result.report_dir / "report.json").read_text())
+    assert [m["label"] for m in report["models"]] == ["base", "fine-tuned"]
+    assert report["finetune_steps"] == 3 and report["train_examples"] == 8
+    assert (result.report_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Fine-tuning changed accuracy" in (result.report_dir / "report.md").read_text()
+
+    assert (result.tuned_model_dir / "model.safetensors").is_file()
+    assert (result.tuned_model_dir / "adapter" / "adapter_config.json").is_file()
+
+    import mlflow
+
+    run = mlflow.get_run(result.finetune_run_id)
+    assert run.data.params["rank"] == "16" and run.data.params["examples"] == "8"
+    assert "final_train_loss" in run.data.metrics
+    losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
+    assert len(losses) == 3
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"adapter", "loss_curve.png", "data"} <= artifacts
