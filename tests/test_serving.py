@@ -48,3 +48,39 @@ def test_streaming_passes_through(base_server):
     chunks = [c for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and all(c.model == "base" for c in chunks)
+
+
+def test_serve_command_prints_the_url_and_enforces_the_key(base_model_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from agentcycle.serving.server import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentcycle", "serve", str(base_model_dir), "--port", str(port),
+         "--api-key", "cli-key", "--model-name", "smol"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if line.strip() == url or process.poll() is not None:
+                break
+        assert url in "".join(lines), "".join(lines)
+        body = {"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+        assert httpx.post(f"{url}/chat/completions", json=body, timeout=60).status_code == 401
+        ok = httpx.post(f"{url}/chat/completions", json=body, timeout=60,
+                        headers={"Authorization": "Bearer cli-key"})
+        assert ok.status_code == 200 and ok.json()["model"] == "smol"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
