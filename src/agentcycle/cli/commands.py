@@ -152,12 +152,12 @@ def traces(last: int = typer.Option(10, "--last", "-n"),
         print_json([asdict(r) for r in rows])
         return
     table = Table(title=f"last {len(rows)} traces")
-    for column in ("time", "name", "status", "latency ms", "model", "tokens in/out", "cost $",
-                   "question"):
+    for column in ("time", "name", "status", "ms", "model", "tokens in/out", "cost $"):
         table.add_column(column)
+    table.add_column("question", overflow="ellipsis", no_wrap=True, max_width=40)
     for r in rows:
-        table.add_row(r.time, r.name, r.status, f"{r.latency_ms:.0f}", r.model,
-                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.question)
+        table.add_row(r.time[5:], r.name, r.status, f"{r.latency_ms:.0f}", r.model,
+                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.4f}", r.question)
     console.print(table)
 
 
