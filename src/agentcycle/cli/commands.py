@@ -15,7 +15,7 @@ from agentcycle.cli._common import console, friendly_errors, print_json, setting
 def demo(
     test_limit: int | None = typer.Option(None, help="Evaluate on the first N test cases."),
     train_limit: int | None = typer.Option(None, help="Train on the first N train cases."),
-    epochs: float = typer.Option(1.0),
+    epochs: float = typer.Option(2.0),
     max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""

@@ -110,3 +110,19 @@ def summarize(results: list[CaseResult], label: str, wall_s: float) -> EvalSumma
         tokens_per_s=statistics.fmean(decode_rates) if decode_rates else 0.0,
         cost_per_1k_tokens=price_per_1k(cost, tokens), total_cost_usd=cost, wall_s=wall_s,
         results=results)
+
+
+def log_to_mlflow(summary: EvalSummary, run_name: str | None = None,
+                  params: dict | None = None) -> str:
+    """One MLflow run per evaluation: the summary metrics and the per-case table."""
+    import mlflow
+
+    with mlflow.start_run(run_name=run_name or f"eval-{summary.label}") as run:
+        mlflow.set_tag("agentcycle.phase", "evaluate")
+        mlflow.log_params({"label": summary.label, "model": summary.model,
+                           "cases": summary.cases, **(params or {})})
+        mlflow.log_metrics(summary.metrics())
+        rows = [asdict(r) for r in summary.results]
+        mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]} if rows else {},
+                         artifact_file="cases.json")
+        return run.info.run_id

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agentcycle._hardware import native_bf16
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.finetune.data import Example
 from agentcycle.settings import Settings
@@ -120,10 +121,12 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 def _train(examples, base_model_dir, work: Path, params: LoraParams, on_step):
+    import datasets
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(params.seed)
@@ -159,30 +162,21 @@ def _train(examples, base_model_dir, work: Path, params: LoraParams, on_step):
         disable_tqdm=True,
         seed=params.seed,
         use_cpu=not torch.cuda.is_available(),
-        bf16=_bf16_supported() if params.bf16 is None else params.bf16,
+        bf16=native_bf16() if params.bf16 is None else params.bf16,
         dataloader_num_workers=0,
+        gradient_checkpointing=False,  # TRL turns it on; on a 135M model it only costs time
     )
     layers = model.config.num_hidden_layers
     top = min(params.top_layers or layers, layers)
     lora = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout,
                       target_modules=params.target_modules, task_type="CAUSAL_LM",
                       layers_to_transform=list(range(layers - top, layers)))
+    datasets.disable_progress_bars()
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, peft_config=lora, callbacks=[Progress()])
+    trainer.remove_callback(PrinterCallback)  # our callback reports progress instead
     trainer.train()
     return trainer, losses
-
-
-def _bf16_supported() -> bool:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _merge_and_save(trainer, target: Path) -> None:

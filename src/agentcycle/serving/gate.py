@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentcycle._hardware import native_bf16
+
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization"}
 
 
@@ -105,6 +107,16 @@ async def _renamed_stream(response: httpx.Response, engine_model: str, model_nam
         await response.aclose()
 
 
+def engine_options() -> list[str]:
+    """Continuous batching with a bounded KV cache: left to size itself, the cache
+    claims over half the machine's memory (13 GB for a 135M model here), and a second
+    server or a training run beside it then starves. 64 blocks of 256 tokens hold 16
+    concurrent requests of 1K tokens. bf16 where the CPU runs it natively (~30% faster
+    here than fp32)."""
+    options = ["--continuous-batching", "--cb-block-size", "256", "--cb-num-blocks", "64"]
+    return options + (["--dtype", "bfloat16"] if native_bf16() else [])
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     engine_port = free_port()
     engine = subprocess.Popen([
         sys.executable, "-m", "transformers.cli.transformers", "serve", args.model_dir,
-        "--host", "127.0.0.1", "--port", str(engine_port), "--continuous-batching",
+        "--host", "127.0.0.1", "--port", str(engine_port), *engine_options(),
     ])
     atexit.register(engine.terminate)
     from agentcycle.serving.server import wait_for_health

@@ -22,6 +22,7 @@ from typing import Literal
 
 import httpx
 
+from agentcycle._hardware import has_cuda
 from agentcycle.errors import ServiceError
 from agentcycle.models.bundled import check_model_dir
 
@@ -40,14 +41,8 @@ def choose_engine(requested: str = "auto") -> Engine:
         return requested  # type: ignore[return-value]
     if requested != "auto":
         raise ServiceError(f"unknown engine '{requested}': use auto, transformers or vllm")
-    if shutil.which("vllm"):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return "vllm"
-        except ImportError:
-            pass
+    if shutil.which("vllm") and has_cuda():
+        return "vllm"
     return "transformers"
 
 
