@@ -127,14 +127,10 @@ def finetune(
 
 
 def _retriever(config, collection: str):
-    from agentcycle.errors import DataError
     from agentcycle.models import embedding_model_dir
     from agentcycle.rag import ChunkStore, Embedder
 
-    store = ChunkStore(config, collection)
-    if not store.exists():
-        raise DataError(f"collection '{collection}' does not exist: run "
-                        f"`agentcycle rag ingest DIR --collection {collection}` first")
+    store = ChunkStore(config, collection).require()
     embedder = Embedder(embedding_model_dir(config))
     return lambda question: store.search(embedder.embed([question])[0], 3)
 

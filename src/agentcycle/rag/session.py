@@ -64,12 +64,9 @@ def local_backends(settings: Settings, model: str | None = None) -> Iterator[lis
 @contextlib.contextmanager
 def agent_session(settings: Settings, collection: str, *, model: str | None = None,
                   top_k: int = 3, max_tokens: int = 128) -> Iterator[RagAgent]:
-    from agentcycle.errors import DataError
     from agentcycle.rag.store import ChunkStore
 
-    if not ChunkStore(settings, collection).exists():  # before paying for a server start
-        raise DataError(f"collection '{collection}' does not exist: run "
-                        f"`agentcycle rag ingest DIR --collection {collection}` first")
+    ChunkStore(settings, collection).require()  # before paying for a server start
     with local_backends(settings, model) as primary:
         router = Router(default_backends(settings, primary),
                         energy_usd_per_hour=settings.energy_usd_per_hour)

@@ -90,12 +90,17 @@ class ChunkStore:
     def count(self) -> int:
         return self._call(self.client.count, self.collection).count
 
-    def search(self, vector, top_k: int = 3) -> list[Hit]:
+    def require(self) -> ChunkStore:
+        """This store, or a DataError telling how to create the collection."""
         if not self.exists():
             raise DataError(
                 f"collection '{self.collection}' does not exist: run "
                 f"`agentcycle rag ingest DIR --collection {self.collection}` first"
             )
+        return self
+
+    def search(self, vector, top_k: int = 3) -> list[Hit]:
+        self.require()
         result = self._call(
             self.client.query_points, self.collection, query=list(map(float, vector)), limit=top_k
         )
