@@ -15,15 +15,18 @@ from agentcycle.cli._common import console, friendly_errors, print_json, setting
 def demo(
     test_limit: int | None = typer.Option(None, help="Evaluate on the first N test cases."),
     train_limit: int | None = typer.Option(None, help="Train on the first N train cases."),
-    epochs: float = typer.Option(2.0),
+    epochs: float = typer.Option(3.0),
+    lr: float = typer.Option(2e-3, help="Learning rate."),
     max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
+    top_k: int = typer.Option(1, help="Passages retrieved per question."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
     from agentcycle.demo import DemoOptions, run_demo
     from agentcycle.finetune import LoraParams
 
-    options = DemoOptions(test_limit=test_limit, train_limit=train_limit,
-                          params=LoraParams(epochs=epochs, max_steps=max_steps))
+    options = DemoOptions(test_limit=test_limit, train_limit=train_limit, top_k=top_k,
+                          params=LoraParams(epochs=epochs, learning_rate=lr,
+                                            max_steps=max_steps))
     result = run_demo(settings(), options, console)
     table = Table(title="base vs fine-tuned (RAG, legal test split)")
     for column in ("model", "accuracy", "similarity", "p50 latency ms", "tokens/s",
