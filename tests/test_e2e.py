@@ -25,7 +25,9 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     assert [m["label"] for m in report["models"]] == ["base", "fine-tuned"]
     assert report["finetune_steps"] == 3 and report["train_examples"] == 8
     assert (result.report_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Fine-tuning changed accuracy" in (result.report_dir / "report.md").read_text()
+    markdown = (result.report_dir / "report.md").read_text()
+    assert "Fine-tuning changed accuracy" in markdown and "list price" in markdown
+    assert report["reference_cost_per_1k_tokens"] > 0  # gpt-4o-mini is in LiteLLM's map
 
     assert (result.tuned_model_dir / "model.safetensors").is_file()
     assert (result.tuned_model_dir / "adapter" / "adapter_config.json").is_file()

@@ -19,12 +19,31 @@ CHART_METRICS = [
 ]
 
 
+REFERENCE_CLOUD_MODEL = "gpt-4o-mini"
+
+
+def reference_cost_per_1k(summary: EvalSummary, model: str = REFERENCE_CLOUD_MODEL) -> float:
+    """What the same prompt and completion tokens would cost at a cloud model's list
+    price (LiteLLM's price map): priced, not run, and labelled so in the report."""
+    from agentcycle.router.router import import_litellm
+
+    prompt = sum(r.prompt_tokens for r in summary.results)
+    completion = sum(r.completion_tokens for r in summary.results)
+    if not prompt + completion:
+        return 0.0
+    input_cost, output_cost = import_litellm().cost_per_token(
+        model=model, prompt_tokens=prompt, completion_tokens=completion)
+    return 1000 * (input_cost + output_cost) / (prompt + completion)
+
+
 def write_report(folder: Path, summaries: list[EvalSummary], extra: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    extra = {**extra, "reference_cloud_model": REFERENCE_CLOUD_MODEL,
+             "reference_cost_per_1k_tokens": reference_cost_per_1k(summaries[-1])}
     data = {"models": [asdict(s) for s in summaries], **extra}
     _atomic_write(folder / "report.json", json.dumps(data, indent=2, default=str))
     _atomic_write(folder / "report.md", render_markdown(summaries, extra))
-    write_chart(folder / "report.png", summaries)
+    write_chart(folder / "report.png", summaries, extra["reference_cost_per_1k_tokens"])
 
 
 def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
@@ -43,6 +62,9 @@ def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
         delta = summaries[1].accuracy - summaries[0].accuracy
         lines += ["", f"Fine-tuning changed accuracy by **{delta * 100:+.1f} points** "
                       f"({summaries[0].accuracy:.1%} -> {summaries[1].accuracy:.1%})."]
+    lines += ["", f"For reference, the same tokens at {extra['reference_cloud_model']}'s list "
+              f"price (LiteLLM's price map; priced, not run) would cost "
+              f"${extra['reference_cost_per_1k_tokens']:.5f} per 1K tokens."]
     lines += ["", "Accuracy: every key fact of the reference (figure, deadline, name) appears "
               "in the answer. Similarity: cosine of MiniLM embeddings of answer and reference. "
               "Local models cost $0 unless AGENTCYCLE_ENERGY_USD_PER_HOUR is set.", "",
@@ -58,7 +80,7 @@ def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_chart(path: Path, summaries: list[EvalSummary]) -> None:
+def write_chart(path: Path, summaries: list[EvalSummary], reference_cost: float = 0.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +97,14 @@ def write_chart(path: Path, summaries: list[EvalSummary]) -> None:
             axis.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                           ha="center", va="bottom", fontsize=9)
         axis.margins(y=0.2)
+        if key == "accuracy":
+            axis.set_ylim(0, 1)
+        if key == "cost_per_1k_tokens" and reference_cost:
+            axis.axhline(reference_cost, linestyle="--", color="#e76f51")
+            axis.annotate(f"{REFERENCE_CLOUD_MODEL} list price (not run): ${reference_cost:.5f}",
+                          (0.02, reference_cost), xycoords=("axes fraction", "data"),
+                          va="bottom", fontsize=8, color="#e76f51")
+            axis.set_ylim(0, reference_cost * 1.5)
     figure.suptitle("agentcycle demo: base vs fine-tuned (RAG, legal test split)")
     figure.tight_layout()
     tmp = path.with_suffix(".tmp.png")
