@@ -98,3 +98,29 @@ def test_real_process_prints_one_line(args):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["error: corpus folder not found: /nonexistent"]
     assert done.stdout == ""
+
+
+def test_ask_through_the_platforms_litellm_gateway(monkeypatch, tmp_path, settings, embedder):
+    """With LITELLM_ENDPOINT set, `--model NAME` goes through the gateway (a stand-in
+    speaking the OpenAI protocol: the cloud cannot be reached from here)."""
+    from helpers import BackgroundServer, fake_cloud_app
+
+    from agentcycle.rag import ingest
+
+    (tmp_path / "law.md").write_text("# Law\n\n## § 7. Deposits\nReturn within 21 days.\n")
+    ingest(tmp_path, "law", settings, embedder=embedder)
+    gateway = fake_cloud_app()
+    with BackgroundServer(gateway) as server:
+        monkeypatch.setenv("LITELLM_ENDPOINT", server.url + "/v1")
+        monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-gw")
+        code, output = run("rag", "ask", "How long to return a deposit?", "-c", "law",
+                           "--model", "gpt-4o-mini", "--json")
+    assert code == 0, output
+    answer = json.loads(output)
+    assert {"answer", "sources", "model", "latency_ms", "prompt_tokens", "completion_tokens",
+            "cost_usd"} <= set(answer)
+    assert answer["model"] == "gpt-4o-mini" and "21 days" in answer["answer"]
+    assert answer["sources"][0]["source"] == "law.md" and answer["cost_usd"] > 0
+    request = gateway.state.requests[0]
+    assert request["auth"] == "Bearer sk-gw" and request["body"]["model"] == "gpt-4o-mini"
+    assert "Return within 21 days." in request["body"]["messages"][1]["content"]
