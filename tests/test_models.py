@@ -1,0 +1,54 @@
+import shutil
+
+import pytest
+
+import agentcycle
+from agentcycle.errors import ModelError
+from agentcycle.models import (
+    bundled_embedding_dir,
+    bundled_gguf_path,
+    chat_model_dir,
+    embedding_model_dir,
+)
+from agentcycle.settings import Settings
+
+
+def test_bundled_models_come_from_their_wheels():
+    assert bundled_gguf_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert (bundled_embedding_dir() / "model.safetensors").is_file()
+
+
+def test_the_gguf_is_converted_once_into_a_servable_hf_directory(base_model_dir):
+    assert (base_model_dir / "model.safetensors").is_file()
+    assert (base_model_dir / "tokenizer.json").is_file()
+    config = (base_model_dir / "config.json").read_text()
+    assert '"llama"' in config and "quantization_config" not in config
+    before = (base_model_dir / "model.safetensors").stat().st_mtime
+    assert chat_model_dir(Settings()) == base_model_dir  # the cache, not a new conversion
+    assert (base_model_dir / "model.safetensors").stat().st_mtime == before
+
+
+def test_any_hf_directory_replaces_a_bundled_model(monkeypatch, tmp_path, embedder):
+    copy = tmp_path / "my-embedder"
+    shutil.copytree(bundled_embedding_dir(), copy)
+    monkeypatch.setenv("AGENTCYCLE_EMBEDDING_MODEL", str(copy))
+    assert embedding_model_dir(Settings()) == copy.resolve()
+    monkeypatch.setenv("AGENTCYCLE_CHAT_MODEL", str(tmp_path / "nope"))
+    with pytest.raises(ModelError, match="unknown chat model"):
+        chat_model_dir(Settings())
+
+
+def test_public_api_is_deliberate():
+    """Names leave or join the public surface on purpose (httpx keeps the same test)."""
+    import agentcycle.evals
+    import agentcycle.finetune
+    import agentcycle.observe
+    import agentcycle.rag
+    import agentcycle.router
+    import agentcycle.serving
+
+    assert agentcycle.__all__ == ["AgentcycleError", "Settings", "__version__"]
+    for module in (agentcycle.evals, agentcycle.finetune, agentcycle.observe, agentcycle.rag,
+                   agentcycle.router, agentcycle.serving):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
+        assert sorted(module.__all__) == sorted(set(module.__all__))
