@@ -163,7 +163,10 @@ def traces(last: int = typer.Option(10, "--last", "-n"),
 @friendly_errors
 def app_command(
     collection: str = typer.Option("marvale-tenancy", "--collection", "-c"),
-    model: str | None = typer.Option(None, help="Model dir or served model name."),
+    model: str | None = typer.Option(
+        None, help="Model dir (e.g. .agentcycle/demo/legal-tuned) or served model name."),
+    top_k: int = typer.Option(3, help="Passages retrieved per question (the demo's tuned "
+                                      "model was trained with 1)."),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8080),
 ) -> None:
@@ -173,6 +176,6 @@ def app_command(
     from agentcycle.app import create_app
     from agentcycle.rag.session import agent_session
 
-    with agent_session(settings(), collection, model=model) as agent:
+    with agent_session(settings(), collection, model=model, top_k=top_k) as agent:
         console.print(f"agent app on http://{host}:{port} (UI at /ui, API docs at /docs)")
         uvicorn.run(create_app(agent), host=host, port=port, log_level="warning")
