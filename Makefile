@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/agentcycle demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
 
 lint: $(STAMP)

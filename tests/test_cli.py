@@ -103,9 +103,8 @@ def test_real_process_prints_one_line(args):
 def test_ask_through_the_platforms_litellm_gateway(monkeypatch, tmp_path, settings, embedder):
     """With LITELLM_ENDPOINT set, `--model NAME` goes through the gateway (a stand-in
     speaking the OpenAI protocol: the cloud cannot be reached from here)."""
-    from helpers import BackgroundServer, fake_cloud_app
-
     from agentcycle.rag import ingest
+    from helpers import BackgroundServer, fake_cloud_app
 
     (tmp_path / "law.md").write_text("# Law\n\n## § 7. Deposits\nReturn within 21 days.\n")
     ingest(tmp_path, "law", settings, embedder=embedder)

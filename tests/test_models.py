@@ -2,7 +2,6 @@ import shutil
 
 import pytest
 
-import agentcycle
 from agentcycle.errors import ModelError
 from agentcycle.models import (
     bundled_embedding_dir,
