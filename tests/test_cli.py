@@ -123,3 +123,13 @@ def test_ask_through_the_platforms_litellm_gateway(monkeypatch, tmp_path, settin
     request = gateway.state.requests[0]
     assert request["auth"] == "Bearer sk-gw" and request["body"]["model"] == "gpt-4o-mini"
     assert "Return within 21 days." in request["body"]["messages"][1]["content"]
+
+
+def test_the_cli_reference_is_up_to_date():
+    from pathlib import Path
+
+    from agentcycle.cli.help_doc import render
+
+    checked_in = Path(__file__).parent.parent / "docs" / "cli.md"
+    assert checked_in.read_text().strip() == render().strip(), (
+        "docs/cli.md is stale: python -m agentcycle.cli.help_doc > docs/cli.md")
