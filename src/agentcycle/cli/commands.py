@@ -19,6 +19,8 @@ def demo(
     lr: float = typer.Option(2e-3, help="Learning rate."),
     max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
     top_k: int = typer.Option(1, help="Passages retrieved per question."),
+    top_layers: int = typer.Option(12, help="LoRA on the top N layers (0: all; slower, "
+                                            "better: docs/benchmarks.md)."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
     from agentcycle.demo import DemoOptions, run_demo
@@ -26,7 +28,7 @@ def demo(
 
     options = DemoOptions(test_limit=test_limit, train_limit=train_limit, top_k=top_k,
                           params=LoraParams(epochs=epochs, learning_rate=lr,
-                                            max_steps=max_steps))
+                                            max_steps=max_steps, top_layers=top_layers or None))
     result = run_demo(settings(), options, console)
     table = Table(title="base vs fine-tuned (RAG, legal test split)")
     for column in ("model", "accuracy", "similarity", "p50 latency ms", "tokens/s",
@@ -99,6 +101,7 @@ def finetune(
     lr: float = typer.Option(1e-3, help="Learning rate."),
     rank: int = typer.Option(16, help="LoRA rank."),
     max_steps: int = typer.Option(-1, help="Stop after N steps (-1: run the epochs)."),
+    top_layers: int = typer.Option(12, help="LoRA on the top N layers (0: all)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
     """LoRA SFT with PEFT + TRL; params, loss and artifacts go to MLflow."""
@@ -110,7 +113,8 @@ def finetune(
     from agentcycle.models import chat_model_dir
 
     config = settings()
-    params = LoraParams(epochs=epochs, learning_rate=lr, rank=rank, max_steps=max_steps)
+    params = LoraParams(epochs=epochs, learning_rate=lr, rank=rank, max_steps=max_steps,
+                        top_layers=top_layers or None)
     params.check()
     check_output_dir(out, overwrite)
     records = read_jsonl(data)
