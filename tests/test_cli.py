@@ -133,3 +133,31 @@ def test_the_cli_reference_is_up_to_date():
     checked_in = Path(__file__).parent.parent / "docs" / "cli.md"
     assert checked_in.read_text().strip() == render().strip(), (
         "docs/cli.md is stale: python -m agentcycle.cli.help_doc > docs/cli.md")
+
+
+def test_finetune_command_trains_merges_and_logs(tmp_path, settings, embedder):
+    from agentcycle.rag import ingest
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "law.md").write_text(
+        "# Law\n\n## § 1. Deposits\nA deposit is returned within 21 days.\n\n"
+        "## § 2. Notice\nA tenant gives 35 days' notice.\n")
+    ingest(tmp_path / "corpus", "law", settings, embedder=embedder)
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "When is a deposit returned?", "answer": "Within 21 days (§ 1)."},
+        {"question": "How much notice does a tenant give?", "answer": "35 days' notice (§ 2)."},
+    ]) + "\n")
+    out = tmp_path / "tuned"
+    code, output = run("finetune", str(data), "--out", str(out), "--collection", "law",
+                       "--max-steps", "2", "--top-layers", "2")
+    assert code == 0, output
+    assert "merged model" in output and (out / "model.safetensors").is_file()
+    import mlflow
+
+    [run_info] = mlflow.search_runs(output_format="list")
+    assert run_info.data.params["examples"] == "2" and run_info.data.params["top_layers"] == "2"
+    [artifact] = mlflow.MlflowClient().list_artifacts(run_info.info.run_id, "data")
+    trained = mlflow.artifacts.load_text(f"runs:/{run_info.info.run_id}/{artifact.path}")
+    # The prompt is the agent's: the retrieved section is in it.
+    assert "A deposit is returned within 21 days." in trained
