@@ -41,3 +41,23 @@ def test_evaluate_scores_and_keeps_going_after_an_error(embedder):
     assert summary.p50_latency_ms == 100.0
     assert abs(summary.cost_per_1k_tokens - 1000 * 0.002 / 200) < 1e-12
     assert abs(summary.tokens_per_s - 100.0) < 1e-9
+    low, high = summary.accuracy_ci95
+    assert 0.0 < low < 1 / 3 < high < 1.0
+
+
+def test_wilson_interval_and_paired_flips():
+    from agentcycle.evals.runner import paired_flips, summarize, wilson_interval
+
+    low, high = wilson_interval(10, 32)
+    assert (round(low, 3), round(high, 3)) == (0.18, 0.486)  # by hand: Wilson, z = 1.96
+    assert wilson_interval(0, 0) == (0.0, 0.0)
+
+    def results(passes):
+        from agentcycle.evals.runner import CaseResult
+
+        return [CaseResult(str(i), "q", "r", "a", p, False, 0.0, 1.0, 1, 1, 0.0, "b")
+                for i, p in enumerate(passes)]
+
+    before = summarize(results([True, False, False, True]), "base", 1.0)
+    after = summarize(results([True, True, True, False]), "tuned", 1.0)
+    assert paired_flips(before, after) == (2, 1)

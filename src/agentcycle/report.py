@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcycle.evals import EvalSummary
+from agentcycle.evals.runner import paired_flips
 
 CHART_METRICS = [
     ("accuracy", "accuracy (key facts)", "{:.0%}"),
@@ -59,9 +60,15 @@ def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
                      f"| {s.p50_latency_ms:.0f} | {s.tokens_per_s:.1f} "
                      f"| {s.cost_per_1k_tokens:.5f} | {s.errors} |")
     if len(summaries) >= 2:
-        delta = summaries[1].accuracy - summaries[0].accuracy
+        base, tuned = summaries[0], summaries[1]
+        delta = tuned.accuracy - base.accuracy
+        fixed, broken = paired_flips(base, tuned)
         lines += ["", f"Fine-tuning changed accuracy by **{delta * 100:+.1f} points** "
-                      f"({summaries[0].accuracy:.1%} -> {summaries[1].accuracy:.1%})."]
+                      f"({base.accuracy:.1%} -> {tuned.accuracy:.1%}): {fixed} questions fixed, "
+                      f"{broken} broken. 95% intervals (Wilson): base "
+                      f"{base.accuracy_ci95[0]:.0%}-{base.accuracy_ci95[1]:.0%}, fine-tuned "
+                      f"{tuned.accuracy_ci95[0]:.0%}-{tuned.accuracy_ci95[1]:.0%}; with "
+                      f"{tuned.cases} questions, a few flips move the margin by several points."]
     lines += ["", f"For reference, the same tokens at {extra['reference_cloud_model']}'s list "
               f"price (LiteLLM's price map; priced, not run) would cost "
               f"${extra['reference_cost_per_1k_tokens']:.5f} per 1K tokens."]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ class EvalSummary:
     total_cost_usd: float
     wall_s: float
     results: list[CaseResult] = field(default_factory=list)
+    accuracy_ci95: tuple[float, float] = (0.0, 0.0)
 
     def metrics(self) -> dict[str, float]:
         data = asdict(self)
@@ -94,6 +96,24 @@ def evaluate(agent: AgentFn, cases: list[QACase], embedder, *, label: str = "mod
     return summarize(results, label, wall_s)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a proportion; honest about how little 32 cases say."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_flips(before: EvalSummary, after: EvalSummary) -> tuple[int, int]:
+    """Cases fixed and cases broken between two runs over the same cases."""
+    was = {r.id: r.passed for r in before.results}
+    fixed = sum(1 for r in after.results if r.passed and not was.get(r.id, False))
+    broken = sum(1 for r in after.results if not r.passed and was.get(r.id, False))
+    return fixed, broken
+
+
 def summarize(results: list[CaseResult], label: str, wall_s: float) -> EvalSummary:
     ok = [r for r in results if r.error is None]
     n = len(results) or 1
@@ -109,7 +129,8 @@ def summarize(results: list[CaseResult], label: str, wall_s: float) -> EvalSumma
         p50_latency_ms=statistics.median([r.latency_ms for r in ok]) if ok else 0.0,
         tokens_per_s=statistics.fmean(decode_rates) if decode_rates else 0.0,
         cost_per_1k_tokens=price_per_1k(cost, tokens), total_cost_usd=cost, wall_s=wall_s,
-        results=results)
+        results=results, accuracy_ci95=wilson_interval(sum(r.passed for r in results),
+                                                       len(results)))
 
 
 def log_to_mlflow(summary: EvalSummary, run_name: str | None = None,
