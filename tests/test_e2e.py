@@ -23,7 +23,8 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
 
     report = json.loads((result.report_dir / "report.json").read_text())
     assert [m["label"] for m in report["models"]] == ["base", "fine-tuned"]
-    assert report["finetune_steps"] == 3 and report["train_examples"] == 8
+    assert report["finetune_steps"] == 3
+    assert report["train_examples"] == report["train_pairs"] == 8
     assert (result.report_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (result.report_dir / "report.md").read_text()
     assert "Fine-tuning changed accuracy" in markdown and "list price" in markdown
@@ -35,7 +36,8 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     import mlflow
 
     run = mlflow.get_run(result.finetune_run_id)
-    assert run.data.params["rank"] == "16" and run.data.params["examples"] == "8"
+    assert run.data.params["rank"] == "16"
+    assert run.data.params["examples"] == str(report["train_examples"])
     assert "final_train_loss" in run.data.metrics
     losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert len(losses) == 3

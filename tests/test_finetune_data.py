@@ -47,3 +47,19 @@ def test_bad_data_names_file_and_line(tmp_path, lines, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         read_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_unsupported_pairs_can_be_left_out(tmp_path):
+    from agentcycle.rag.documents import Chunk
+    from agentcycle.rag.store import Hit
+
+    data = write(tmp_path / "d.jsonl", [
+        json.dumps({"question": "When?", "answer": "Within 21 days.", "keywords": ["21 days"]}),
+        json.dumps({"question": "How much?", "answer": "60 crowns.", "keywords": ["60 crowns"]}),
+        json.dumps({"question": "Who?", "answer": "The Tribunal."}),
+    ])
+    context = [Hit(Chunk("## § 1\nReturn it within 21 days.", "a.md", 0, "§ 1"), 0.9)]
+    records = read_jsonl(data)
+    assert len(to_examples(records, data, retrieve=lambda q: context)) == 3
+    kept = to_examples(records, data, retrieve=lambda q: context, require_support=True)
+    assert [e["completion"][0]["content"] for e in kept] == ["Within 21 days.", "The Tribunal."]

@@ -119,6 +119,7 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         "finetune_seconds": round(tuned.seconds, 1), "final_train_loss": tuned.final_loss,
         "tuned_model_dir": str(tuned.model_dir), "demo_seconds": round(seconds, 1),
         "test_cases": len(test_cases), "train_examples": len(examples),
+        "train_pairs": len(train_records),
     })
     return DemoResult(summaries, out, tuned.model_dir, tuned.run_id, seconds)
 

@@ -48,8 +48,14 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def to_examples(records: list[dict[str, Any]], path: str | Path = "data",
-                retrieve: Callable[[str], list] | None = None) -> list[Example]:
-    """Validated prompt/completion pairs in the conversational format TRL trains on."""
+                retrieve: Callable[[str], list] | None = None,
+                require_support: bool = False) -> list[Example]:
+    """Validated prompt/completion pairs in the conversational format TRL trains on.
+
+    With ``require_support``, a question/answer pair whose ``keywords`` (its key facts)
+    are not all in the retrieved context is left out: trained on, it would teach the
+    model to state facts the context does not give it, i.e. to hallucinate.
+    """
     examples = []
     for record in records:
         where = f"{path}:{record.get('_line', '?')}"
@@ -61,11 +67,20 @@ def to_examples(records: list[dict[str, Any]], path: str | Path = "data",
                     and question.strip() and answer.strip()):
                 raise DataError(f"{where}: 'question' and 'answer' must be non-empty strings")
             hits = retrieve(question) if retrieve else []
+            if require_support and not _supported(record.get("keywords"), hits):
+                continue
             examples.append({"prompt": build_messages(question, hits),
                              "completion": [{"role": "assistant", "content": answer.strip()}]})
         else:
             raise DataError(f"{where}: expected 'messages' or 'question' and 'answer'")
     return examples
+
+
+def _supported(keywords: Any, hits: list) -> bool:
+    if not keywords or not isinstance(keywords, list):
+        return True  # nothing to check against
+    context = " ".join(hit.chunk.text for hit in hits).lower()
+    return all(str(k).lower() in context for k in keywords)
 
 
 def _from_messages(messages: Any, where: str) -> Example:
