@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agentcycle.evals import EvalSummary, evaluate, load_cases, log_to_mlflow
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
 from agentcycle.finetune import LoraParams, finetune, read_jsonl, to_examples
-from agentcycle.models import chat_model_dir
+from agentcycle.models import chat_model_dir, embedding_model_dir
 from agentcycle.rag import Embedder, RagAgent, ingest
 from agentcycle.report import write_report
 from agentcycle.router import Router
@@ -67,7 +67,7 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
     with _progress(console) as progress, contextlib.ExitStack() as stack:
         task = progress.add_task("prepare the bundled models", total=None)
         base_dir = chat_model_dir(settings)
-        embedder = Embedder(_embedding_dir(settings))
+        embedder = Embedder(embedding_model_dir(settings))
         progress.update(task, total=1, completed=1)
 
         task = progress.add_task("ingest the statute into Qdrant", total=None)
@@ -100,13 +100,13 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
                                                  log_file=logs / "tuned-server.log"))
         progress.update(task, completed=1)
         tuned_backend = local_backend("legal-tuned", server.base_url, server.model_name, key)
-        router = Router([tuned_backend, base_backend, *_cloud(settings)],
+        cloud = _cloud(settings)
+        router = Router([tuned_backend, base_backend, *cloud],
                         energy_usd_per_hour=settings.energy_usd_per_hour)
         tuned_agent = RagAgent(settings, LEGAL_COLLECTION, router, embedder=embedder,
                                max_tokens=options.max_tokens, top_k=options.top_k)
         summaries.append(_evaluate(progress, "evaluate fine-tuned + RAG (routed)", tuned_agent,
                                    test_cases, embedder, "fine-tuned", options))
-        cloud = _cloud(settings)
         if cloud:
             cloud_agent = RagAgent(settings, LEGAL_COLLECTION, Router(cloud), embedder=embedder,
                                    max_tokens=options.max_tokens, top_k=options.top_k)
@@ -137,12 +137,6 @@ def _evaluate(progress: Progress, title: str, agent: RagAgent, cases, embedder, 
 def _cloud(settings: Settings) -> list:
     backend = cloud_backend(settings)
     return [backend] if backend else []
-
-
-def _embedding_dir(settings: Settings):
-    from agentcycle.models import embedding_model_dir
-
-    return embedding_model_dir(settings)
 
 
 def _progress(console: Console) -> Progress:
