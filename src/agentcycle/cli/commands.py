@@ -102,6 +102,8 @@ def finetune(
     rank: int = typer.Option(16, help="LoRA rank."),
     max_steps: int = typer.Option(-1, help="Stop after N steps (-1: run the epochs)."),
     top_layers: int = typer.Option(12, help="LoRA on the top N layers (0: all)."),
+    top_k: int = typer.Option(1, help="Passages retrieved into each Q&A prompt (train with "
+                                      "the top_k the agent will use)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
     """LoRA SFT with PEFT + TRL; params, loss and artifacts go to MLflow."""
@@ -118,7 +120,7 @@ def finetune(
     params.check()
     check_output_dir(out, overwrite)
     records = read_jsonl(data)
-    retrieve = _retriever(config, collection) if collection else None
+    retrieve = _retriever(config, collection, top_k) if collection else None
     examples = to_examples(records, data, retrieve=retrieve)
     base = base_model or chat_model_dir(config)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -133,13 +135,13 @@ def finetune(
                   f"{result.final_loss:.3f}, {result.seconds:.0f} s); MLflow run {result.run_id}")
 
 
-def _retriever(config, collection: str):
+def _retriever(config, collection: str, top_k: int):
     from agentcycle.models import embedding_model_dir
     from agentcycle.rag import ChunkStore, Embedder
 
     store = ChunkStore(config, collection).require()
     embedder = Embedder(embedding_model_dir(config))
-    return lambda question: store.search(embedder.embed([question])[0], 3)
+    return lambda question: store.search(embedder.embed([question])[0], top_k)
 
 
 @friendly_errors
