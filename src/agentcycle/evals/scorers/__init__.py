@@ -1,0 +1,37 @@
+"""Built-in scorers, registered with ``@scorer`` when this package is imported.
+
+Split by concern: ``text`` (exact, contains, keywords, regex, json_schema), ``semantic``
+(similarity), ``judge`` (llm_judge), ``rag`` (context_precision, context_recall,
+faithfulness), ``tools`` (tool_name, tool_args, tool_f1, tool_order, step_count),
+``budgets`` (latency_budget, cost_budget, token_budget) and ``pii`` (pii_leak).
+"""
+
+from agentcycle.evals.scorers.budgets import cost_budget, latency_budget, token_budget
+from agentcycle.evals.scorers.judge import (
+    llm_judge,
+    openai_judge,
+    parse_verdict,
+    router_judge,
+)
+from agentcycle.evals.scorers.pii import find_pii, pii_leak
+from agentcycle.evals.scorers.rag import context_precision, context_recall, faithfulness
+from agentcycle.evals.scorers.semantic import embedding_similarity, similarity
+from agentcycle.evals.scorers.text import (
+    contains,
+    exact,
+    exact_match,
+    json_schema,
+    keyword_match,
+    keywords,
+    normalize,
+    regex,
+)
+from agentcycle.evals.scorers.tools import step_count, tool_args, tool_f1, tool_name, tool_order
+
+__all__ = [
+    "contains", "context_precision", "context_recall", "cost_budget", "embedding_similarity",
+    "exact", "exact_match", "faithfulness", "find_pii", "json_schema", "keyword_match",
+    "keywords", "latency_budget", "llm_judge", "normalize", "openai_judge", "parse_verdict",
+    "pii_leak", "regex", "router_judge", "similarity", "step_count", "token_budget",
+    "tool_args", "tool_f1", "tool_name", "tool_order",
+]
