@@ -4,8 +4,9 @@ on the project's own evaluation results predicts the cheap model will fail it.
 The scorer is a scikit-learn classifier over MiniLM embeddings of the prompt (the last
 user message) that predicts ``p_fail``, the probability that the cheap model fails.
 The threshold is calibrated so that a target share of the training prompts goes to the
-strong model (RouteLLM's "calibrate to a share of strong calls"). Training prompts'
-probabilities are kept, so the share can be re-calibrated without retraining.
+strong model (RouteLLM's "calibrate to a share of strong calls"), on k-fold held-out
+predictions for those prompts. They are kept, so the share can be re-calibrated without
+retraining.
 
 Persisted as one skops file (no pickle): the classifier plus JSON metadata (embedder,
 threshold, share, training size, cross-validated metrics).
@@ -198,20 +199,23 @@ def train_quality_router(prompts: list[str], cheap_passed: list[bool], *, embedd
                          cv_folds: int = 5, seed: int = 0) -> QualityRouter:
     """Fit ``embedding(prompt) -> cheap model fails`` and calibrate the threshold.
 
-    ``meta["cv"]`` holds k-fold held-out metrics (ROC AUC, and APGR against an
-    always-passing strong model) so a user can see whether the scorer learned anything.
+    The threshold is the ``1 - strong_share`` quantile of k-fold held-out ``p_fail`` on
+    the training prompts; ``meta["cv"]`` holds their metrics (ROC AUC, and APGR against
+    an always-passing strong model) so a user can see whether the scorer learned anything.
     """
     failed = _check_labels(prompts, cheap_passed)
     _threshold(np.zeros(1), strong_share)  # validate the share before any work
     started = time.perf_counter()
     X = embedder.embed(list(prompts))
     model = _fit(X, failed, classifier)
-    p_train = model.predict_proba(X)[:, 1]
-    cv = _cv_metrics(X, failed, classifier, cv_folds, seed)
+    # Calibrate on held-out predictions for the training prompts: in-sample ones are
+    # overconfident (a nearest-neighbour scorer returns each prompt's own label).
+    p_train = _held_out(X, failed, classifier, cv_folds, seed)
+    cv = _cv_metrics(p_train, failed)
     meta = {
         "embedder": embedder_name(embedder), "embedding_dim": int(X.shape[1]),
         "classifier": classifier, "train_size": len(prompts), "train_failed": int(failed.sum()),
-        "cheap_accuracy": float(1 - failed.mean()), "cv": cv,
+        "cheap_accuracy": float(1 - failed.mean()), "cv": {"folds": cv_folds, **cv},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_seconds": round(time.perf_counter() - started, 2),
         "sklearn": _sklearn_version(),
@@ -239,13 +243,11 @@ def cross_val_p_fail(prompts: list[str], cheap_passed: list[bool], *, embedder,
     return _held_out(embedder.embed(list(prompts)), failed, classifier, folds, seed)
 
 
-def _cv_metrics(X: np.ndarray, failed: np.ndarray, classifier: str, folds: int,
-                seed: int) -> dict[str, float]:
+def _cv_metrics(p_held_out: np.ndarray, failed: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
-    p = _held_out(X, failed, classifier, folds, seed)
-    curve = cost_quality_curve(p, [not f for f in failed])
-    return {"folds": folds, "roc_auc": round(float(roc_auc_score(failed, p)), 4),
+    curve = cost_quality_curve(p_held_out, [not f for f in failed])
+    return {"roc_auc": round(float(roc_auc_score(failed, p_held_out)), 4),
             "apgr": round(curve.apgr, 4), "cpt50": round(curve.cpt(0.5), 4)}
 
 
