@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from agentcycle.settings import Settings
+
+Transport = Literal["litellm", "direct"]
 
 
 @dataclass
@@ -14,6 +17,10 @@ class Backend:
     ``model`` is a LiteLLM model name: ``openai/<served-name>`` for any
     OpenAI-compatible server (``api_base`` set), or a provider model such as
     ``gpt-4o-mini`` priced from LiteLLM's map.
+
+    ``transport="direct"`` skips the LiteLLM SDK for an OpenAI-compatible ``api_base``
+    and posts the request with a pooled HTTP client: LiteLLM costs ~5 ms of CPU per call
+    (measured, docs/router.md), more than a fast local engine takes to answer.
     """
 
     name: str
@@ -25,6 +32,9 @@ class Backend:
     output_usd_per_1k: float | None = None
     timeout_s: float = 120.0
     tags: list[str] = field(default_factory=list)
+    context_window: int | None = None
+    retries: int = 0
+    transport: Transport = "litellm"
 
     @property
     def served_model(self) -> str:

@@ -1,25 +1,38 @@
-"""The router: try the primary backend, fall back in order, account for every call.
+"""The router: a route's policies order its backends, the first that answers wins.
 
 A backend that fails (down, timeout, 429, 5xx, context overflow) is put in cooldown so
 the next request does not pay for it again; the user's request goes to the next one.
+When the cooldown ends a background probe, not a user's request, checks it is back.
 Every call is an LLM span carrying tokens, latency, cost, the backend and the reason
-it was chosen (GenAI semantic-convention attribute names).
+it was chosen (GenAI semantic-convention attribute names), and a row in the
+accounting log (`router.db`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import random
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from agentcycle.errors import ServiceError
-from agentcycle.observe.costs import local_cost
-from agentcycle.observe.tracing import span
+from agentcycle.errors import ConfigError, DataError, ServiceError
+from agentcycle.router import transport
+from agentcycle.router._loop import LoopThread
+from agentcycle.router.accounting import AccountingLog, RequestRecord, request_exists, spent
 from agentcycle.router.backends import Backend
+from agentcycle.router.policies import Policy, RouteRequest, build_policies
+from agentcycle.router.pricing import call_cost
+from agentcycle.router.state import RouterState, utc_day
 
 log = logging.getLogger(__name__)
+
+DEFAULT_ROUTE = "default"
 
 
 def import_litellm():
@@ -32,10 +45,25 @@ def import_litellm():
 
 
 class AllBackendsFailed(ServiceError):
-    def __init__(self, errors: list[tuple[str, str]]):
+    """No backend of the route answered; ``errors`` lists (backend, error) in order."""
+
+    def __init__(self, errors: list[tuple[str, str]], kinds: list[str] | None = None,
+                 message: str | None = None):
         self.errors = errors
+        self.kinds = kinds or []
         detail = "; ".join(f"{name}: {err}" for name, err in errors) or "no backends configured"
-        super().__init__(f"every model backend failed ({detail})")
+        super().__init__(message or f"every model backend failed ({detail})")
+
+    @property
+    def status(self) -> int:
+        """The HTTP status the proxy answers with."""
+        kinds = set(self.kinds)
+        if not kinds:
+            return 503
+        for kind, status in (("rate_limit", 429), ("context_window", 400), ("timeout", 504)):
+            if kinds == {kind}:
+                return status
+        return 502
 
 
 @dataclass
@@ -49,96 +77,322 @@ class Completion:
     cost_usd: float
     reason: str
     failed: list[tuple[str, str]] = field(default_factory=list)
+    request_id: str = ""
+    route: str = DEFAULT_ROUTE
+    arm: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        choices = self.raw.get("choices") or [{}]
+        return (choices[0].get("message") or {}).get("tool_calls") or []
+
+
+@dataclass
+class Route:
+    name: str
+    backends: list[Backend]
+    policies: list[Policy] = field(default_factory=list)
+
 
 class Router:
-    """Ordered fallback with cooldown over a list of backends."""
+    """Routes over backends; ``complete``/``acomplete``/``astream`` are the calls."""
 
     def __init__(self, backends: list[Backend], *, cooldown_s: float = 30.0,
-                 energy_usd_per_hour: float = 0.0):
+                 energy_usd_per_hour: float = 0.0,
+                 routes: dict[str, list[str | dict[str, Any]] | Route] | None = None,
+                 log_path: str | Path | None | bool = True, tracing: bool = True):
         if not backends:
             raise ServiceError("the router needs at least one backend")
         self.backends = list(backends)
+        self.by_name = {b.name: b for b in self.backends}
         self.cooldown_s = cooldown_s
         self.energy_usd_per_hour = energy_usd_per_hour
-        self._cooling_until: dict[str, float] = {}
+        self.tracing = tracing
+        self.log = _open_log(log_path)
+        self.state = RouterState(cooldown_s, load_spend=self._recorded_spend)
+        self.routes = self._build_routes(routes)
+        self._loop = LoopThread()
+        self._probes: set[asyncio.Task] = set()
         import_litellm()  # pay its import (seconds) here, not inside the first call
 
-    def _order(self) -> list[tuple[Backend, str]]:
-        now = time.monotonic()
-        ready = [b for b in self.backends if self._cooling_until.get(b.name, 0) <= now]
-        cooling = [b for b in self.backends if b not in ready]
-        # Cooling backends stay as a last resort: better a probe than a failed request.
-        ordered = [(b, "primary" if i == 0 and b is self.backends[0] else "fallback")
-                   for i, b in enumerate(ready)]
-        return ordered + [(b, "probe after cooldown") for b in cooling]
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> Router:
+        """A router from a RouterConfig or the path of a router YAML file."""
+        from agentcycle.router.config import RouterConfig, load_config
+
+        if not isinstance(config, RouterConfig):
+            config = load_config(config)
+        backends = config.build_backends()
+        routes = {name: Route(name, [backends[b] for b in config.route(name).backends],
+                              build_policies(config.route(name).policies,
+                                             config.route(name).backends))
+                  for name in config.route_names()}
+        options = dict(cooldown_s=config.cooldown_s, tracing=config.tracing,
+                       energy_usd_per_hour=config.energy_usd_per_hour,
+                       log_path=(config.db_path or True) if config.log else False)
+        return cls(list(backends.values()), routes=routes, **{**options, **overrides})
+
+    def _build_routes(self, routes) -> dict[str, Route]:
+        built = {}
+        for name, spec in (routes or {DEFAULT_ROUTE: []}).items():
+            if isinstance(spec, Route):
+                built[name] = spec
+                continue
+            # A plain list of policies applies to all backends, in the router's order.
+            names = [b.name for b in self.backends]
+            built[name] = Route(name, list(self.backends), build_policies(spec, names))
+        return built
+
+    # -- the public calls ----------------------------------------------------------
+    def resolve(self, model: str | None) -> Route:
+        """The route for a request's `model`: a route name, a backend name, or the first."""
+        if not model:
+            return next(iter(self.routes.values()))
+        if model in self.routes:
+            return self.routes[model]
+        if model in self.by_name:
+            return Route(model, [self.by_name[model]])
+        known = ", ".join([*self.routes, *self.by_name])
+        raise ConfigError(f"unknown model or route '{model}' (known: {known})")
 
     def complete(self, messages: list[dict[str, Any]], **params: Any) -> Completion:
-        """One chat completion from the first backend that answers."""
+        """One chat completion from the first backend that answers (sync)."""
+        return self._loop.run(self.acomplete(messages, **params))
+
+    async def acomplete(self, messages: list[dict[str, Any]], *, route: str | None = None,
+                        key: str | None = None, tags: list[str] | None = None,
+                        **params: Any) -> Completion:
+        """One chat completion. ``route``: a route or backend name; ``key``: the sticky
+        A/B key (a user or session id); ``tags``: tags the backend must carry."""
+        chosen = self.resolve(route)
+        request = RouteRequest(chosen.name, messages, params, key=key, tags=tags or [])
+        request_id = "req-" + uuid.uuid4().hex
+        started = time.perf_counter()
+        plan, reasons = await self.plan(chosen, request)
         failed: list[tuple[str, str]] = []
-        for backend, reason in self._order():
+        kinds: list[str] = []
+        for backend in plan:
+            if request.max_attempts and len(failed) >= request.max_attempts:
+                break
             try:
-                result = self._call(backend, messages, params)
-            except Exception as exc:  # any failure of one backend moves on to the next
-                message = _short_error(exc)
-                log.warning("backend %s failed: %s", backend.name, message)
-                self._cooling_until[backend.name] = time.monotonic() + self.cooldown_s
-                failed.append((backend.name, message))
+                with self._traced(backend, request.messages) as current:
+                    raw, latency_s = await self._attempt(backend, request)
+                    result = self._completion(backend, request, raw, latency_s, reasons,
+                                              failed, request_id)
+                    current.set_outputs({"text": result.text})
+                    current.set_attributes(_attributes(result))
+            except Exception as exc:  # any failure of one backend may move on to the next
+                kinds.append(self._failed(backend, exc, failed))
+                if kinds[-1] not in request.fallback_on:
+                    break
                 continue
-            self._cooling_until.pop(backend.name, None)
-            result.reason = reason if not failed else f"fallback after {failed[-1][0]} failed"
-            result.failed = failed
+            self._record(result, request, streamed=False)
             return result
-        raise AllBackendsFailed(failed)
+        error = AllBackendsFailed(failed, kinds, None if plan else
+                                  f"no backend left for route '{chosen.name}' "
+                                  f"({'; '.join(reasons) or 'none configured'})")
+        self._record_failure(request_id, request, error, started, streamed=False)
+        raise error
 
-    def _call(self, backend: Backend, messages: list[dict], params: dict) -> Completion:
-        litellm = import_litellm()
-        with span(f"llm {backend.name}", "LLM", inputs={"messages": messages}) as current:
+    async def astream(self, messages: list[dict[str, Any]], *, route: str | None = None,
+                      key: str | None = None, tags: list[str] | None = None,
+                      **params: Any):
+        """A streamed completion: falls back until a backend sends its first chunk, then
+        returns a :class:`~agentcycle.router.streaming.Stream` of OpenAI chunk dicts."""
+        from agentcycle.router.streaming import open_stream
+
+        chosen = self.resolve(route)
+        request = RouteRequest(chosen.name, messages, params, key=key, tags=tags or [])
+        return await open_stream(self, chosen, request)
+
+    def record_feedback(self, request_id: str, score: float) -> None:
+        """A quality score (e.g. 0..1, thumbs up = 1) for an earlier request (A/B reports)."""
+        if self.log is None:
+            raise DataError("feedback needs the router's accounting log (log: true)")
+        self.log.flush()
+        if not request_exists(self.log.path, request_id):
+            raise DataError(f"unknown request id '{request_id}'")
+        self.log.add_feedback(request_id, score)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.flush()
+        self._loop.stop()
+
+    # -- planning and attempts -------------------------------------------------------
+    async def plan(self, route: Route, request: RouteRequest) -> tuple[list[Backend], list[str]]:
+        """Policies first, then context-window fit, then cooling backends to the back."""
+        candidates, reasons = list(route.backends), []
+        for policy in route.policies:
+            candidates, why = await policy.apply(candidates, request, self.state)
+            if why:
+                reasons.append(why)
+        if any(b.context_window for b in candidates):
+            needed = request.prompt_tokens() + int(request.params.get("max_tokens") or 0)
+            fits = [b for b in candidates if not b.context_window or b.context_window >= needed]
+            if len(fits) < len(candidates):
+                reasons.append(f"skipped {', '.join(b.name for b in candidates if b not in fits)}"
+                               f": ~{needed} tokens exceed the context window")
+            candidates = fits
+        ready = [b for b in candidates if self.state.is_ready(b.name)]
+        cooling = [b for b in candidates if b not in ready]
+        for backend in cooling:
+            if self.state.probe_due(backend.name):
+                self._start_probe(backend)
+        # Cooling backends stay as a last resort: better a probe than a failed request.
+        return ready + cooling, reasons
+
+    async def _attempt(self, backend: Backend, request: RouteRequest) -> tuple[dict, float]:
+        timeout = request.timeout_s or backend.timeout_s
+        for attempt in range(backend.retries + 1):
             started = time.perf_counter()
-            response = litellm.completion(
-                model=backend.model, messages=messages, api_base=backend.api_base,
-                api_key=backend.api_key, timeout=backend.timeout_s, max_retries=0, **params,
-            )
-            latency_s = time.perf_counter() - started
-            usage = response.usage
-            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-            cost = self._cost(backend, response, prompt_tokens, completion_tokens, latency_s)
-            text = response.choices[0].message.content or ""
-            current.set_outputs({"text": text})
-            current.set_attributes({
-                "gen_ai.system": "local" if backend.local else "litellm",
-                "gen_ai.request.model": backend.model,
-                "gen_ai.response.model": backend.served_model,
-                "gen_ai.usage.input_tokens": prompt_tokens,
-                "gen_ai.usage.output_tokens": completion_tokens,
-                "agentcycle.backend": backend.name,
-                "agentcycle.cost_usd": cost,
-                "agentcycle.latency_ms": latency_s * 1000,
-            })
-        return Completion(text=text, backend=backend.name, model=backend.served_model,
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          latency_ms=latency_s * 1000, cost_usd=cost, reason="")
+            try:
+                async with asyncio.timeout(timeout):  # a hung backend never hangs the caller
+                    raw = await transport.complete(backend, request.messages, request.params,
+                                                   timeout)
+                return raw, time.perf_counter() - started
+            except Exception as exc:
+                if attempt == backend.retries or transport.error_kind(exc) == "context_window":
+                    raise
+                await asyncio.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
 
-    def _cost(self, backend: Backend, response: Any, prompt_tokens: int,
-              completion_tokens: int, latency_s: float) -> float:
-        if backend.input_usd_per_1k is not None or backend.output_usd_per_1k is not None:
-            return ((backend.input_usd_per_1k or 0) * prompt_tokens
-                    + (backend.output_usd_per_1k or 0) * completion_tokens) / 1000
-        if backend.local:
-            return local_cost(latency_s, self.energy_usd_per_hour)
+    def _failed(self, backend: Backend, exc: BaseException, failed: list) -> str:
+        message = _short_error(exc)
+        log.warning("backend %s failed: %s", backend.name, message)
+        self.state.record_failure(backend.name)
+        failed.append((backend.name, message))
+        return transport.error_kind(exc)
+
+    def _traced(self, backend: Backend, messages: list[dict]) -> Any:
+        """An LLM span around one attempt (a no-op with tracing off: the proxy's hot path)."""
+        if not self.tracing:
+            return contextlib.nullcontext(_NO_SPAN)
+        from agentcycle.observe.tracing import span
+
+        return span(f"llm {backend.name}", "LLM", inputs={"messages": messages},
+                    attributes={"gen_ai.system": "local" if backend.local else "litellm",
+                                "gen_ai.request.model": backend.model,
+                                "agentcycle.backend": backend.name})
+
+    def _start_probe(self, backend: Backend) -> None:
+        task = asyncio.get_running_loop().create_task(self._probe(backend))
+        self._probes.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, backend: Backend) -> None:
         try:
-            return float(import_litellm().completion_cost(
-                completion_response=response, model=backend.served_model))
-        except Exception:  # a model missing from LiteLLM's price map
-            log.warning("no price known for %s; set prices in the backend", backend.model)
-            return 0.0
+            async with asyncio.timeout(backend.timeout_s):
+                await transport.complete(backend, [{"role": "user", "content": "ping"}],
+                                         {"max_tokens": 1}, backend.timeout_s)
+        except Exception as exc:
+            log.info("probe of %s failed (%s); cooling again", backend.name, _short_error(exc))
+            self.state.record_failure(backend.name)
+        else:
+            log.info("probe of %s succeeded; back in rotation", backend.name)
+            self.state.record_success(backend.name)
+
+    # -- accounting ------------------------------------------------------------------
+    def _completion(self, backend: Backend, request: RouteRequest, raw: dict,
+                    latency_s: float, reasons: list[str], failed: list,
+                    request_id: str) -> Completion:
+        usage = raw.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        choice = (raw.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content") or ""
+        self.state.record_success(backend.name, latency_s * 1000)
+        return Completion(
+            text=text, backend=backend.name, model=backend.served_model,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            latency_ms=latency_s * 1000,
+            cost_usd=call_cost(backend, prompt_tokens, completion_tokens, latency_s,
+                               self.energy_usd_per_hour),
+            reason=position_reason(reasons, failed, backend, request.route, self),
+            failed=failed, request_id=request_id, route=request.route, arm=request.arm,
+            raw=raw)
+
+    def _record(self, result: Completion, request: RouteRequest, *, streamed: bool,
+                status: str = "ok", error: str | None = None) -> None:
+        self.state.add_spend(result.route, result.cost_usd)
+        if self.log is not None:
+            self.log.add(RequestRecord(
+                id=result.request_id, time=time.time(), day=utc_day(), route=result.route,
+                backend=result.backend, model=result.model, reason=result.reason,
+                arm=result.arm, sticky_key=request.key, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, cost_usd=result.cost_usd,
+                latency_ms=result.latency_ms, status=status, error=error, streamed=streamed,
+                attempts=len(result.failed) + 1))
+
+    def _record_failure(self, request_id: str, request: RouteRequest, error: Exception,
+                        started: float, *, streamed: bool) -> None:
+        if self.log is not None:
+            self.log.add(RequestRecord(
+                id=request_id, time=time.time(), day=utc_day(), route=request.route,
+                arm=request.arm, sticky_key=request.key, status="failed",
+                latency_ms=(time.perf_counter() - started) * 1000, error=str(error)[:500],
+                streamed=streamed, attempts=len(getattr(error, "errors", [])) or 1))
+
+    def _recorded_spend(self, route: str, day: str) -> float:
+        return spent(self.log.path, route, day) if self.log is not None else 0.0
 
 
-def _short_error(exc: Exception) -> str:
+class _NoSpan:
+    def set_outputs(self, outputs: Any) -> None:
+        pass
+
+    def set_attributes(self, attributes: dict) -> None:
+        pass
+
+
+_NO_SPAN = _NoSpan()
+
+
+def _attributes(result: Completion) -> dict[str, Any]:
+    return {
+        "gen_ai.response.model": result.model,
+        "gen_ai.usage.input_tokens": result.prompt_tokens,
+        "gen_ai.usage.output_tokens": result.completion_tokens,
+        "agentcycle.cost_usd": result.cost_usd,
+        "agentcycle.latency_ms": result.latency_ms,
+        "agentcycle.route": result.route,
+        "agentcycle.reason": result.reason,
+        "agentcycle.request_id": result.request_id,
+        **({"agentcycle.arm": result.arm} if result.arm else {}),
+    }
+
+
+def position_reason(reasons: list[str], failed: list, backend: Backend, route: str,
+                    router: Router) -> str:
+    """Why this backend: the policies' reasons, then primary or the fallback it was."""
+    if failed:
+        where = f"fallback after {failed[-1][0]} failed"
+    else:
+        first = router.routes[route].backends[0] if route in router.routes else backend
+        where = "primary" if backend is first else "selected"
+    return "; ".join([*reasons, where]) if reasons else where
+
+
+def _open_log(log_path: str | Path | None | bool) -> AccountingLog | None:
+    if log_path is False or log_path is None:
+        return None
+    if log_path is True:
+        from agentcycle.settings import Settings
+
+        log_path = Settings().home.resolve() / "router.db"
+    return AccountingLog(log_path)
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... (capped at 8 s)."""
+    return min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def _short_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"{type(exc).__name__}: {text[:200]}"
