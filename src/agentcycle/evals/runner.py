@@ -1,149 +1,149 @@
-"""Run an agent over a set of cases concurrently and summarize what was measured."""
+"""Run a suite against a target: concurrently, with retries, a cache and a journal.
+
+Each case: target output (from the cache, or the target with retries and backoff) ->
+every scorer -> one journal line, fsync'd. A case whose target still fails after its
+retries is marked errored and the run goes on; an interrupted run keeps every
+finished case, and ``resume=RUN_ID`` runs only the cases it lacks.
+"""
 
 from __future__ import annotations
 
-import math
-import statistics
+import asyncio
+import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from agentcycle.evals.dataset import QACase
-from agentcycle.evals.scorers import embedding_similarity, exact_match, keyword_match
-from agentcycle.observe.costs import price_per_1k
-from agentcycle.rag.agent import Answer
+from agentcycle.errors import ConfigError
+from agentcycle.evals.cache import OutputCache
+from agentcycle.evals.results import (
+    CaseResult,
+    EvalRun,
+    Journal,
+    by_tag,
+    new_run_id,
+    now_iso,
+    runs_dir,
+    save_run,
+    summarize,
+)
+from agentcycle.evals.scoring import BoundScorer, ScoreContext
+from agentcycle.evals.suite import Suite
+from agentcycle.evals.targets import Target
+from agentcycle.evals.types import Case, Output
 
-AgentFn = Callable[[str], Answer]
-
-
-@dataclass
-class CaseResult:
-    id: str
-    question: str
-    reference: str
-    answer: str
-    passed: bool
-    exact: bool
-    similarity: float
-    latency_ms: float
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    backend: str
-    error: str | None = None
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
 
 
-@dataclass
-class EvalSummary:
-    label: str
-    model: str
-    cases: int
-    errors: int
-    accuracy: float
-    exact_match: float
-    similarity: float
-    p50_latency_ms: float
-    tokens_per_s: float
-    cost_per_1k_tokens: float
-    total_cost_usd: float
-    wall_s: float
-    results: list[CaseResult] = field(default_factory=list)
-    accuracy_ci95: tuple[float, float] = (0.0, 0.0)
-
-    def metrics(self) -> dict[str, float]:
-        data = asdict(self)
-        return {k: v for k, v in data.items() if isinstance(v, int | float) and k != "cases"}
-
-
-def evaluate(agent: AgentFn, cases: list[QACase], embedder, *, label: str = "model",
-             concurrency: int = 4,
-             on_case: Callable[[int, int], None] | None = None) -> EvalSummary:
-    """Ask every case; a case whose call fails is scored as an error, and the run goes on."""
+async def run_suite(suite: Suite, target: Target, *, concurrency: int = 8, retries: int = 2,
+                    cache: OutputCache | None = None, resume: str | None = None,
+                    progress: Progress | None = None, context: ScoreContext | None = None,
+                    label: str = "", folder: Path | None = None,
+                    backoff_s: float = 0.5) -> EvalRun:
+    """Run every case of ``suite`` against ``target`` and score it; returns the run."""
+    scorers = suite.bound_scorers()
+    context = context or ScoreContext()
+    run_id = resume or new_run_id()
+    folder = folder or runs_dir(context.settings) / run_id
+    done = _resumed(folder, target, suite) if resume else {}
+    journal = Journal(folder / "journal.jsonl")
+    run = EvalRun(run_id=run_id, suite=suite.name, suite_path=str(suite.path or ""),
+                  target=target.key, label=label or suite.name, started_at=now_iso(),
+                  concurrency=concurrency, scorers=[s.name for s in scorers],
+                  judge_model=context.judge_model,
+                  judge_is_small_local=context.judge_is_small_local)
+    if not resume:
+        journal.write({"type": "header", **run.model_dump(exclude={"results", "metrics"})})
+    todo = [c for c in suite.cases if c.id not in done]
+    finished = dict(done)
+    count = len(done)
+    if progress:
+        progress(count, len(suite.cases))
+    semaphore = asyncio.Semaphore(max(1, concurrency))
     started = time.perf_counter()
-    done = 0
 
-    def run_one(case: QACase) -> tuple[QACase, Answer | None, str | None]:
-        nonlocal done
+    async def one(case: Case) -> None:
+        nonlocal count
+        async with semaphore:
+            result = await _run_case(case, target, scorers, context, cache, retries, backoff_s)
+        journal.write({"type": "case", "result": result.model_dump(mode="json")})
+        finished[case.id] = result
+        count += 1
+        if progress:
+            progress(count, len(suite.cases))
+
+    try:
+        async with asyncio.TaskGroup() as group:  # a raising case cancels the others
+            for case in todo:
+                group.create_task(one(case))
+        run.finished = True
+    finally:
+        journal.close()
+        # Finished or not, the run's file says where it stands (in suite order).
+        run.results = [finished[c.id] for c in suite.cases if c.id in finished]
+        run.wall_s = time.perf_counter() - started
+        run.metrics = summarize(run.results, run.scorers, run.wall_s)
+        run.tags = by_tag(run.results, run.scorers)
+        save_run(run, folder)
+    return run
+
+
+def run_suite_sync(suite: Suite, target: Target, **options) -> EvalRun:
+    """``run_suite`` for code without an event loop (the demo, notebooks' scripts)."""
+    return asyncio.run(run_suite(suite, target, **options))
+
+
+def _resumed(folder: Path, target: Target, suite: Suite) -> dict[str, CaseResult]:
+    header, results = Journal.read(folder / "journal.jsonl")
+    if header.get("target") and header["target"] != target.key:
+        raise ConfigError(f"run {folder.name} was made against {header['target']}, not "
+                          f"{target.key}: resume it with the same target")
+    if header.get("suite") and header["suite"] != suite.name:
+        raise ConfigError(f"run {folder.name} is of suite '{header['suite']}', not "
+                          f"'{suite.name}'")
+    # Errored cases are tried again; finished ones are kept as they are.
+    return {r.id: r for r in results if r.error is None}
+
+
+async def _run_case(case: Case, target: Target, scorers: list[BoundScorer],
+                    context: ScoreContext, cache: OutputCache | None, retries: int,
+                    backoff_s: float) -> CaseResult:
+    output = cache.get(target.key, case) if cache else None
+    cached, attempts = output is not None, 0
+    if output is None:
+        output, attempts = await _call_target(case, target, retries, backoff_s)
+        if cache:
+            cache.put(target.key, case, output)
+    result = CaseResult(id=case.id, input=case.question, reference=case.reference,
+                        tags=case.tags, output=output, error=output.error, cached=cached,
+                        attempts=attempts)
+    if output.error is None:
+        await _score(case, output, scorers, context, result)
+    return result
+
+
+async def _call_target(case: Case, target: Target, retries: int,
+                       backoff_s: float) -> tuple[Output, int]:
+    for attempt in range(retries + 1):
         try:
-            result = (case, agent(case.question), None)
-        except Exception as exc:  # one failing case must not sink the whole evaluation
-            result = (case, None, f"{type(exc).__name__}: {exc}")
-        done += 1
-        if on_case:
-            on_case(done, len(cases))
-        return result
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        outcomes = list(pool.map(run_one, cases))
-    wall_s = time.perf_counter() - started
-    answered = [(c, a) for c, a, _ in outcomes if a is not None]
-    similarities = iter(embedding_similarity(
-        embedder, [a.answer for _, a in answered], [c.answer for c, _ in answered]))
-    results = []
-    for case, answer, error in outcomes:
-        if answer is None:
-            results.append(CaseResult(case.id, case.question, case.answer, "", False, False, 0.0,
-                                      0.0, 0, 0, 0.0, "", error))
-            continue
-        results.append(CaseResult(
-            case.id, case.question, case.answer, answer.answer,
-            passed=keyword_match(answer.answer, case.keywords),
-            exact=exact_match(answer.answer, case.answer), similarity=next(similarities),
-            latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd,
-            backend=answer.backend))
-    return summarize(results, label, wall_s)
+            return await target.run(case), attempt + 1
+        except Exception as exc:  # one failing case must not sink the run
+            error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            log.info("case %s, attempt %d: %s", case.id, attempt + 1, error)
+            if attempt < retries:
+                await asyncio.sleep(backoff_s * 2 ** attempt)
+    return Output(error=error), retries + 1
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% confidence interval of a proportion; honest about how little 32 cases say."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def paired_flips(before: EvalSummary, after: EvalSummary) -> tuple[int, int]:
-    """Cases fixed and cases broken between two runs over the same cases."""
-    was = {r.id: r.passed for r in before.results}
-    fixed = sum(1 for r in after.results if r.passed and not was.get(r.id, False))
-    broken = sum(1 for r in after.results if not r.passed and was.get(r.id, False))
-    return fixed, broken
-
-
-def summarize(results: list[CaseResult], label: str, wall_s: float) -> EvalSummary:
-    ok = [r for r in results if r.error is None]
-    n = len(results) or 1
-    tokens = sum(r.prompt_tokens + r.completion_tokens for r in ok)
-    cost = sum(r.cost_usd for r in ok)
-    decode_rates = [r.completion_tokens / (r.latency_ms / 1000) for r in ok if r.latency_ms > 0]
-    models = sorted({r.backend for r in ok})
-    return EvalSummary(
-        label=label, model=",".join(models), cases=len(results), errors=len(results) - len(ok),
-        accuracy=sum(r.passed for r in results) / n,
-        exact_match=sum(r.exact for r in results) / n,
-        similarity=statistics.fmean([r.similarity for r in ok]) if ok else 0.0,
-        p50_latency_ms=statistics.median([r.latency_ms for r in ok]) if ok else 0.0,
-        tokens_per_s=statistics.fmean(decode_rates) if decode_rates else 0.0,
-        cost_per_1k_tokens=price_per_1k(cost, tokens), total_cost_usd=cost, wall_s=wall_s,
-        results=results, accuracy_ci95=wilson_interval(sum(r.passed for r in results),
-                                                       len(results)))
-
-
-def log_to_mlflow(summary: EvalSummary, run_name: str | None = None,
-                  params: dict | None = None) -> str:
-    """One MLflow run per evaluation: the summary metrics and the per-case table."""
-    import mlflow
-
-    with mlflow.start_run(run_name=run_name or f"eval-{summary.label}") as run:
-        mlflow.set_tag("agentcycle.phase", "evaluate")
-        mlflow.log_params({"label": summary.label, "model": summary.model,
-                           "cases": summary.cases, **(params or {})})
-        mlflow.log_metrics(summary.metrics())
-        rows = [asdict(r) for r in summary.results]
-        mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]} if rows else {},
-                         artifact_file="cases.json")
-        return run.info.run_id
+async def _score(case: Case, output: Output, scorers: list[BoundScorer],
+                 context: ScoreContext, result: CaseResult) -> None:
+    for bound in scorers:
+        try:
+            result.scores[bound.name] = await bound.score(case, output, context)
+        except ConfigError:
+            raise  # a misconfigured scorer fails every case: stop, say why
+        except Exception as exc:  # a scorer failing on one case marks that case
+            result.error = f"scorer '{bound.name}': {type(exc).__name__}: {exc}"
+            return
+    result.passed = all(s.passed for s in result.scores.values())

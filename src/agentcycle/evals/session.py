@@ -1,0 +1,117 @@
+"""One suite run as the CLI does it: load, open the target (and judge), run with a
+progress bar, publish (JSON, HTML, MLflow), check the gates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agentcycle.errors import ConfigError
+from agentcycle.evals.cache import OutputCache
+from agentcycle.evals.gates import GateResult, check_gates, parse_gate
+from agentcycle.evals.publish import publish
+from agentcycle.evals.results import EvalRun, summarize
+from agentcycle.evals.runner import run_suite
+from agentcycle.evals.scoring import ScoreContext
+from agentcycle.evals.suite import Suite, load_suite
+from agentcycle.evals.target_spec import open_target, split_spec
+
+# Scorers that grade with a judge model (ctx.judge).
+JUDGED = {"llm_judge", "faithfulness"}
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class RunOptions:
+    target: str | None = None
+    gates: list[str] = field(default_factory=list)
+    concurrency: int = 8
+    retries: int = 2
+    cache: bool = True
+    resume: str | None = None
+    out: Path | None = None
+    limit: int | None = None
+    judge: str | None = None
+    mlflow: bool = True
+
+
+def run_cli_suite(path: Path, settings, options: RunOptions,
+                  console: Console) -> tuple[EvalRun, list[GateResult]]:
+    suite = load_suite(path).limited(options.limit)
+    gates = [parse_gate(g) for g in [*suite.gates, *options.gates]]
+    names = [s.name for s in suite.bound_scorers()]
+    check_gates(summarize([], names, 0.0), gates)  # unknown metrics fail before any call
+    spec = options.target or suite.target
+    if not spec:
+        raise ConfigError(f"{path}: no target: pass --target or set 'target:' in the suite")
+    cache = OutputCache.default(settings) if options.cache else None
+    with open_target(spec, settings, base_dir=path.parent) as target, \
+            judge_context(settings, suite, options.judge) as context, \
+            _progress(console) as progress:
+        task = progress.add_task(f"{suite.name} against {spec[:50]}", total=len(suite.cases))
+        try:
+            run = asyncio.run(run_suite(
+                suite, target, concurrency=options.concurrency, retries=options.retries,
+                cache=cache, resume=options.resume, context=context,
+                progress=lambda done, total: progress.update(task, completed=done)))
+        except KeyboardInterrupt:
+            console.print("interrupted: finished cases are kept; continue with --resume "
+                          "(run id in `agentcycle eval list`)")
+            raise
+    results = check_gates(run.metrics, gates)
+    publish(run, settings=settings, gates=results, out=options.out, mlflow=options.mlflow,
+            params={"target_spec": spec[:250]})
+    return run, results
+
+
+@contextlib.contextmanager
+def judge_context(settings, suite: Suite, judge: str | None) -> Iterator[ScoreContext]:
+    """The scorers' context; with a judge when a judged scorer needs one: the given
+    endpoint, else the bundled model served here (and the report says it is small)."""
+    context = ScoreContext(settings=settings)
+    spec = judge or suite.judge
+    needs_judge = any(getattr(s.fn, "__name__", "") in JUDGED for s in suite.bound_scorers())
+    if spec:
+        _set_judge(context, spec)
+        yield context
+    elif needs_judge:
+        from agentcycle.rag.session import local_backends
+
+        with local_backends(settings) as backends:
+            backend = backends[0]
+            _set_judge(context, f"openai:{backend.api_base}#{backend.served_model}",
+                       api_key=backend.api_key, small=settings.server_url is None)
+            yield context
+    else:
+        yield context
+
+
+def _set_judge(context: ScoreContext, spec: str, api_key: str | None = None,
+               small: bool | None = None) -> None:
+    import os
+
+    from agentcycle.evals.scorers import openai_judge
+
+    kind, rest, options = split_spec(spec)
+    url, _, model = rest.partition("#")
+    if kind != "openai" or not model:
+        raise ConfigError(f"bad judge '{spec}': write openai:URL#MODEL")
+    key = api_key or options.get("key") or os.environ.get("AGENTCYCLE_API_KEY")
+    context.judge = openai_judge(url, model, key)
+    context.judge_model = model
+    if small is None:  # our bundled model, served on this machine
+        small = urlparse(url).hostname in _LOOPBACK and (
+            "smollm" in model.lower() or model in ("base", "local"))
+    context.judge_is_small_local = small
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)

@@ -1,0 +1,174 @@
+"""Suites: a YAML file of cases (inline, from JSONL/CSV, or from recorded traces), the
+scorers that judge them, a default target and the gates a run must pass.
+
+Every error names the file, the case (its id, or its index), the field and the line:
+a suite is edited by hand, and a typo must neither pass silently nor cost a search.
+
+```yaml
+name: legal-test
+dataset: {path: ../qa/test.jsonl, fields: {input: question, reference: answer}}
+cases:
+  - {id: c1, input: "What is the deposit cap?", keywords: ["1.5 months"], tags: [deposits]}
+scorers: [keywords, {name: context_recall, threshold: 1.0}]
+target: "openai:http://127.0.0.1:8000/v1#base"
+gates: ["accuracy>=0.2"]
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentcycle.errors import ConfigError, DataError
+from agentcycle.evals.datasets import TracesSpec, load_dataset, load_traces
+from agentcycle.evals.scoring import BoundScorer, resolve_scorer
+from agentcycle.evals.types import Case
+
+ScorerSpec = str | dict[str, Any]
+
+
+class DatasetSpec(BaseModel):
+    """Cases from a JSONL or CSV file, its columns mapped onto case fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str  # relative to the suite file
+    # case field -> record field, or a template over the record such as "§ {section}"
+    fields: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)  # added to every case of this file
+    limit: int | None = None
+
+
+class Suite(BaseModel):
+    """A named set of cases with their scorers, default target and gates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    cases: list[Case] = Field(default_factory=list)
+    dataset: DatasetSpec | list[DatasetSpec] | None = None
+    traces: TracesSpec | None = None
+    scorers: list[ScorerSpec] = Field(default_factory=list)
+    target: str | None = None
+    gates: list[str] = Field(default_factory=list)
+    # Suite-wide pass marks by scorer name (a case's own thresholds still win).
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    # The judge model for LLM-judged scorers, as a target string ("openai:URL#model").
+    judge: str | None = None
+    path: Path | None = Field(default=None, exclude=True)  # where it was loaded from
+
+    def bound_scorers(self) -> list[BoundScorer]:
+        """The suite's scorers, resolved through the registry, with its thresholds."""
+        bound = []
+        for index, spec in enumerate(self.scorers):
+            try:
+                scorer = resolve_scorer(spec)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.path or self.name}: scorers[{index}]: {exc}") from None
+            if scorer.name in self.thresholds and not (isinstance(spec, dict)
+                                                       and "threshold" in spec):
+                scorer.threshold = self.thresholds[scorer.name]
+            if any(b.name == scorer.name for b in bound):  # e.g. two 'contains' checks
+                scorer.name = f"{scorer.name}_{sum(b.fn is scorer.fn for b in bound) + 1}"
+            bound.append(scorer)
+        if not bound:
+            raise ConfigError(f"{self.path or self.name}: the suite lists no scorers")
+        return bound
+
+    def limited(self, limit: int | None) -> Suite:
+        """The same suite on its first ``limit`` cases (a quick run)."""
+        return self if limit is None else self.model_copy(update={"cases": self.cases[:limit]})
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file, loading its dataset files and traces."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"suite file not found: {path}")
+    text = file.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise DataError(f"{file}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    data = yaml.safe_load(text) if node is not None else None
+    if not isinstance(data, dict):
+        raise DataError(f"{file}: a suite is a YAML mapping with at least 'name' and 'scorers'")
+    lines = _line_marks(node)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        # The first errors, each with its line: a typo ('inptu') often comes with a
+        # missing field ('input'), and naming both says what happened.
+        raise DataError("; ".join(_describe(file, data, lines, e)
+                                  for e in exc.errors()[:3])) from None
+    suite.path = file
+    cases = list(suite.cases)
+    for spec in _as_list(suite.dataset):
+        cases += load_dataset(file.parent / spec.path, spec.fields, spec.tags, spec.limit)
+    if suite.traces:
+        cases += load_traces(suite.traces)
+    _check_unique(file, cases)
+    if not cases:
+        raise DataError(f"{file}: the suite has no cases (add 'cases:', 'dataset:' or 'traces:')")
+    suite.cases = cases
+    return suite
+
+
+def _as_list(spec: DatasetSpec | list[DatasetSpec] | None) -> list[DatasetSpec]:
+    return [] if spec is None else spec if isinstance(spec, list) else [spec]
+
+
+def _check_unique(file: Path, cases: list[Case]) -> None:
+    seen: set[str] = set()
+    for index, case in enumerate(cases):
+        if case.id in seen:
+            raise DataError(f"{file}: case {index} (id '{case.id}'): duplicate case id")
+        seen.add(case.id)
+
+
+def _line_marks(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
+    """Each key path of the YAML document -> its 1-based line (from compose's marks)."""
+    marks: dict[tuple, int] = {}
+    if node is None:
+        return marks
+    marks[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            marks[(*path, key.value)] = key.start_mark.line + 1
+            marks.update({k: v for k, v in _line_marks(value, (*path, key.value)).items()
+                          if k != (*path, key.value)})
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            marks.update(_line_marks(item, (*path, index)))
+    return marks
+
+
+def _describe(file: Path, data: dict, lines: dict[tuple, int], error: dict) -> str:
+    """file:line: case N (id 'x'): field 'input': message."""
+    loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+    where = f"{file}:{line}" if line else str(file)
+    field = loc
+    prefix = ""
+    if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+        raw = data.get("cases") or []
+        case_id = raw[loc[1]].get("id") if loc[1] < len(raw) and isinstance(
+            raw[loc[1]], dict) else None
+        prefix = f"case {loc[1]}" + (f" (id '{case_id}')" if case_id else "") + ": "
+        field = loc[2:]
+    name = ".".join(str(p) for p in field) or "(the case itself)"
+    message = "unknown field (a typo?)" if error["type"] == "extra_forbidden" else error["msg"]
+    return f"{where}: {prefix}field '{name}': {message}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the union member's type to the location ("str", "dict[str,any]").
+    return isinstance(part, str) and (part in ("str", "int", "float", "list[...]")
+                                      or part.startswith(("dict[", "list[", "function-")))

@@ -1,0 +1,150 @@
+"""The ``--target`` string syntax, for the CLI and suite files:
+
+- ``openai:http://127.0.0.1:8000/v1#base``: an OpenAI-compatible endpoint, ``#model``
+  (key from ``AGENTCYCLE_API_KEY`` or ``OPENAI_API_KEY``);
+- ``router:router.yaml#route``: the agentcycle Router from a router config file;
+- ``app:http://host:8080``: an agent app (``POST /v1/ask``);
+- ``python:package.module:function`` or ``python:path/to/file.py:function``;
+- ``rag:COLLECTION``: the RAG agent over a collection, on the configured or bundled
+  model (the legal example's collection is ingested on first use).
+
+Options go after ``?``: ``rag:marvale-tenancy?top_k=1&max_tokens=48``,
+``openai:URL#model?max_tokens=64&system=Answer briefly.``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from agentcycle.errors import ConfigError
+from agentcycle.evals.targets import (
+    CallableTarget,
+    HttpAppTarget,
+    OpenAITarget,
+    RouterTarget,
+    Target,
+)
+
+KINDS = ("openai", "router", "app", "python", "rag")
+
+
+def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """'kind:rest?a=1' -> (kind, rest, {'a': '1'})."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in KINDS:
+        raise ConfigError(f"bad target '{spec}': start it with one of "
+                          f"{', '.join(k + ':' for k in KINDS)} (e.g. 'openai:URL#model')")
+    rest, _, query = rest.partition("?")
+    return kind, rest, dict(parse_qsl(query))
+
+
+@contextlib.contextmanager
+def open_target(spec: str, settings=None, *, base_dir: Path | None = None) -> Iterator[Target]:
+    """A Target for ``spec``; what it starts (a model server) stops when the block ends.
+    Relative paths are taken from ``base_dir`` (the suite's folder) when they exist there."""
+    kind, rest, options = split_spec(spec)
+    if kind == "openai":
+        yield _openai(rest, options)
+    elif kind == "app":
+        yield HttpAppTarget(rest, api_key=options.get("key"))
+    elif kind == "python":
+        yield CallableTarget(load_callable(rest, base_dir))
+    elif kind == "router":
+        yield _router(rest, options, base_dir)
+    else:
+        with _rag(rest, options, settings) as target:
+            yield target
+
+
+def _int(options: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(options.get(name, default))
+    except ValueError:
+        raise ConfigError(f"target option '{name}' must be a whole number") from None
+
+
+def _openai(rest: str, options: dict[str, str]) -> OpenAITarget:
+    url, _, model = rest.partition("#")
+    if not url.startswith(("http://", "https://")) or not model:
+        raise ConfigError(f"bad openai target '{rest}': write openai:URL#MODEL, e.g. "
+                          "openai:http://127.0.0.1:8000/v1#base")
+    key = options.get("key") or os.environ.get("AGENTCYCLE_API_KEY") or os.environ.get(
+        "OPENAI_API_KEY")
+    return OpenAITarget(url, model, key, system_prompt=options.get("system"),
+                        max_tokens=_int(options, "max_tokens", 256),
+                        temperature=float(options.get("temperature", 0.0)))
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and base_dir and (base_dir / candidate).exists():
+        return base_dir / candidate
+    return candidate
+
+
+def load_callable(ref: str, base_dir: Path | None = None):
+    """'pkg.module:function' or 'file.py:function' -> the function."""
+    module_ref, _, name = ref.rpartition(":")
+    if not module_ref or not name:
+        raise ConfigError(f"bad python target '{ref}': write python:module:function")
+    try:
+        if module_ref.endswith(".py"):
+            path = _resolve(module_ref, base_dir)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or not path.is_file():
+                raise ConfigError(f"python target: no file {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(path.stem, module)
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(module_ref)
+    except ImportError as exc:
+        raise ConfigError(f"python target: cannot import '{module_ref}': {exc}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"python target: '{module_ref}' has no function '{name}'")
+    return fn
+
+
+def _router(rest: str, options: dict[str, str], base_dir: Path | None) -> RouterTarget:
+    from agentcycle.router import Router
+    from agentcycle.router.config import load_config
+
+    path, _, route = rest.partition("#")
+    config = load_config(_resolve(path, base_dir))
+    from_config = getattr(Router, "from_config", None)
+    if from_config is not None:
+        router = from_config(config, route=route or None) if route else from_config(config)
+    else:  # the route's backends in order, when the router has no config loader
+        backends = config.build_backends()
+        names = config.route(route).backends if route else list(backends)
+        router = Router([backends[n] for n in names])
+    return RouterTarget(router, name=f"{Path(path).name}#{route}",
+                        max_tokens=_int(options, "max_tokens", 256))
+
+
+@contextlib.contextmanager
+def _rag(collection: str, options: dict[str, str], settings) -> Iterator[Target]:
+    from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
+    from agentcycle.rag import ChunkStore, ingest
+    from agentcycle.rag.session import agent_session
+    from agentcycle.settings import Settings
+
+    settings = settings or Settings()
+    collection = collection or LEGAL_COLLECTION
+    if collection == LEGAL_COLLECTION and not ChunkStore(settings, collection).exists():
+        ingest(legal_corpus_dir(), collection, settings)  # zero-config for the shipped suite
+    top_k, max_tokens = _int(options, "top_k", 3), _int(options, "max_tokens", 128)
+    model = options.get("model")
+    with agent_session(settings, collection, model=model, top_k=top_k,
+                       max_tokens=max_tokens) as agent:
+        served = ",".join(f"{b.name}={b.model}" for b in agent.router.backends)
+        yield CallableTarget(agent.ask, key=f"rag:{collection}:{served}:"
+                                            f"top_k={top_k}:max_tokens={max_tokens}")

@@ -1,0 +1,252 @@
+"""Targets: what a suite is run against. Each turns a Case into an Output.
+
+- ``OpenAITarget``: any OpenAI-compatible endpoint and model (our server, vLLM, LiteLLM);
+- ``RouterTarget``: the agentcycle Router (fallbacks, cost accounting);
+- ``CallableTarget``: a Python agent function (sync or async) returning text, a dict,
+  an Output or a RAG ``Answer``;
+- ``HttpAppTarget``: an agent app over HTTP (``POST /v1/ask``, see agentcycle.app).
+
+Every target has a ``key``: the runner's output cache is keyed by it and the case input,
+so it names everything that changes the answer (URL, model, prompt, parameters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import importlib.util
+import inspect
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from agentcycle.errors import ServiceError
+from agentcycle.evals.types import Case, Context, Output, ToolCall
+
+_SECTION = re.compile(r"§\s*\d+[a-z]?")
+
+
+@runtime_checkable
+class Target(Protocol):
+    key: str
+
+    async def run(self, case: Case) -> Output: ...
+
+
+class TargetError(ServiceError):
+    """The target failed on one case (the runner retries, then marks the case errored)."""
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Http:
+    """One httpx client per event loop: a client must not outlive the loop it was made in."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self._clients: dict[int, httpx.AsyncClient] = {}
+
+    def client(self) -> httpx.AsyncClient:
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._clients:
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            self._clients[loop] = httpx.AsyncClient(timeout=self.timeout_s, limits=limits)
+        return self._clients[loop]
+
+    async def post(self, url: str, body: dict, headers: dict | None = None) -> dict:
+        try:
+            response = await self.client().post(url, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TargetError(f"{url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            raise TargetError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+
+class OpenAITarget:
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
+                 system_prompt: str | None = None, max_tokens: int = 256,
+                 temperature: float = 0.0, tools: list[dict] | None = None,
+                 timeout_s: float = 120.0):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key or "none"
+        self.system_prompt = system_prompt
+        self.params = {"max_tokens": max_tokens, "temperature": temperature,
+                       **({"tools": tools} if tools else {})}
+        self.key = f"openai:{self.base_url}#{model}:" + digest(system_prompt, self.params)[:16]
+        self._http = _Http(timeout_s)
+
+    def messages(self, case: Case) -> list[dict[str, Any]]:
+        messages = ([{"role": "user", "content": case.input}] if isinstance(case.input, str)
+                    else list(case.input))
+        if self.system_prompt and messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    async def run(self, case: Case) -> Output:
+        started = time.perf_counter()
+        data = await self._http.post(
+            f"{self.base_url}/chat/completions",
+            {"model": self.model, "messages": self.messages(case), **self.params},
+            {"Authorization": f"Bearer {self.api_key}"})
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            message = data["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError):
+            raise TargetError(f"{self.base_url}: no choices in the response") from None
+        usage = data.get("usage") or {}
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(
+            usage.get("completion_tokens") or 0)
+        return Output(text=(message.get("content") or "").strip(), latency_ms=latency_ms,
+                      tool_calls=[_tool_call(t) for t in message.get("tool_calls") or []],
+                      prompt_tokens=prompt, completion_tokens=completion,
+                      cost_usd=list_price(data.get("model") or self.model, prompt, completion),
+                      model=data.get("model") or self.model)
+
+
+def _tool_call(raw: dict) -> ToolCall:
+    function = raw.get("function") or {}
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            arguments = {"_raw": arguments}
+    return ToolCall(name=function.get("name", ""), arguments=arguments)
+
+
+def list_price(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Cost at LiteLLM's list price when the model is in its map, else 0 (a local model)."""
+    price = _price_map().get(model.split("/", 1)[-1]) or {}
+    return (prompt_tokens * float(price.get("input_cost_per_token") or 0)
+            + completion_tokens * float(price.get("output_cost_per_token") or 0))
+
+
+@functools.cache
+def _price_map() -> dict[str, dict]:
+    # LiteLLM's bundled price map, read as data: importing LiteLLM costs seconds.
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(spec.submodule_search_locations[0]) / "model_prices_and_context_window_backup.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class RouterTarget:
+    """The agentcycle Router: the case's messages through its fallback chain."""
+
+    def __init__(self, router: Any, *, name: str = "router", max_tokens: int = 256,
+                 temperature: float = 0.0, system_prompt: str | None = None):
+        self.router = router
+        self.params = {"max_tokens": max_tokens, "temperature": temperature}
+        self.system_prompt = system_prompt
+        backends = [(b.name, b.model, b.api_base) for b in getattr(router, "backends", [])]
+        self.key = f"router:{name}:" + digest(backends, system_prompt, self.params)[:16]
+
+    async def run(self, case: Case) -> Output:
+        messages = OpenAITarget.messages(self, case)  # type: ignore[arg-type]
+        completion = await asyncio.to_thread(self.router.complete, messages, **self.params)
+        return Output(text=completion.text.strip(), latency_ms=completion.latency_ms,
+                      prompt_tokens=completion.prompt_tokens,
+                      completion_tokens=completion.completion_tokens,
+                      cost_usd=completion.cost_usd, model=completion.backend)
+
+
+class CallableTarget:
+    """A Python agent function ``fn(question) -> str | dict | Output | Answer``.
+
+    Sync functions run in worker threads, so the runner's concurrency applies to them.
+    ``takes_case=True`` passes the whole Case instead of the question text.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, key: str | None = None,
+                 takes_case: bool = False):
+        self.fn = fn
+        self.takes_case = takes_case
+        self.key = key or f"python:{_qualified_name(fn)}:{_source_digest(fn)}"
+
+    async def run(self, case: Case) -> Output:
+        argument = case if self.takes_case else case.question
+        started = time.perf_counter()
+        if inspect.iscoroutinefunction(self.fn):
+            result = await self.fn(argument)
+        else:
+            result = await asyncio.to_thread(self.fn, argument)
+            if inspect.isawaitable(result):
+                result = await result
+        output = to_output(result)
+        if not output.latency_ms:
+            output.latency_ms = (time.perf_counter() - started) * 1000
+        return output
+
+
+class HttpAppTarget:
+    """An agent app over HTTP: ``POST {url}/v1/ask {"question": ...}`` -> an Answer."""
+
+    def __init__(self, url: str, *, timeout_s: float = 120.0, api_key: str | None = None):
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.key = f"app:{self.url}"
+        self._http = _Http(timeout_s)
+
+    async def run(self, case: Case) -> Output:
+        started = time.perf_counter()
+        data = await self._http.post(f"{self.url}/v1/ask", {"question": case.question},
+                                     self.headers)
+        output = to_output(data)
+        output.latency_ms = output.latency_ms or (time.perf_counter() - started) * 1000
+        return output
+
+
+def to_output(result: Any) -> Output:
+    """Whatever an agent returned -> an Output (a RAG Answer's sources become contexts)."""
+    if isinstance(result, Output):
+        return result
+    if isinstance(result, str):
+        return Output(text=result)
+    if hasattr(result, "model_dump"):  # a RAG Answer, or any pydantic model
+        result = result.model_dump()
+    if not isinstance(result, dict):
+        raise TargetError(f"the agent returned {type(result).__name__}; return str, dict, "
+                          "Output or Answer")
+    if "answer" in result and "text" not in result:  # the shape of agentcycle.rag.Answer
+        return Output(
+            text=str(result["answer"]).strip(),
+            contexts=[Context(source=section_id(s), text=s.get("text", ""))
+                      for s in result.get("sources") or []],
+            latency_ms=result.get("latency_ms") or 0.0,
+            prompt_tokens=result.get("prompt_tokens") or 0,
+            completion_tokens=result.get("completion_tokens") or 0,
+            cost_usd=result.get("cost_usd") or 0.0,
+            model=result.get("backend") or result.get("model") or "")
+    return Output.model_validate(result)
+
+
+def section_id(source: dict[str, Any]) -> str:
+    """'§ 8' from a heading like '§ 8. Deposit cap' (how the legal cases cite sources)."""
+    match = _SECTION.search(source.get("heading") or "") or _SECTION.search(
+        source.get("source") or "")
+    return re.sub(r"§\s*", "§ ", match.group(0)) if match else source.get("source", "")
+
+
+def _qualified_name(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _source_digest(fn: Callable) -> str:
+    # Editing the agent's code must not hit answers cached from the old code.
+    try:
+        return digest(inspect.getsource(fn))[:12]
+    except (OSError, TypeError):
+        return "nosource"
