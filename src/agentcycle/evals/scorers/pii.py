@@ -71,9 +71,10 @@ _DETECTORS: list[tuple[str, re.Pattern[str]]] = [
     ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")),
     ("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")),
     ("ssn", re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")),
-    ("ip", re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\d.])")),
-    ("phone", re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?"
-                         r"\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?![\w.])")),
+    ("ip", re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\d|\.\d)")),
+    # Not part of a longer run of digit groups, and a sentence's full stop may follow.
+    ("phone", re.compile(r"(?<![\w.+])(?<!\d[ .-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?"
+                         r"\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?!\w|[ .-]\d)")),
 ]
 _VALIDATORS = {
     "iban": iban_valid,

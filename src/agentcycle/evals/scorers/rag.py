@@ -82,10 +82,16 @@ _ENTITY = re.compile(r"\b(form\s+[a-z]-?\d+|§\s*\d+)", re.I)
 
 
 def split_claims(text: str) -> list[str]:
-    """The answer's sentences (and ';'-separated clauses), citations stripped."""
+    """The answer's sentences."""
     text = re.sub(r"\s+", " ", text).strip()
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z§(\"'])|;\s+|\n+", text)
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z§(\"'])", text)
     return [p.strip() for p in parts if p and p.strip(" .;")]
+
+
+# Sentences that state nothing about the case (courtesy, not claims).
+_COURTESY = re.compile(r"^\W*(i hope (this|that) helps|hope (this|that) helps|let me know|"
+                       r"feel free|thanks?( you)?|you're welcome|good luck|"
+                       r"is there anything else)\b", re.I)
 
 
 def _stem(word: str) -> str:
@@ -194,7 +200,7 @@ async def faithfulness(case: Case, output: Output, ctx: ScoreContext, *,
         return Score(value=0.0, passed=False, explanation="no retrieved context to check against")
     if mode == "judge":
         return await _judge_faithfulness(case, output, ctx, model)
-    claims = split_claims(output.text)
+    claims = [c for c in split_claims(output.text) if not _COURTESY.match(c)]
     if not claims:
         return Score(value=0.0, passed=False, explanation="empty answer")
     sentences = _context_sentences(output)
