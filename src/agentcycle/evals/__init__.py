@@ -30,6 +30,7 @@ _EXPORTS = {
     "Comparison": "compare", "compare_runs": "compare",
     "publish": "publish", "render_html": "report_html",
     "QACase": "dataset", "load_cases": "dataset",
+    "AgentEval": "pytest_plugin", "assert_score": "pytest_plugin",
 }
 
 __all__ = sorted(_EXPORTS)
