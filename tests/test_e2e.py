@@ -18,8 +18,17 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     base, tuned = result.summaries
     assert (base.label, tuned.label) == ("base", "fine-tuned")
     assert base.cases == tuned.cases == 4 and base.errors == tuned.errors == 0
-    assert {r.backend for r in tuned.results} == {"legal-tuned"}, "routed to the tuned model"
+    assert {r.output.model for r in tuned.results} == {"legal-tuned"}, "routed to the tuned model"
     assert tuned.p50_latency_ms > 0 and tuned.tokens_per_s > 0
+    # Each evaluation is an eval run of the legal suite: run.json, HTML, MLflow run.
+    assert set(tuned.run.scorers) == {"keywords", "context_recall", "similarity"}
+    assert tuned.context_recall > 0, "the RAG agent's sources reach the context scorer"
+    from agentcycle.evals import compare_runs, load_run
+
+    assert load_run(tuned.run.run_id).metrics == tuned.run.metrics
+    assert compare_runs(base.run, tuned.run).matched == 4
+    assert (result.report_dir.parent / "evals" / "runs" / tuned.run.run_id
+            / "report.html").is_file()
 
     report = json.loads((result.report_dir / "report.json").read_text())
     assert [m["label"] for m in report["models"]] == ["base", "fine-tuned"]

@@ -15,12 +15,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agentcycle.evals import EvalSummary, evaluate, load_cases, log_to_mlflow
+from agentcycle.evals import CallableTarget, ScoreContext, Suite, load_suite, publish
+from agentcycle.evals.runner import run_suite_sync
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
 from agentcycle.finetune import LoraParams, finetune, read_jsonl, to_examples
 from agentcycle.models import chat_model_dir, embedding_model_dir
 from agentcycle.rag import Embedder, RagAgent, ingest
-from agentcycle.report import write_report
+from agentcycle.report import ModelEval, write_report
 from agentcycle.router import Router
 from agentcycle.router.backends import cloud_backend, local_backend
 from agentcycle.serving import ModelServer
@@ -43,7 +44,7 @@ class DemoOptions:
 
 @dataclass
 class DemoResult:
-    summaries: list[EvalSummary]
+    summaries: list[ModelEval]
     report_dir: Path
     tuned_model_dir: Path
     finetune_run_id: str
@@ -60,7 +61,8 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    test_cases = load_cases(legal_split("test"))[: options.test_limit]
+    suite = load_suite(legal_suite_path()).limited(options.test_limit)
+    test_cases = suite.cases
     train_records = read_jsonl(legal_split("train"))[: options.train_limit]
     key = secrets.token_urlsafe(16)  # the demo's servers refuse requests without it
 
@@ -82,8 +84,9 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         base_agent = RagAgent(settings, LEGAL_COLLECTION, Router([base_backend]),
                               embedder=embedder, max_tokens=options.max_tokens,
                               top_k=options.top_k)
+        context = ScoreContext(settings=settings, embedder=embedder)
         summaries = [_evaluate(progress, "evaluate base + RAG on the test split", base_agent,
-                               test_cases, embedder, "base", options)]
+                               suite, context, "base", options)]
 
         task = progress.add_task("fine-tune (LoRA) on the train split", total=None)
         examples = to_examples(train_records, legal_split("train"), retrieve=base_agent.retrieve)
@@ -106,12 +109,12 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         tuned_agent = RagAgent(settings, LEGAL_COLLECTION, router, embedder=embedder,
                                max_tokens=options.max_tokens, top_k=options.top_k)
         summaries.append(_evaluate(progress, "evaluate fine-tuned + RAG (routed)", tuned_agent,
-                                   test_cases, embedder, "fine-tuned", options))
+                                   suite, context, "fine-tuned", options))
         if cloud:
             cloud_agent = RagAgent(settings, LEGAL_COLLECTION, Router(cloud), embedder=embedder,
                                    max_tokens=options.max_tokens, top_k=options.top_k)
             summaries.append(_evaluate(progress, f"evaluate {settings.cloud_model} + RAG",
-                                       cloud_agent, test_cases, embedder, "cloud", options))
+                                       cloud_agent, suite, context, "cloud", options))
 
     seconds = time.perf_counter() - started
     write_report(out, summaries, extra={
@@ -124,14 +127,22 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
     return DemoResult(summaries, out, tuned.model_dir, tuned.run_id, seconds)
 
 
-def _evaluate(progress: Progress, title: str, agent: RagAgent, cases, embedder, label: str,
-              options: DemoOptions) -> EvalSummary:
-    task = progress.add_task(title, total=len(cases))
-    summary = evaluate(agent.ask, cases, embedder, label=label, concurrency=options.concurrency,
-                       on_case=lambda done, total: progress.update(task, completed=done))
-    log_to_mlflow(summary, f"demo-eval-{label}", {"top_k": options.top_k,
-                                                  "max_tokens": options.max_tokens})
-    return summary
+def legal_suite_path() -> Path:
+    return legal_corpus_dir().parent / "suites" / "legal-test.yaml"
+
+
+def _evaluate(progress: Progress, title: str, agent: RagAgent, suite: Suite,
+              context: ScoreContext, label: str, options: DemoOptions) -> ModelEval:
+    """One evaluation is one eval run of the legal suite (JSON, HTML, MLflow), uncached:
+    the demo's models are new each time."""
+    task = progress.add_task(title, total=len(suite.cases))
+    target = CallableTarget(agent.ask, key=f"demo:{label}")
+    run = run_suite_sync(suite, target, concurrency=options.concurrency, retries=1,
+                         context=context, label=f"demo-{label}",
+                         progress=lambda done, total: progress.update(task, completed=done))
+    publish(run, settings=context.settings, params={"top_k": options.top_k,
+                                                     "max_tokens": options.max_tokens})
+    return ModelEval(label, run)
 
 
 def _cloud(settings: Settings) -> list:

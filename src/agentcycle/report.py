@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcycle.evals import EvalSummary
-from agentcycle.evals.runner import paired_flips
+from agentcycle.evals.compare import paired_flips
+from agentcycle.evals.results import CaseResult, EvalRun, atomic_write, wilson_interval
+
+# The legal suite's scorer whose pass rate is the demo's headline accuracy.
+ACCURACY_SCORER = "keywords"
 
 CHART_METRICS = [
     ("accuracy", "accuracy (key facts)", "{:.0%}"),
@@ -23,46 +25,98 @@ CHART_METRICS = [
 REFERENCE_CLOUD_MODEL = "gpt-4o-mini"
 
 
-def reference_cost_per_1k(summary: EvalSummary, model: str = REFERENCE_CLOUD_MODEL) -> float:
+@dataclass
+class ModelEval:
+    """One model's eval run, seen through the demo's headline numbers."""
+
+    label: str
+    run: EvalRun
+
+    @property
+    def results(self) -> list[CaseResult]:
+        return self.run.results
+
+    @property
+    def cases(self) -> int:
+        return len(self.run.results)
+
+    @property
+    def errors(self) -> int:
+        return int(self.run.metric("errors"))
+
+    @property
+    def accuracy(self) -> float:
+        return self.run.metric(f"{ACCURACY_SCORER}.pass_rate")
+
+    @property
+    def accuracy_ci95(self) -> tuple[float, float]:
+        return wilson_interval(round(self.accuracy * self.cases), self.cases)
+
+    @property
+    def similarity(self) -> float:
+        return self.run.metric("similarity.mean")
+
+    @property
+    def context_recall(self) -> float:
+        return self.run.metric("context_recall.mean")
+
+    @property
+    def model(self) -> str:
+        return ",".join(sorted({r.output.model for r in self.results if not r.error}))
+
+    def __getattr__(self, name: str) -> float:  # p50_latency_ms, tokens_per_s, ...
+        if name.startswith("_") or name not in self.run.metrics:
+            raise AttributeError(name)
+        return self.run.metrics[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "model": self.model, "run_id": self.run.run_id,
+                "mlflow_run_id": self.run.mlflow_run_id, "cases": self.cases,
+                "errors": self.errors, "accuracy": self.accuracy,
+                "accuracy_ci95": self.accuracy_ci95, "similarity": self.similarity,
+                "context_recall": self.context_recall, "metrics": self.run.metrics,
+                "results": [r.model_dump(mode="json") for r in self.results]}
+
+
+def reference_cost_per_1k(summary: ModelEval, model: str = REFERENCE_CLOUD_MODEL) -> float:
     """What the same prompt and completion tokens would cost at a cloud model's list
     price (LiteLLM's price map): priced, not run, and labelled so in the report."""
-    from agentcycle.router.router import import_litellm
+    from agentcycle.evals.targets import list_price
 
-    prompt = sum(r.prompt_tokens for r in summary.results)
-    completion = sum(r.completion_tokens for r in summary.results)
+    prompt = int(summary.run.metric("prompt_tokens"))
+    completion = int(summary.run.metric("completion_tokens"))
     if not prompt + completion:
         return 0.0
-    input_cost, output_cost = import_litellm().cost_per_token(
-        model=model, prompt_tokens=prompt, completion_tokens=completion)
-    return 1000 * (input_cost + output_cost) / (prompt + completion)
+    return 1000 * list_price(model, prompt, completion) / (prompt + completion)
 
 
-def write_report(folder: Path, summaries: list[EvalSummary], extra: dict[str, Any]) -> None:
+def write_report(folder: Path, summaries: list[ModelEval], extra: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     extra = {**extra, "reference_cloud_model": REFERENCE_CLOUD_MODEL,
              "reference_cost_per_1k_tokens": reference_cost_per_1k(summaries[-1])}
-    data = {"models": [asdict(s) for s in summaries], **extra}
-    _atomic_write(folder / "report.json", json.dumps(data, indent=2, default=str))
-    _atomic_write(folder / "report.md", render_markdown(summaries, extra))
+    data = {"models": [s.as_dict() for s in summaries], **extra}
+    atomic_write(folder / "report.json", json.dumps(data, indent=2, default=str))
+    atomic_write(folder / "report.md", render_markdown(summaries, extra))
     write_chart(folder / "report.png", summaries, extra["reference_cost_per_1k_tokens"])
 
 
-def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
+def render_markdown(summaries: list[ModelEval], extra: dict[str, Any]) -> str:
     lines = ["# agentcycle demo report", "",
              f"Legal example, test split: {extra.get('test_cases')} questions never seen in "
              f"training. Fine-tuned on {extra.get('train_examples')} train examples in "
              f"{extra.get('finetune_steps')} steps ({extra.get('finetune_seconds')} s).", "",
-             "| model | accuracy | exact match | similarity | p50 latency (ms) | tokens/s "
+             "| model | accuracy | context recall | similarity | p50 latency (ms) | tokens/s "
              "| cost per 1K tokens (USD) | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
-        lines.append(f"| {s.label} | {s.accuracy:.1%} | {s.exact_match:.1%} | {s.similarity:.3f} "
+        lines.append(f"| {s.label} | {s.accuracy:.1%} | {s.context_recall:.1%} "
+                     f"| {s.similarity:.3f} "
                      f"| {s.p50_latency_ms:.0f} | {s.tokens_per_s:.1f} "
                      f"| {s.cost_per_1k_tokens:.5f} | {s.errors} |")
     if len(summaries) >= 2:
         base, tuned = summaries[0], summaries[1]
         delta = tuned.accuracy - base.accuracy
-        fixed, broken = paired_flips(base, tuned)
+        fixed, broken = paired_flips(base.run, tuned.run, ACCURACY_SCORER)
         lines += ["", f"Fine-tuning changed accuracy by **{delta * 100:+.1f} points** "
                       f"({base.accuracy:.1%} -> {tuned.accuracy:.1%}): {fixed} questions fixed, "
                       f"{broken} broken. 95% intervals (Wilson): base "
@@ -73,7 +127,10 @@ def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
               f"price (LiteLLM's price map; priced, not run) would cost "
               f"${extra['reference_cost_per_1k_tokens']:.5f} per 1K tokens."]
     lines += ["", "Accuracy: every key fact of the reference (figure, deadline, name) appears "
-              "in the answer. Similarity: cosine of MiniLM embeddings of answer and reference. "
+              "in the answer. Context recall: the cited section was retrieved. Similarity: "
+              "cosine of MiniLM embeddings of answer and reference. Scored by the legal suite "
+              "(`examples/legal/suites/legal-test.yaml`); each evaluation is an eval run "
+              "(`agentcycle eval compare` works on them). "
               "Local models cost $0 unless AGENTCYCLE_ENERGY_USD_PER_HOUR is set.", "",
               f"MLflow fine-tune run: `{extra.get('finetune_run_id')}`; tuned model: "
               f"`{extra.get('tuned_model_dir')}`; whole demo: {extra.get('demo_seconds')} s.", "",
@@ -81,13 +138,14 @@ def render_markdown(summaries: list[EvalSummary], extra: dict[str, Any]) -> str:
     for s in summaries:
         lines += [f"## Sample answers: {s.label}", ""]
         for r in s.results[:5]:
-            mark = "pass" if r.passed else "fail"
-            lines.append(f"- **{r.question}** -> {r.answer or r.error} ({mark})")
+            score = r.scores.get(ACCURACY_SCORER)
+            mark = "pass" if score and score.passed else "fail"
+            lines.append(f"- **{r.input}** -> {r.output.text or r.error} ({mark})")
         lines.append("")
     return "\n".join(lines)
 
 
-def write_chart(path: Path, summaries: list[EvalSummary], reference_cost: float = 0.0) -> None:
+def write_chart(path: Path, summaries: list[ModelEval], reference_cost: float = 0.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,11 +175,4 @@ def write_chart(path: Path, summaries: list[EvalSummary], reference_cost: float 
     tmp = path.with_suffix(".tmp.png")
     figure.savefig(tmp, dpi=110)
     plt.close(figure)
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
     os.replace(tmp, path)

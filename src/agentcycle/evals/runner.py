@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agentcycle.errors import ConfigError
@@ -90,8 +91,16 @@ async def run_suite(suite: Suite, target: Target, *, concurrency: int = 8, retri
 
 
 def run_suite_sync(suite: Suite, target: Target, **options) -> EvalRun:
-    """``run_suite`` for code without an event loop (the demo, notebooks' scripts)."""
-    return asyncio.run(run_suite(suite, target, **options))
+    """``run_suite`` for code without an event loop (the CLI, the demo, scripts)."""
+
+    async def main() -> EvalRun:
+        # Sync agent functions run in the loop's threads: enough of them for the
+        # concurrency asked (asyncio's default is min(32, cores + 4): 6 here).
+        workers = max(options.get("concurrency", 8), 4)
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers))
+        return await run_suite(suite, target, **options)
+
+    return asyncio.run(main())
 
 
 def _resumed(folder: Path, target: Target, suite: Suite) -> dict[str, CaseResult]:

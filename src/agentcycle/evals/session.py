@@ -3,7 +3,6 @@ progress bar, publish (JSON, HTML, MLflow), check the gates."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from agentcycle.evals.cache import OutputCache
 from agentcycle.evals.gates import GateResult, check_gates, parse_gate
 from agentcycle.evals.publish import publish
 from agentcycle.evals.results import EvalRun, summarize
-from agentcycle.evals.runner import run_suite
+from agentcycle.evals.runner import run_suite_sync
 from agentcycle.evals.scoring import ScoreContext
 from agentcycle.evals.suite import Suite, load_suite
 from agentcycle.evals.target_spec import open_target, split_spec
@@ -57,10 +56,10 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
             _progress(console) as progress:
         task = progress.add_task(f"{suite.name} against {spec[:50]}", total=len(suite.cases))
         try:
-            run = asyncio.run(run_suite(
+            run = run_suite_sync(
                 suite, target, concurrency=options.concurrency, retries=options.retries,
                 cache=cache, resume=options.resume, context=context,
-                progress=lambda done, total: progress.update(task, completed=done)))
+                progress=lambda done, total: progress.update(task, completed=done))
         except KeyboardInterrupt:
             console.print("interrupted: finished cases are kept; continue with --resume "
                           "(run id in `agentcycle eval list`)")

@@ -1,0 +1,131 @@
+"""Suites: YAML, datasets (JSONL, CSV), and errors that name file, case, field and line."""
+
+import json
+import textwrap
+
+import pytest
+
+from agentcycle.errors import ConfigError, DataError
+from agentcycle.evals import Suite, load_suite
+from agentcycle.evals.gates import check_gates, parse_gate
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_inline_cases_and_datasets_load_with_their_fields(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "qa.jsonl").write_text(
+        json.dumps({"id": "q1", "question": "Cap?", "answer": "1.5 months (§ 8).",
+                    "keywords": ["1.5 months"], "section": 8}) + "\n"
+        + json.dumps({"id": "q2", "question": "Pets?", "answer": "1.75 months.",
+                      "keywords": ["1.75"], "section": None}) + "\n")
+    (tmp_path / "data" / "more.csv").write_text(
+        "question,answer,keywords,tags\nWhen?,21 days,21 days|days,\"[\"\"deposits\"\"]\"\n")
+    suite = load_suite(write(tmp_path / "suite.yaml", """
+        name: mixed
+        cases:
+          - {id: inline, input: [{role: user, content: "Hi?"}], tags: [chat],
+             expected_tools: [{name: lookup, arguments: {section: 8}}],
+             thresholds: {keywords: 0.5}}
+        dataset:
+          - path: data/qa.jsonl
+            fields: {reference_sources: "§ {section}"}
+            tags: [legal]
+          - path: data/more.csv
+        scorers: [keywords]
+        """))
+    by_id = {c.id: c for c in suite.cases}
+    assert list(by_id) == ["inline", "q1", "q2", "more-2"]
+    assert by_id["inline"].question == "Hi?" and by_id["inline"].expected_tools[0].name == "lookup"
+    assert by_id["q1"].input == "Cap?" and by_id["q1"].reference == "1.5 months (§ 8)."
+    assert by_id["q1"].reference_sources == ["§ 8"] and by_id["q1"].tags == ["legal"]
+    assert by_id["q1"].metadata == {"section": 8}
+    assert by_id["q2"].reference_sources == [], "no section, no source"
+    assert by_id["more-2"].keywords == ["21 days", "days"]
+    assert by_id["more-2"].tags == ["deposits"]
+    assert suite.bound_scorers()[0].name == "keywords"
+
+
+def test_the_legal_suite_ships_and_loads():
+    from agentcycle.demo import legal_suite_path
+
+    suite = load_suite(legal_suite_path())
+    assert suite.name == "legal-test" and len(suite.cases) == 32
+    assert all(c.keywords and c.reference_sources[0].startswith("§ ") for c in suite.cases)
+    assert suite.target.startswith("rag:")
+    names = [s.name for s in suite.bound_scorers()]
+    assert names == ["keywords", "context_recall", "similarity"]
+    from agentcycle.evals.results import summarize
+
+    check_gates(summarize([], names, 0.0), suite.gates)  # its gates name real metrics
+
+
+@pytest.mark.parametrize("body, fragments", [
+    ("name: s\ncases:\n  - id: a\n    input: hi\n  - id: b\n    inptu: hello\n"
+     "scorers: [keywords]\n",
+     ["suite.yaml:5", "case 1 (id 'b')", "field 'input'", "suite.yaml:6", "field 'inptu'",
+      "unknown field"]),
+    ("name: s\nscorer: [keywords]\ncases: [{id: a, input: x}]\n",
+     ["suite.yaml:2", "field 'scorer'", "unknown field"]),
+    ("name: s\ncases:\n  - {id: a, input: x, thresholds: {keywords: high}}\nscorers: [keywords]\n",
+     ["suite.yaml:3", "case 0 (id 'a')", "field 'thresholds.keywords'"]),
+    ("name: s\ncases: [{id: a, input: x}, {id: a, input: y}]\nscorers: [keywords]\n",
+     ["case 1 (id 'a')", "duplicate"]),
+    ("name: s\ncases: [{id: a, input: x}\n", ["suite.yaml", "malformed YAML"]),
+    ("- just a list\n", ["a YAML mapping"]),
+])
+def test_malformed_suites_name_file_case_field_and_line(tmp_path, body, fragments):
+    path = tmp_path / "suite.yaml"
+    path.write_text(body)
+    with pytest.raises(DataError) as error:
+        load_suite(path)
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+
+
+def test_dataset_errors_name_the_data_file_line_and_field(tmp_path):
+    (tmp_path / "qa.jsonl").write_text('{"id": "ok", "question": "q"}\n{"id": "bad"}\n')
+    suite = write(tmp_path / "suite.yaml", """
+        name: s
+        dataset: {path: qa.jsonl}
+        scorers: [keywords]
+        """)
+    with pytest.raises(DataError, match=r"qa.jsonl:2: case 'bad': field 'input'"):
+        load_suite(suite)
+    write(suite, "name: s\ndataset: {path: qa.jsonl, fields: {inptu: question}}\n"
+                 "scorers: [keywords]\n")
+    with pytest.raises(DataError, match="unknown case fields \\['inptu'\\]"):
+        load_suite(suite)
+    write(suite, "name: s\ndataset: {path: missing.jsonl}\nscorers: [keywords]\n")
+    with pytest.raises(DataError, match="dataset file not found"):
+        load_suite(suite)
+
+
+def test_unknown_scorer_names_the_suite_and_entry(tmp_path):
+    suite = Suite(name="s", cases=[], scorers=["keywords", "kewords"])
+    with pytest.raises(ConfigError, match=r"scorers\[1\]: unknown scorer 'kewords'"):
+        suite.bound_scorers()
+
+
+def test_thresholds_and_duplicate_scorers():
+    suite = Suite(name="s", scorers=["keywords", {"name": "contains", "value": "a"},
+                                     {"name": "contains", "value": "b", "threshold": 0.2}],
+                  thresholds={"keywords": 0.5, "contains": 0.9})
+    bound = suite.bound_scorers()
+    assert [(b.name, b.threshold) for b in bound] == [
+        ("keywords", 0.5), ("contains", 0.9), ("contains_2", 0.2)]
+
+
+def test_gates_parse_and_check():
+    metrics = {"accuracy": 0.75, "keywords.mean": 0.8, "p95_latency_ms": 2500.0}
+    results = check_gates(metrics, ["accuracy>=0.7", "keywords.mean >= 0.9",
+                                    "p95_latency_ms<=2000", "accuracy>=70%"])
+    assert [r.passed for r in results] == [True, False, False, True]
+    assert str(parse_gate("accuracy >= 0.7")) == "accuracy>=0.7"
+    with pytest.raises(ConfigError, match="unknown metric 'acuracy'.*accuracy, keywords.mean"):
+        check_gates(metrics, ["acuracy>=0.7"])
+    with pytest.raises(ConfigError, match="bad gate"):
+        parse_gate("accuracy is high")
