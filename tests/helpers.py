@@ -69,3 +69,82 @@ def fake_cloud_app(answer: str = "The deposit must be returned within 21 days (Â
 def dead_url():
     """A URL where nothing listens."""
     yield f"http://127.0.0.1:{free_port()}/v1"
+
+
+def openai_fake_app(answer: str = "The deposit must be returned within 21 days.",
+                    *, delay_s: float = 0.0, fail_with: int | None = None,
+                    cut_after: int | None = None, max_prompt_chars: int | None = None,
+                    usage: tuple[int, int] = (100, 20)) -> FastAPI:
+    """An OpenAI-protocol backend with the behaviours a router must survive: JSON and
+    SSE streaming, tool calls (when the request offers tools), a delay, an error status,
+    a stream that breaks after ``cut_after`` chunks, a context window (``max_prompt_chars``
+    -> OpenAI's 400 context_length_exceeded). ``app.state.requests`` records the bodies."""
+    import asyncio
+    import json
+
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI()
+    app.state.requests = []
+    app.state.fail_with = fail_with
+
+    def message(body: dict) -> dict:
+        if body.get("tools"):
+            name = body["tools"][0]["function"]["name"]
+            return {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": json.dumps({"q": "deposit"})}}]}
+        return {"role": "assistant", "content": answer}
+
+    def error(status: int, text: str, code: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": text, "type": "invalid_request_error",
+                                       "code": code}}, status_code=status)
+
+    async def chunks(body: dict):
+        words = answer.split(" ")
+        for i, word in enumerate(words):
+            if cut_after is not None and i == cut_after:
+                raise RuntimeError("backend died mid-stream")  # uvicorn aborts the connection
+            delta = {"content": word if i == 0 else " " + word}
+            chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
+                     "model": body.get("model"),
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+            await asyncio.sleep(0)
+        last = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield f"data: {json.dumps(last)}\n\n"
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tail = {**last, "choices": [], "usage": {
+                "prompt_tokens": usage[0], "completion_tokens": usage[1],
+                "total_tokens": sum(usage)}}
+            yield f"data: {json.dumps(tail)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        app.state.requests.append(body)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        if app.state.fail_with:
+            return error(app.state.fail_with, "rate limited" if app.state.fail_with == 429
+                         else "backend error", "rate_limit_exceeded")
+        prompt = sum(len(str(m.get("content") or "")) for m in body["messages"])
+        if max_prompt_chars is not None and prompt > max_prompt_chars:
+            return error(400, "This model's maximum context length is exceeded",
+                         "context_length_exceeded")
+        if body.get("stream"):
+            return StreamingResponse(chunks(body), media_type="text/event-stream")
+        return {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": "tool_calls" if body.get("tools")
+                         else "stop", "message": message(body)}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                      "total_tokens": sum(usage)},
+        }
+
+    return app
+

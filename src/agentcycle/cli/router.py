@@ -2,7 +2,144 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from agentcycle.cli._common import console, friendly_errors, print_json, settings
 
 app = typer.Typer(help="Route model calls by cost, latency, quality and budget.",
                   no_args_is_help=True)
+
+CONFIG = typer.Option(..., "--config", "-c", help="The router YAML file.")
+SINCE = typer.Option(None, help="Only requests since 30m, 2h, 7d or an ISO date.")
+
+
+def _db(config: Path | None) -> Path:
+    """The accounting log: the config's db_path, else <AGENTCYCLE_HOME>/router.db."""
+    if config is not None:
+        from agentcycle.router.config import load_config
+
+        path = load_config(config, require_keys=False).db_path
+        if path:
+            return Path(path)
+    return settings().home.resolve() / "router.db"
+
+
+@app.command()
+@friendly_errors
+def serve(
+    config: Path = CONFIG,
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(4000),
+) -> None:
+    """Serve the OpenAI-compatible routing proxy (/v1/chat/completions) until Ctrl-C."""
+    from agentcycle.router import Router, load_config
+    from agentcycle.router.proxy import serve as serve_proxy
+
+    loaded = load_config(config)
+    router = Router.from_config(loaded)
+    key = os.environ.get(loaded.proxy_key_env) if loaded.proxy_key_env else None
+    console.print(f"router proxy on http://{host}:{port}/v1 - routes: "
+                  f"{', '.join(router.routes)}; backends: {', '.join(router.by_name)}"
+                  + ("" if key else " (no key required)"))
+    serve_proxy(router, host=host, port=port, api_key=key)
+
+
+@app.command()
+@friendly_errors
+def check(config: Path = CONFIG) -> None:
+    """Validate a router config and print its routes."""
+    from agentcycle.router import load_config
+    from agentcycle.router.policies import build_policies
+
+    loaded = load_config(config)
+    table = Table(title=f"routes in {config}")
+    for column in ("route", "backends", "policies"):
+        table.add_column(column, overflow="fold")
+    for name in loaded.route_names():
+        route = loaded.route(name)
+        policies = build_policies(route.policies, route.backends)
+        table.add_row(name, " -> ".join(route.backends),
+                      ", ".join(p.name for p in policies) or "fallback (default)")
+    console.print(table)
+    console.print(f"[green]ok[/green]: {len(loaded.backends)} backends, "
+                  f"{len(loaded.route_names())} routes")
+
+
+@app.command()
+@friendly_errors
+def stats(
+    as_json: bool = typer.Option(False, "--json"),
+    since: str | None = SINCE,
+    config: Path | None = typer.Option(None, "--config", "-c",
+                                       help="Read the db_path of this router config."),
+) -> None:
+    """Requests, errors, latency, tokens and cost by route and backend."""
+    from agentcycle.router.reports import stats as compute
+
+    found = compute(_db(config), since)
+    if as_json:
+        print_json([row.as_dict() for row in found])
+        return
+    table = Table(title="router stats")
+    for column in ("route", "backend", "requests", "errors", "p50 ms", "p95 ms",
+                   "tokens in", "tokens out", "cost $"):
+        table.add_column(column)
+    for r in found:
+        table.add_row(r.route, r.backend, str(r.requests), str(r.errors), f"{r.p50_ms:.0f}",
+                      f"{r.p95_ms:.0f}", str(r.prompt_tokens), str(r.completion_tokens),
+                      f"{r.cost_usd:.6f}")
+    console.print(table)
+
+
+@app.command("ab-report")
+@friendly_errors
+def ab_report(
+    as_json: bool = typer.Option(False, "--json"),
+    since: str | None = SINCE,
+    config: Path | None = typer.Option(None, "--config", "-c",
+                                       help="Read the db_path of this router config."),
+) -> None:
+    """Per A/B arm: requests, quality (feedback), cost, p50 latency, Welch's t-test."""
+    from agentcycle.router.reports import ab_report as compute
+
+    found = compute(_db(config), since)
+    if as_json:
+        print_json([row.as_dict() for row in found])
+        return
+    table = Table(title="A/B arms (p-values vs the route's first arm)")
+    for column in ("route", "arm", "n", "errors", "rated", "quality", "p quality",
+                   "mean cost $", "p50 ms", "p latency"):
+        table.add_column(column)
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in found:
+        table.add_row(r.route, r.arm, str(r.n), str(r.errors), str(r.rated),
+                      fmt(r.quality_mean, ".3f"), fmt(r.quality_p_value, ".3g"),
+                      f"{r.cost_usd_mean:.6f}", f"{r.p50_ms:.0f}", fmt(r.latency_p_value, ".3g"))
+    console.print(table if found else "no A/B requests recorded yet")
+
+
+@app.command("export-litellm")
+@friendly_errors
+def export_litellm(
+    config: Path = CONFIG,
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
+) -> None:
+    """Write the same backends and routes as a LiteLLM proxy config.yaml."""
+    import sys
+
+    from agentcycle.router import load_config
+    from agentcycle.router.export import to_yaml
+
+    text = to_yaml(load_config(config, require_keys=False))
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.write_text(text)
+    console.print(f"wrote {out}")

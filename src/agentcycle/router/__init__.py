@@ -1,6 +1,14 @@
-"""Route every model call to a primary backend with ordered fallbacks."""
+"""Route model calls over backends: policies (fallback, cooldown, latency, cost, budget,
+tags, A/B, learned quality), accounting, an OpenAI-compatible proxy, a LiteLLM export."""
 
 from agentcycle.router.backends import Backend, default_backends
-from agentcycle.router.router import AllBackendsFailed, Completion, Router
+from agentcycle.router.config import RouterConfig, load_config, parse_config
+from agentcycle.router.policies import POLICIES, Policy, RouteRequest, policy
+from agentcycle.router.router import AllBackendsFailed, Completion, Route, Router
+from agentcycle.router.streaming import Stream, StreamInterrupted
 
-__all__ = ["AllBackendsFailed", "Backend", "Completion", "Router", "default_backends"]
+__all__ = [
+    "POLICIES", "AllBackendsFailed", "Backend", "Completion", "Policy", "Route",
+    "RouteRequest", "Router", "RouterConfig", "Stream", "StreamInterrupted",
+    "default_backends", "load_config", "parse_config", "policy",
+]

@@ -112,7 +112,7 @@ def validate_policy(item: str | dict[str, Any], route_backends: list[str]) -> Po
 # -- the built-in policies ------------------------------------------------------------
 
 class FallbackOptions(Options):
-    on: list[ErrorKind] = sorted(ALL_KINDS)
+    errors: list[ErrorKind] = sorted(ALL_KINDS)  # (not `on`: YAML reads it as true)
     max_attempts: int | None = Field(None, ge=1)
 
 
@@ -123,7 +123,7 @@ class Fallback(Policy):
     Options = FallbackOptions
 
     async def apply(self, candidates, request, state):
-        request.fallback_on = frozenset(self.options.on)
+        request.fallback_on = frozenset(self.options.errors)
         request.max_attempts = self.options.max_attempts
         return candidates, None
 
