@@ -1,0 +1,124 @@
+"""Each target kind against real servers: the bundled model behind our gate, the Router,
+an agent app over HTTP, Python functions, and the --target string syntax."""
+
+import pytest
+
+from agentcycle.errors import ConfigError
+from agentcycle.evals import (
+    CallableTarget,
+    Case,
+    HttpAppTarget,
+    OpenAITarget,
+    Output,
+    RouterTarget,
+    Suite,
+    open_target,
+)
+from agentcycle.evals.runner import run_suite_sync
+from agentcycle.rag import Answer, Source
+from helpers import BackgroundServer, fake_cloud_app
+
+QUESTION = Case(id="q", input="What is the capital of France? Answer in one word.",
+                keywords=["Paris"], reference_sources=["§ 7"])
+
+
+def run(target, case=QUESTION):
+    import asyncio
+
+    return asyncio.run(target.run(case))
+
+
+def test_openai_target_on_the_real_model_server(base_server):
+    with open_target(f"openai:{base_server.base_url}#base?key=test-key&max_tokens=8") as target:
+        output = run(target)
+        assert output.text and output.model and output.error is None
+        assert output.prompt_tokens > 0 and 0 < output.completion_tokens <= 8
+        assert output.latency_ms > 0 and output.cost_usd == 0.0  # a local model is free
+        wrong_key = OpenAITarget(base_server.base_url, "base", "wrong", max_tokens=4)
+        run_ = run_suite_sync(Suite(name="s", cases=[QUESTION], scorers=["keywords"]),
+                              wrong_key, retries=0)
+        assert "HTTP 401" in run_.results[0].error, "refused by the key gate, marked errored"
+
+
+def test_openai_target_prices_cloud_models_and_reads_tool_calls():
+    app = fake_cloud_app(answer="")
+    with BackgroundServer(app) as server:
+        output = run(OpenAITarget(server.url + "/v1", "gpt-4o-mini", "sk-test",
+                                  system_prompt="Be brief."))
+    body = app.state.requests[0]["body"]
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert output.cost_usd == pytest.approx(100 * 0.15e-6 + 20 * 0.6e-6)  # LiteLLM's map
+    from agentcycle.evals.targets import _tool_call
+
+    call = _tool_call({"function": {"name": "lookup", "arguments": '{"section": 8}'}})
+    assert call.name == "lookup" and call.arguments == {"section": 8}
+
+
+def test_router_target(base_server):
+    from agentcycle.router import Router
+    from agentcycle.router.backends import local_backend
+
+    router = Router([local_backend("base", base_server.base_url, "base", "test-key")])
+    output = run(RouterTarget(router, max_tokens=4))
+    assert output.text and output.model == "base" and output.completion_tokens > 0
+
+
+def answer(text="Within 21 days (§ 11)."):
+    return Answer(answer=text, model="base", backend="local", latency_ms=12.0,
+                  prompt_tokens=30, completion_tokens=7, cost_usd=0.0,
+                  sources=[Source(source="part2_deposits.md", heading="§ 11. Return of the "
+                                  "deposit", score=0.8, text="The deposit must be returned")])
+
+
+class StubAgent:
+    def ask(self, question):
+        return answer()
+
+
+def test_http_app_target_against_the_agent_app():
+    from agentcycle.app import create_app
+
+    with BackgroundServer(create_app(StubAgent(), ui=False)) as server, \
+            open_target(f"app:{server.url}") as target:
+        output = run(target)
+    assert output.text == "Within 21 days (§ 11)."
+    assert [c.source for c in output.contexts] == ["§ 11"]
+    assert output.prompt_tokens == 30 and output.model == "local"
+    with BackgroundServer(create_app(StubAgent(), ui=False)) as server:
+        pass  # stopped: the target must fail, not hang
+    with pytest.raises(Exception, match="ConnectError"):
+        run(HttpAppTarget(server.url, timeout_s=2))
+
+
+async def async_agent(question):
+    return {"text": f"async {question}", "model": "m"}
+
+
+def test_callable_targets_accept_text_dicts_outputs_and_answers(tmp_path):
+    assert run(CallableTarget(lambda q: "Paris")).text == "Paris"
+    assert run(CallableTarget(async_agent)).text.startswith("async What")
+    assert run(CallableTarget(lambda q: Output(text="x", steps=3))).steps == 3
+    rag = run(CallableTarget(lambda q: answer()))
+    assert rag.contexts[0].source == "§ 11" and rag.latency_ms == 12.0
+    assert run(CallableTarget(lambda case: case.id, takes_case=True)).text == "q"
+    with pytest.raises(Exception, match="returned int"):
+        run(CallableTarget(lambda q: 42))
+
+    agent_file = tmp_path / "my_agent.py"
+    agent_file.write_text("def ask(question):\n    return 'from a file'\n")
+    with open_target("python:my_agent.py:ask", base_dir=tmp_path) as target:
+        assert run(target).text == "from a file" and target.key.startswith("python:my_agent.ask")
+    with open_target("python:agentcycle.evals.targets:section_id") as target:
+        assert callable(target.fn)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("gpt-4o-mini", "start it with one of"),
+    ("openai:http://127.0.0.1:1/v1", "write openai:URL#MODEL"),
+    ("python:nope_module:fn", "cannot import 'nope_module'"),
+    ("python:agentcycle.evals.targets:nope", "has no function 'nope'"),
+    ("rag:x?top_k=many", "whole number"),
+])
+def test_bad_target_strings_say_how_to_write_them(spec, message):
+    with pytest.raises(ConfigError, match=message), open_target(spec):
+        pass
