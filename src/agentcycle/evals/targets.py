@@ -245,8 +245,9 @@ def _qualified_name(fn: Callable) -> str:
 
 
 def _source_digest(fn: Callable) -> str:
-    # Editing the agent's code must not hit answers cached from the old code.
+    # Editing the agent's file (its code, its prompt constants) must not hit answers
+    # cached from the old version; what it imports is beyond this: use --no-cache.
     try:
-        return digest(inspect.getsource(fn))[:12]
-    except (OSError, TypeError):
+        return digest(Path(inspect.getsourcefile(fn) or "").read_text(encoding="utf-8"))[:12]
+    except (OSError, TypeError, UnicodeDecodeError):
         return "nosource"

@@ -1,0 +1,112 @@
+"""`agentcycle eval run|compare|list` through the CLI: gates and exit codes, the JSON,
+HTML and MLflow results, and the comparison of two runs."""
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from agentcycle.cli.main import app
+
+runner = CliRunner()
+
+AGENT = """
+FACTS = {i: f"{21 + i} days" for i in range(12)}
+
+
+def ask(question):
+    number = int(question.split()[-1].rstrip("?"))
+    broken = BROKEN and number < 5
+    return {"answer": "I do not know" if broken else f"It is {FACTS[number]} (§ {number}).",
+            "sources": [{"source": "law.md", "heading": f"§ {number}. Rule", "text": "..."}]}
+"""
+
+
+def suite_dir(tmp_path, broken=False):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "agent.py").write_text(f"BROKEN = {broken}\n" + AGENT)
+    cases = "\n".join(f"  - {{id: c{i}, input: 'How long, case {i}?', keywords: ['{21 + i} "
+                      f"days'], reference_sources: ['§ {i}'], "
+                      f"tags: [{'low' if i < 5 else 'high'}]}}" for i in range(12))
+    (tmp_path / "suite.yaml").write_text(
+        f"name: toy\ncases:\n{cases}\nscorers: [keywords, context_recall]\n"
+        "target: python:agent.py:ask\ngates: ['errors<=0']\n")
+    return tmp_path / "suite.yaml"
+
+
+def invoke(*args):
+    result = runner.invoke(app, ["eval", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_run_publishes_json_html_and_mlflow_and_gates_pass(tmp_path):
+    suite = suite_dir(tmp_path)
+    code, output = invoke("run", suite, "--gate", "accuracy>=0.9", "--out", tmp_path / "out",
+                          "--json")
+    assert code == 0, output
+    summary = json.loads(output[output.index("{"):])
+    assert summary["metrics"]["accuracy"] == 1.0
+    assert [g["passed"] for g in summary["gates"]] == [True, True]
+
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["run_id"] == summary["run_id"] and len(run["results"]) == 12
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3, "three charts, embedded"
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", html), "no external resources"
+    assert "accuracy&gt;=0.9" in html and "small local model" not in html
+
+    import mlflow
+
+    mlflow_run = mlflow.get_run(summary["mlflow_run_id"])
+    assert mlflow_run.data.metrics["accuracy"] == 1.0
+    assert mlflow_run.data.metrics["tag/low/accuracy"] == 1.0
+    assert mlflow_run.data.params["suite"] == "toy"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(mlflow_run.info.run_id)}
+    assert {"cases.json", "report.html", "run.json"} <= artifacts
+    from pathlib import Path
+
+    table = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=mlflow_run.info.run_id, artifact_path="cases.json")).read_text())
+    assert len(table["data"]) == 12 and "score.keywords" in table["columns"]
+
+
+def test_failed_gate_exits_1_and_bad_input_is_one_line(tmp_path):
+    suite = suite_dir(tmp_path, broken=True)
+    code, output = invoke("run", suite, "--gate", "keywords.pass_rate>=0.9", "--no-mlflow")
+    assert code == 1 and "gate failed: keywords.pass_rate>=0.9" in output
+    assert "FAIL" in output and "Traceback" not in output
+
+    code, output = invoke("run", suite, "--gate", "acuracy>=0.9", "--no-mlflow")
+    assert code == 1 and output.startswith("error:") and "unknown metric 'acuracy'" in output
+    assert "keywords.pass_rate" in output, "the error lists the metrics"
+
+    suite.write_text("name: toy\ncases:\n  - {id: a, input: x, tgas: [t]}\nscorers: [keywords]\n")
+    code, output = invoke("run", suite)
+    assert code == 1 and "Traceback" not in output
+    assert "suite.yaml:3: case 0 (id 'a'): field 'tgas': unknown field" in output
+
+
+def test_compare_lists_regressions_with_a_paired_test(tmp_path):
+    good = suite_dir(tmp_path / "a")
+    code, output = invoke("run", good, "--no-mlflow", "--json")
+    run_a = json.loads(output[output.index("{"):])["run_id"]
+    # The agent's code changes: the cache keys on it, so the new version is really asked.
+    bad = suite_dir(tmp_path / "b", broken=True)
+    code, output = invoke("run", bad, "--no-mlflow", "--json")
+    run_b = json.loads(output[output.index("{"):])["run_id"]
+    assert json.loads(output[output.index("{"):])["metrics"]["accuracy"] == 7 / 12
+
+    code, output = invoke("compare", run_a, run_b, "--json")
+    assert code == 0, output
+    result = json.loads(output)
+    assert [c["id"] for c in result["regressions"]] == [f"c{i}" for i in range(5)]
+    assert result["improvements"] == [] and result["matched"] == 12
+    assert result["mcnemar_p"] == 2 * 0.5 ** 5 and result["wilcoxon_p"] < 0.1
+
+    code, output = invoke("compare", run_a, run_b)
+    assert code == 0 and "5 regressions" in output and "McNemar p=0.0625" in output
+    code, output = invoke("compare", run_a, "nope")
+    assert code == 1 and "no eval run 'nope'" in output
+
+    code, output = invoke("list", "--json")
+    assert [r["run_id"] for r in json.loads(output)] == [run_b, run_a]
