@@ -104,6 +104,11 @@ def test_reads_eval_results_in_their_formats(tmp_path):
     summary.write_text(json.dumps({"models": [{"label": "base", "results": [
         {"id": "q1", "question": "Q1", "passed": False}]}]}))
     assert read_labels(summary).passed == [False]
+    run = tmp_path / "run-1"  # an eval run's folder (run.json)
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"run_id": "1", "results": [
+        {"id": "q1", "input": "Q1", "passed": True, "output": {"text": "A"}}]}))
+    assert read_labels(run).prompts == ["Q1"]
     table = tmp_path / "cases.json"  # MLflow's logged table
     table.write_text(json.dumps({"question": ["Q1", "Q2"], "passed": [True, False]}))
     assert read_labels(table).passed == [True, False]
@@ -129,3 +134,34 @@ def test_cross_validated_predictions_are_held_out(embedder):
     prompts, passed = _split("train")
     p = cross_val_p_fail(prompts, passed, embedder=embedder, folds=4)
     assert p.shape == (120,) and cost_quality_curve(p, passed).apgr > 0.8
+
+
+def test_cli_trains_and_draws_the_curve(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from agentcycle.cli.router_quality import quality_curve, train_quality
+
+    app = typer.Typer()
+    app.command("train-quality")(train_quality)
+    app.command("quality-curve")(quality_curve)
+    prompts, passed = _split("train")
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"input": q, "passed": p}) + "\n"
+                               for q, p in zip(prompts, passed, strict=True)))
+    out = tmp_path / "router.skops"
+    runner = CliRunner()
+    done = runner.invoke(app, ["train-quality", str(results), "--out", str(out),
+                               "--strong-share", "0.2", "--json"])
+    assert done.exit_code == 0, done.output
+    meta = json.loads(done.output)
+    assert meta["strong_share"] == 0.2 and meta["train_size"] == 120 and out.is_file()
+    plot = tmp_path / "curve.png"
+    done = runner.invoke(app, ["quality-curve", str(results), "--plot", str(plot), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["apgr"] > 0.8 and plot.stat().st_size > 10_000
+    one_class = tmp_path / "one.jsonl"
+    one_class.write_text("".join(json.dumps({"input": q, "passed": True}) + "\n"
+                                 for q in prompts))
+    done = runner.invoke(app, ["train-quality", str(one_class)])
+    assert done.exit_code == 1 and "passed 120 and failed 0" in done.output

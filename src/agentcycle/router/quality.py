@@ -267,11 +267,14 @@ def read_labels(path: str | Path) -> Labels:
     """Prompts and the cheap model's pass/fail from the project's evaluation results.
 
     Accepts a JSONL of ``{"input"|"prompt"|"question": ..., "passed": bool}``, or a JSON
-    eval result: an object with ``results``/``cases`` (an ``EvalSummary`` or report),
+    eval result: an eval run's ``run.json`` (or its folder), an object with
+    ``results``/``cases`` (an ``EvalSummary``),
     ``models[0].results`` (the demo's report.json), a list of records, or MLflow's
     column table (``{"question": [...], "passed": [...]}``).
     """
     file = Path(path)
+    if file.is_dir() and (file / "run.json").is_file():  # an eval run's folder
+        file = file / "run.json"
     if not file.is_file():
         raise DataError(f"evaluation results not found: {path}")
     try:
