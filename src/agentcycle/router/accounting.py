@@ -84,6 +84,7 @@ class AccountingLog:
         connect(self.path).close()  # create the schema now: errors surface at start-up
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._flush_every_s = flush_every_s
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="router-accounting",
                                         daemon=True)
         self._closed = False
@@ -102,6 +103,7 @@ class AccountingLog:
             return
         done = threading.Event()
         self._queue.put(("flush", done))
+        self._wake.set()
         done.wait(timeout)
 
     def close(self) -> None:
@@ -110,6 +112,7 @@ class AccountingLog:
         self.flush()
         self._closed = True
         self._queue.put(("stop", None))
+        self._wake.set()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
@@ -117,8 +120,9 @@ class AccountingLog:
         try:
             while True:
                 batch = [self._queue.get()]
-                time.sleep(self._flush_every_s if batch[0][0] in ("request", "feedback")
-                           else 0)  # let a burst gather into one transaction
+                # Let a burst gather into one transaction; a flush cuts the wait short.
+                self._wake.wait(self._flush_every_s)
+                self._wake.clear()
                 with contextlib.suppress(queue.Empty):
                     while True:
                         batch.append(self._queue.get_nowait())

@@ -164,25 +164,27 @@ class _Located:
         self.root = root
 
     def at(self, loc: Loc, message: str) -> ConfigError:
-        node, walked = self.root, list[str | int]()
+        node, key, walked = self.root, None, list[str | int]()
         for part in loc:
-            child = _child(node, part)
-            if child is None:
+            found = _child(node, part)
+            if found is None:
                 if isinstance(node, yaml.MappingNode):
-                    walked.append(part)  # a missing key: name it, point at its parent
+                    walked.append(part)  # a missing key: name it, point at its parent's key
+                    node = key or node
                 break  # pydantic's own loc parts (union tags) have no node
-            node, walked = child, [*walked, part]
+            (key, node), walked = found, [*walked, part]
         line = f":{node.start_mark.line + 1}" if node is not None else ""
         field = ".".join(str(p) for p in (walked or loc))
         return ConfigError(f"{self.source}{line}: {field}: {message}")
 
 
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
+    """(the key node or None, the value node) of one step into the YAML tree."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == str(part):
-                # A missing or null value has no useful line of its own: point at the key.
-                return value if value.tag != "tag:yaml.org,2002:null" else key
+                # A null value has no useful line of its own: point at the key.
+                return key, (value if value.tag != "tag:yaml.org,2002:null" else key)
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        return None, node.value[part]
     return None

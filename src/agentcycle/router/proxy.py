@@ -110,11 +110,7 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         yield
-        from agentcycle.router.transport import close_sessions
-
-        await close_sessions()
-        if router.log is not None:
-            await asyncio.to_thread(router.log.flush)
+        await router.aclose()
 
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),

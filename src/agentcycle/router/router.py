@@ -220,9 +220,18 @@ class Router:
         self.log.add_feedback(request_id, score)
 
     def close(self) -> None:
+        """Flush the accounting log and stop the sync API's loop (and its connections)."""
+        if self._loop.started:
+            self._loop.run(transport.close_sessions())
         if self.log is not None:
             self.log.flush()
         self._loop.stop()
+
+    async def aclose(self) -> None:
+        """The async twin of close(), for the running loop's connections."""
+        await transport.close_sessions()
+        if self.log is not None:
+            await asyncio.to_thread(self.log.flush)
 
     # -- planning and attempts -------------------------------------------------------
     async def plan(self, route: Route, request: RouteRequest) -> tuple[list[Backend], list[str]]:

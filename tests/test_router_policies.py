@@ -1,0 +1,223 @@
+"""Routing behaviour against real OpenAI-protocol servers on 127.0.0.1."""
+
+import asyncio
+import time
+
+import pytest
+
+from agentcycle.router import AllBackendsFailed, Backend, Route, Router
+from agentcycle.router.accounting import rows
+from agentcycle.router.policies import ABSplit, build_policies
+from helpers import BackgroundServer, dead_url, openai_fake_app
+
+MESSAGES = [{"role": "user", "content": "How long to return a deposit?"}]
+
+
+def backend(name, url, transport="litellm", **kw):
+    kw.setdefault("api_key", "k")
+    return Backend(name=name, model=f"openai/{name}", api_base=url if url.endswith("/v1")
+                   else url + "/v1", transport=transport, timeout_s=kw.pop("timeout_s", 5),
+                   **kw)
+
+
+def router(backends, policies=(), **kw):
+    kw.setdefault("tracing", False)
+    return Router(backends, routes={"r": list(policies)}, **kw)
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_fallback_on_429_timeout_and_down(transport):
+    with BackgroundServer(openai_fake_app(fail_with=429)) as limited, \
+            BackgroundServer(openai_fake_app(delay_s=2)) as slow, \
+            BackgroundServer(openai_fake_app(answer="ok")) as good, dead_url() as dead:
+        r = router([backend("down", dead, transport), backend("limited", limited.url, transport),
+                    backend("slow", slow.url, transport, timeout_s=0.3),
+                    backend("good", good.url, transport)])
+        result = r.complete(MESSAGES)
+    assert result.backend == "good" and result.text == "ok"
+    assert [name for name, _ in result.failed] == ["down", "limited", "slow"]
+    assert "RateLimit" in result.failed[1][1] or "429" in result.failed[1][1]
+    assert "imeout" in result.failed[2][1]
+    assert result.reason == "fallback after slow failed"
+
+
+def test_fallback_policy_limits_which_errors_fall_back():
+    with BackgroundServer(openai_fake_app(fail_with=429)) as limited, \
+            BackgroundServer(openai_fake_app()) as good:
+        r = router([backend("limited", limited.url), backend("good", good.url)],
+                   [{"fallback": {"errors": ["timeout"]}}])
+        with pytest.raises(AllBackendsFailed) as failure:
+            r.complete(MESSAGES)
+    assert [n for n, _ in failure.value.errors] == ["limited"]
+    assert failure.value.status == 429
+
+
+def test_context_window_skip_and_overflow_fallback():
+    long = [{"role": "user", "content": "word " * 400}]
+    with BackgroundServer(openai_fake_app(max_prompt_chars=100)) as small, \
+            BackgroundServer(openai_fake_app(answer="big")) as big:
+        # Declared too small: skipped before any call.
+        declared = router([backend("small", small.url, context_window=64),
+                           backend("big", big.url)])
+        result = declared.complete(long)
+        assert result.backend == "big" and "context window" in result.reason
+        assert small.server.config.app.state.requests == []
+        # Undeclared: the server's context_length_exceeded error falls back.
+        for transport in ("litellm", "direct"):
+            undeclared = router([backend("small", small.url, transport),
+                                 backend("big", big.url, transport)])
+            result = undeclared.complete(long)
+            assert result.backend == "big", transport
+            assert result.failed and result.failed[0][0] == "small"
+
+
+def test_cooldown_then_a_background_probe_brings_the_backend_back():
+    app = openai_fake_app(answer="primary", fail_with=500)
+    with BackgroundServer(app) as primary, BackgroundServer(openai_fake_app(answer="b")) as b:
+        r = router([backend("p", primary.url, "direct"), backend("b", b.url, "direct")],
+                   cooldown_s=0.3)
+        assert r.complete(MESSAGES).backend == "b"
+        assert len(app.state.requests) == 1
+        # Cooling: no request pays for the dead backend a second time.
+        assert r.complete(MESSAGES).failed == []
+        assert len(app.state.requests) == 1
+        app.state.fail_with = None  # it recovers
+        time.sleep(0.35)
+        # The first request after the cooldown starts a probe but is not the probe.
+        assert r.complete(MESSAGES).backend == "b"
+        deadline = time.monotonic() + 5
+        while r.state.cooling() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(app.state.requests) == 2  # the probe
+        assert app.state.requests[1]["max_tokens"] == 1
+        assert r.complete(MESSAGES).backend == "p"
+
+
+def test_least_latency_prefers_the_fastest_backend():
+    with BackgroundServer(openai_fake_app(delay_s=0.15)) as slow, \
+            BackgroundServer(openai_fake_app()) as fast:
+        r = router([backend("slow", slow.url, "direct"), backend("fast", fast.url, "direct")],
+                   ["least_latency"])
+        chosen = [r.complete(MESSAGES).backend for _ in range(4)]
+    assert chosen[:2] == ["slow", "fast"]  # each unmeasured backend is tried once
+    assert chosen[2:] == ["fast", "fast"]
+    assert r.state.latency_ms["slow"] > r.state.latency_ms["fast"]
+
+
+def test_cost_ceiling_drops_expensive_backends():
+    with BackgroundServer(openai_fake_app(answer="cheap")) as srv:
+        pricey = backend("pricey", srv.url, input_usd_per_1k=10.0, output_usd_per_1k=30.0)
+        cheap = backend("cheap", srv.url, input_usd_per_1k=0.001, output_usd_per_1k=0.002)
+        r = router([pricey, cheap], [{"cost_ceiling": {"max_usd_per_request": 0.01}}])
+        result = r.complete(MESSAGES, max_tokens=50)
+    assert result.backend == "cheap"
+    assert "cost ceiling dropped pricey" in result.reason
+    assert result.cost_usd == pytest.approx((100 * 0.001 + 20 * 0.002) / 1000)
+
+
+def test_budget_spent_degrades_to_local_only_and_survives_a_restart(isolated_home):
+    with BackgroundServer(openai_fake_app(answer="cloud")) as cloud, \
+            BackgroundServer(openai_fake_app(answer="local")) as local:
+        def make():
+            return router([backend("cloud", cloud.url, input_usd_per_1k=1.0,
+                                   output_usd_per_1k=1.0),
+                           backend("local", local.url, local=True)],
+                          [{"budget": {"usd_per_day": 0.15}}])
+
+        first = make()
+        assert first.complete(MESSAGES).backend == "cloud"  # costs $0.12
+        assert first.complete(MESSAGES).backend == "cloud"  # $0.12 < $0.15: still allowed
+        third = first.complete(MESSAGES)
+        assert third.backend == "local" and "budget spent" in third.reason
+        first.close()
+        restarted = make()
+        assert restarted.state.spent_today("r") == pytest.approx(0.24)
+        assert restarted.complete(MESSAGES).backend == "local"
+        restarted.close()
+
+
+def test_tag_routing_from_the_route_and_the_request():
+    with BackgroundServer(openai_fake_app()) as srv:
+        a = backend("a", srv.url, tags=["cloud"])
+        b = backend("b", srv.url, tags=["local", "legal"])
+        r = router([a, b], [{"tags": {"prefer": ["cloud"]}}])
+        assert r.complete(MESSAGES).backend == "a"
+        assert asyncio.run(r.acomplete(MESSAGES, route="r", tags=["legal"])).backend == "b"
+        with pytest.raises(AllBackendsFailed, match="no backend left"):
+            r.complete(MESSAGES, tags=["gpu"])
+
+
+def test_ab_split_follows_the_weights_and_sticks_to_a_key():
+    [split] = build_policies([{"ab": {"arms": {"a": 0.8, "b": 0.2}}}], ["a", "b"])
+    assert isinstance(split, ABSplit)
+    arms = [split.assign("r", f"user-{i}") for i in range(2000)]
+    assert 0.76 < arms.count("a") / len(arms) < 0.84
+    assert all(split.assign("r", f"user-{i}") == arms[i] for i in range(200))
+    with BackgroundServer(openai_fake_app()) as srv:
+        r = router([backend("a", srv.url), backend("b", srv.url)],
+                   [{"ab": {"arms": {"a": 0.5, "b": 0.5}}}])
+        seen = {r.complete(MESSAGES, key="alice").backend for _ in range(5)}
+        result = r.complete(MESSAGES, key="alice")
+    assert len(seen) == 1 and result.arm == result.backend == seen.pop()
+    assert "a/b arm" in result.reason and "sticky" in result.reason
+
+
+def test_quality_policy_sends_hard_prompts_to_the_strong_backend():
+    class StandIn:  # the learned model's interface: predict(messages) -> (strong?, p_fail)
+        def predict(self, messages):
+            hard = "statute" in messages[-1]["content"]
+            return hard, 0.9 if hard else 0.1
+
+    with BackgroundServer(openai_fake_app()) as srv:
+        r = router([backend("cheap", srv.url), backend("strong", srv.url)],
+                   [{"quality": {"model": "unused.skops", "strong": ["strong"]}}])
+        r.routes["r"].policies[0]._model = StandIn()
+        easy = r.complete(MESSAGES)
+        hard = r.complete([{"role": "user", "content": "Which statute applies?"}])
+    assert easy.backend == "cheap" and "p_fail=0.10 -> cheap" in easy.reason
+    assert hard.backend == "strong" and "p_fail=0.90 -> strong" in hard.reason
+
+
+def test_fifty_concurrent_requests_with_a_dead_primary(isolated_home):
+    async def main(r):
+        return await asyncio.gather(*(r.acomplete(MESSAGES, route="r", key=f"u{i}")
+                                      for i in range(50)))
+
+    with BackgroundServer(openai_fake_app(delay_s=0.05)) as srv, dead_url() as dead:
+        for transport in ("litellm", "direct"):
+            r = router([backend("dead", dead, transport), backend("live", srv.url, transport)])
+            results = asyncio.run(main(r))
+            assert {x.backend for x in results} == {"live"}, transport
+            assert len({x.request_id for x in results}) == 50
+            r.close()
+    recorded = rows(isolated_home / "router.db")
+    assert len(recorded) == 100 and {x.status for x in recorded} == {"ok"}
+
+
+def test_retries_with_backoff_before_falling_back():
+    app = openai_fake_app(fail_with=429)
+    with BackgroundServer(app) as limited, BackgroundServer(openai_fake_app()) as good:
+        r = router([backend("limited", limited.url, "direct", retries=2),
+                    backend("good", good.url, "direct")])
+        started = time.perf_counter()
+        assert r.complete(MESSAGES).backend == "good"
+    assert len(app.state.requests) == 3
+    assert time.perf_counter() - started > 0.3  # 0.25 s and 0.5 s backoff, jittered
+
+
+def test_sync_and_async_give_the_same_answer():
+    with BackgroundServer(openai_fake_app(answer="same")) as srv:
+        r = Router([backend("x", srv.url)], tracing=False)
+        sync = r.complete(MESSAGES)
+        routed = asyncio.run(r.acomplete(MESSAGES))
+    assert (sync.text, sync.backend, sync.prompt_tokens, sync.reason) == \
+        (routed.text, routed.backend, routed.prompt_tokens, routed.reason)
+
+
+def test_route_objects_and_unknown_routes():
+    with BackgroundServer(openai_fake_app()) as srv:
+        a = backend("a", srv.url)
+        r = Router([a], routes={"only": Route("only", [a])}, tracing=False)
+        assert r.complete(MESSAGES, route="a").backend == "a"  # a backend name is a route
+        with pytest.raises(Exception, match="unknown model or route 'nope'"):
+            r.complete(MESSAGES, route="nope")

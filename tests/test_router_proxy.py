@@ -1,0 +1,147 @@
+"""The proxy over real HTTP: the OpenAI client, streaming, tools, errors, keys, feedback."""
+
+import httpx
+import openai
+import pytest
+
+from agentcycle.router import Backend, Router
+from agentcycle.router.accounting import rows
+from agentcycle.router.proxy import create_proxy_app
+from agentcycle.router.reports import ab_report
+from helpers import BackgroundServer, dead_url, openai_fake_app
+
+MESSAGES = [{"role": "user", "content": "How long to return a deposit?"}]
+
+
+def fake(name, url, transport="direct", **kw):
+    return Backend(name=name, model=f"openai/{name}", api_base=url + "/v1", api_key="k",
+                   transport=transport, timeout_s=5, **kw)
+
+
+def client(proxy, key="proxy-key"):
+    return openai.OpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_the_openai_client_through_the_proxy_to_the_real_model(base_server, isolated_home):
+    with dead_url() as dead:
+        router = Router([Backend(name="tuned", model="openai/x", api_base=dead, local=True),
+                         Backend(name="base", model="openai/base", local=True,
+                                 api_base=base_server.base_url, api_key="test-key")],
+                        routes={"default": []}, tracing=False)
+        with BackgroundServer(create_proxy_app(router, api_key="proxy-key")) as proxy:
+            raw = client(proxy).chat.completions.with_raw_response.create(
+                model="default", messages=MESSAGES, max_tokens=8)
+            plain = raw.parse()
+            assert raw.headers["x-agentcycle-backend"] == "base"
+            request_id = raw.headers["x-agentcycle-request-id"]
+            assert plain.choices[0].message.content and plain.usage.completion_tokens > 0
+            chunks = list(client(proxy).chat.completions.create(
+                model="default", messages=MESSAGES, max_tokens=8, stream=True))
+            streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert streamed.strip()
+            models = {m.id for m in client(proxy).models.list()}
+            assert models == {"default", "tuned", "base"}
+        router.close()
+    recorded = {r.id: r for r in rows(isolated_home / "router.db")}
+    assert recorded[request_id].backend == "base" and recorded[request_id].status == "ok"
+    assert "fallback after tuned failed" in recorded[request_id].reason
+    assert any(r.streamed and r.status == "ok" and r.completion_tokens for r in recorded.values())
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_tool_calls_pass_through(transport):
+    with BackgroundServer(openai_fake_app()) as srv:
+        router = Router([fake("m", srv.url, transport)], tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            reply = client(proxy).chat.completions.create(
+                model="m", messages=MESSAGES, tool_choice="auto", tools=[{
+                    "type": "function", "function": {
+                        "name": "search", "parameters": {"type": "object", "properties": {
+                            "q": {"type": "string"}}}}}])
+        sent = srv.server.config.app.state.requests[0]
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.function.name == "search" and '"deposit"' in call.function.arguments
+    assert sent["tools"][0]["function"]["name"] == "search" and sent["tool_choice"] == "auto"
+
+
+def test_every_backend_rejecting_is_an_openai_error_with_a_real_status():
+    with BackgroundServer(openai_fake_app(fail_with=429)) as limited:
+        router = Router([fake("a", limited.url), fake("b", limited.url)], tracing=False,
+                        log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            with pytest.raises(openai.RateLimitError) as failure:
+                client(proxy).chat.completions.create(model="default", messages=MESSAGES)
+            assert failure.value.status_code == 429
+            error = failure.value.body
+            assert "every model backend failed" in error["message"]
+            assert error["type"] == "rate_limit_error"
+            unknown = httpx.post(proxy.url + "/v1/chat/completions",
+                                 json={"model": "nope", "messages": MESSAGES})
+            assert unknown.status_code == 404
+            assert unknown.json()["error"]["code"] == "model_not_found"
+            bad = httpx.post(proxy.url + "/v1/chat/completions", content=b"{not json")
+            assert bad.status_code == 400 and "messages" in bad.json()["error"]["message"]
+
+
+def test_all_backends_down_is_a_502_not_a_hang():
+    with dead_url() as dead:
+        router = Router([Backend(name="d", model="openai/d", api_base=dead, api_key="k")],
+                        tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            answer = httpx.post(proxy.url + "/v1/chat/completions", timeout=10,
+                                json={"model": "default", "messages": MESSAGES})
+    assert answer.status_code == 502
+    assert answer.json()["error"]["code"] == "all_backends_failed"
+
+
+def test_the_proxy_key_is_enforced():
+    with BackgroundServer(openai_fake_app()) as srv:
+        router = Router([fake("m", srv.url)], tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(router, api_key="proxy-key")) as proxy:
+            with pytest.raises(openai.AuthenticationError):
+                client(proxy, key="wrong").chat.completions.create(model="m", messages=MESSAGES)
+            assert httpx.get(proxy.url + "/v1/models").status_code == 401
+            assert httpx.get(proxy.url + "/health").status_code == 200
+            ok = client(proxy).chat.completions.create(model="m", messages=MESSAGES)
+    assert ok.choices[0].message.content
+    assert len(srv.server.config.app.state.requests) == 1  # refused ones never reached it
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_a_stream_broken_mid_way_ends_with_an_error_event_not_done(transport, isolated_home):
+    with BackgroundServer(openai_fake_app(cut_after=3)) as srv:
+        router = Router([fake("m", srv.url, transport)], tracing=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            with httpx.stream("POST", proxy.url + "/v1/chat/completions", timeout=10, json={
+                    "model": "m", "messages": MESSAGES, "stream": True}) as response:
+                events = [line for line in response.iter_lines() if line.startswith("data:")]
+            assert response.status_code == 200
+        router.close()
+    assert events[-1] != "data: [DONE]" and "stream_interrupted" in events[-1]
+    assert len(events) == 4  # three words, then the error event
+    [record] = rows(isolated_home / "router.db")
+    assert record.status == "failed" and record.streamed and "interrupted" in record.error
+    assert not router.state.is_ready("m")  # a backend that broke a stream cools down
+
+
+def test_feedback_feeds_the_ab_report(isolated_home):
+    with BackgroundServer(openai_fake_app()) as srv:
+        router = Router([fake("a", srv.url), fake("b", srv.url)], tracing=False,
+                        routes={"ab": [{"ab": {"arms": {"a": 0.5, "b": 0.5}}}]})
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            for i in range(40):
+                reply = httpx.post(proxy.url + "/v1/chat/completions", json={
+                    "model": "ab", "messages": MESSAGES, "user": f"user-{i}"})
+                arm = reply.headers["x-agentcycle-backend"]
+                score = 1.0 if arm == "a" else float(i % 2 == 0)
+                sent = httpx.post(proxy.url + "/v1/feedback", json={
+                    "request_id": reply.headers["x-agentcycle-request-id"], "score": score})
+                assert sent.status_code == 200
+            missing = httpx.post(proxy.url + "/v1/feedback",
+                                 json={"request_id": "req-nope", "score": 1})
+            assert missing.status_code == 404
+        router.close()
+    report = {row.arm: row for row in ab_report(isolated_home / "router.db")}
+    assert set(report) == {"a", "b"} and report["a"].n + report["b"].n == 40
+    assert report["a"].quality_mean == 1.0 and 0.2 < report["b"].quality_mean < 0.8
+    assert report["a"].quality_p_value is None and report["b"].quality_p_value < 0.05
