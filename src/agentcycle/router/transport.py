@@ -52,7 +52,7 @@ async def complete(backend: Backend, messages: list[dict], params: Body,
 
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
-        api_key=backend.api_key, timeout=timeout, max_retries=0, **params)
+        api_key=_key(backend), timeout=timeout, max_retries=0, **params)
     return response.model_dump()
 
 
@@ -66,10 +66,15 @@ async def stream(backend: Backend, messages: list[dict], params: Body,
 
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
-        api_key=backend.api_key, timeout=timeout, max_retries=0, stream=True,
+        api_key=_key(backend), timeout=timeout, max_retries=0, stream=True,
         stream_options={"include_usage": True}, **params)
     async for chunk in response:
         yield chunk.model_dump(exclude_none=True)
+
+
+def _key(backend: Backend) -> str | None:
+    # A local OpenAI-compatible server needs no key, but the OpenAI SDK insists on one.
+    return backend.api_key or ("none" if backend.api_base else None)
 
 
 # -- direct: one pooled aiohttp session per event loop --------------------------------

@@ -1,0 +1,131 @@
+"""`agentcycle router ...` through its CLI runner, and the library's streaming API."""
+
+import asyncio
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from agentcycle.cli.main import app
+from agentcycle.router import Backend, Router, StreamInterrupted
+from helpers import BackgroundServer, dead_url, openai_fake_app
+
+MESSAGES = [{"role": "user", "content": "How long to return a deposit?"}]
+runner = CliRunner()
+
+CONFIG = """\
+backends:
+  local: {model: openai/base, api_base: http://127.0.0.1:8000/v1, local: true}
+  cloud: {model: gpt-4o-mini, api_key_env: TEST_CLOUD_KEY, context_window: 128000}
+routes:
+  default:
+    backends: [local, cloud]
+    policies: [{budget: {usd_per_day: 1}}]
+  fast:
+    backends: [local, cloud]
+    policies: [least_latency]
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "router.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_check_prints_the_routes_or_one_error_line(config_file, monkeypatch):
+    monkeypatch.setenv("TEST_CLOUD_KEY", "x")
+    ok = runner.invoke(app, ["router", "check", "--config", str(config_file)],
+                       env={"COLUMNS": "150"})
+    assert ok.exit_code == 0, ok.output
+    assert "local -> cloud" in ok.output and "budget" in ok.output
+    monkeypatch.delenv("TEST_CLOUD_KEY")
+    bad = runner.invoke(app, ["router", "check", "--config", str(config_file)])
+    assert bad.exit_code == 1
+    assert "error:" in bad.output and "router.yaml:3: backends.cloud.api_key_env" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_export_litellm_writes_a_litellm_proxy_config(config_file, tmp_path):
+    out = tmp_path / "litellm.yaml"
+    result = runner.invoke(app, ["router", "export-litellm", "--config", str(config_file),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "no LiteLLM equivalent for budget" in text
+    exported = yaml.safe_load(text)
+    models = {(m["model_name"], m["litellm_params"]["model"]) for m in exported["model_list"]}
+    assert {("local", "openai/base"), ("cloud", "gpt-4o-mini"), ("default", "openai/base"),
+            ("fast", "openai/base"), ("fast", "gpt-4o-mini")} <= models
+    cloud = next(m for m in exported["model_list"] if m["model_name"] == "cloud")
+    assert cloud["litellm_params"]["api_key"] == "os.environ/TEST_CLOUD_KEY"
+    assert cloud["model_info"]["max_input_tokens"] == 128000
+    settings = exported["router_settings"]
+    assert settings["fallbacks"] == [{"default": ["cloud"]}]
+    assert settings["routing_strategy"] == "latency-based-routing"
+
+
+def test_stats_and_ab_report_read_the_log(isolated_home):
+    with BackgroundServer(openai_fake_app()) as srv, dead_url() as dead:
+        router = Router([Backend(name="down", model="openai/d", api_base=dead),
+                         Backend(name="a", model="openai/a", api_base=srv.url + "/v1",
+                                 input_usd_per_1k=1.0, output_usd_per_1k=1.0),
+                         Backend(name="b", model="openai/b", api_base=srv.url + "/v1")],
+                        routes={"ab": [{"ab": {"arms": {"a": 1, "b": 1}}}]}, tracing=False)
+        results = [router.complete(MESSAGES, key=f"k{i}") for i in range(10)]
+        for result in results:
+            router.record_feedback(result.request_id, 1.0 if result.backend == "a" else 0.0)
+        router.close()
+    stats = runner.invoke(app, ["router", "stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    rows = {row["backend"]: row for row in json.loads(stats.output)}
+    assert sum(r["requests"] for r in rows.values()) == 10
+    assert rows["a"]["cost_usd"] == pytest.approx(rows["a"]["requests"] * 0.12)
+    table = runner.invoke(app, ["router", "stats", "--since", "1h"], env={"COLUMNS": "150"})
+    assert table.exit_code == 0 and "p95 ms" in table.output
+    report = runner.invoke(app, ["router", "ab-report", "--json"])
+    arms = {row["arm"]: row for row in json.loads(report.output)}
+    assert arms["a"]["quality_mean"] == 1.0 and arms["b"]["quality_mean"] == 0.0
+    assert arms["a"]["n"] + arms["b"]["n"] == 10
+    shown = runner.invoke(app, ["router", "ab-report"], env={"COLUMNS": "150"})
+    assert shown.exit_code == 0 and "p quality" in shown.output
+    assert runner.invoke(app, ["router", "stats", "--since", "yesterday"]).exit_code == 1
+
+
+def test_stats_without_a_log_is_one_clear_line():
+    result = runner.invoke(app, ["router", "stats"])
+    assert result.exit_code == 1 and "no router log" in result.output
+
+
+def test_astream_falls_back_before_the_first_chunk_and_accounts(isolated_home):
+    async def main(router):
+        stream = await router.astream(MESSAGES, max_tokens=20)
+        assert stream.backend.name == "live" and "fallback after dead failed" in stream.reason
+        chunks = [chunk async for chunk in stream]
+        return stream, chunks
+
+    with BackgroundServer(openai_fake_app(answer="one two three")) as srv, dead_url() as dead:
+        for transport in ("litellm", "direct"):
+            router = Router([Backend(name="dead", model="openai/d", api_base=dead,
+                                     transport=transport),
+                             Backend(name="live", model="openai/m", api_base=srv.url + "/v1",
+                                     api_key="k", transport=transport)], tracing=False)
+            stream, chunks = asyncio.run(main(router))
+            assert "".join(stream.text_parts) == "one two three"
+            assert stream.usage["completion_tokens"] == 20
+            router.close()
+
+
+def test_astream_broken_mid_way_raises_stream_interrupted():
+    async def main(router):
+        stream = await router.astream(MESSAGES)
+        return await stream.text()
+
+    with BackgroundServer(openai_fake_app(answer="a b c d e", cut_after=2)) as srv:
+        router = Router([Backend(name="m", model="openai/m", api_base=srv.url + "/v1",
+                                 api_key="k", transport="direct")], tracing=False,
+                        log_path=False)
+        with pytest.raises(StreamInterrupted, match="after 2 chunks"):
+            asyncio.run(main(router))
