@@ -49,10 +49,18 @@ class CachedEmbedder:
         return np.stack([self._vectors[t] for t in texts])
 
 
-def measure_labels(settings, console) -> list[dict]:
-    """Ask the cheap (and, where there is one, the strong) model every question."""
+JOURNAL = REPO / ".agentcycle" / "bench" / "quality_router_journal.jsonl"
+
+
+def measure_labels(settings, console, concurrency: int) -> list[dict]:
+    """Ask the cheap (and, where there is one, the strong) model every question.
+
+    Every answer is appended to a journal as it comes; a rerun asks only what is missing
+    or errored (this shared machine can be slow enough for a call to time out).
+    """
     import contextlib
     import secrets
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from rich.progress import Progress
@@ -75,28 +83,42 @@ def measure_labels(settings, console) -> list[dict]:
     key = secrets.token_urlsafe(16)
     tuned_dir = REPO / ".agentcycle" / "demo" / "legal-tuned"
     cloud = cloud_backend(settings)
+    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple[str, str], dict] = {}
+    if JOURNAL.is_file():
+        for line in JOURNAL.read_text().splitlines():
+            record = json.loads(line)
+            done[(record["model"], record["id"])] = record
+    lock = threading.Lock()
 
     def run(backend, label, subset, progress):
+        backend.timeout_s = 900.0  # a slow answer is still an answer
+        todo = [c for c in subset if (label, c.id) not in done
+                or done[(label, c.id)]["error"]]
         agent = RagAgent(settings, LEGAL_COLLECTION, Router([backend]), embedder=embedder,
                          top_k=1, max_tokens=48)
-        task = progress.add_task(f"evaluate {label} + RAG", total=len(subset))
+        task = progress.add_task(f"evaluate {label} + RAG", total=len(subset),
+                                 completed=len(subset) - len(todo))
 
         def ask(case):
+            record = {"model": label, "id": case.id}
             try:
                 answer = agent.ask(case.question)
-            except Exception as exc:  # a failed call is a failed case; the run goes on
-                return case.id, {"passed": False, "error": str(exc)[:200], "answer": "",
-                                 "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
-            finally:
-                progress.advance(task)
-            return case.id, {"passed": keyword_match(answer.answer, case.keywords),
-                             "error": None, "answer": answer.answer,
-                             "prompt_tokens": answer.prompt_tokens,
-                             "completion_tokens": answer.completion_tokens,
-                             "cost_usd": answer.cost_usd}
+                record.update(passed=keyword_match(answer.answer, case.keywords), error=None,
+                              answer=answer.answer, prompt_tokens=answer.prompt_tokens,
+                              completion_tokens=answer.completion_tokens,
+                              cost_usd=answer.cost_usd)
+            except Exception as exc:  # a failed call is left out, and asked again next run
+                record.update(passed=False, error=str(exc)[:200], answer="",
+                              prompt_tokens=0, completion_tokens=0, cost_usd=0.0)
+            with lock, JOURNAL.open("a") as journal:
+                journal.write(json.dumps(record) + "\n")
+                done[(label, case.id)] = record
+            progress.advance(task)
 
-        with ThreadPoolExecutor(8) as pool:
-            return dict(pool.map(ask, subset))
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(ask, todo))
+        return {c.id: done[(label, c.id)] for c in subset}
 
     with Progress(console=console) as progress, contextlib.ExitStack() as stack:
         base = stack.enter_context(ModelServer(chat_model_dir(settings), api_key=key,
@@ -117,7 +139,8 @@ def measure_labels(settings, console) -> list[dict]:
     for case in cases:
         r, s = cheap[case.id], strong.get(case.id)
         rows.append({"id": case.id, "split": split_of[case.id], "question": case.question,
-                     **r, "strong_passed": None if s is None else s["passed"],
+                     **{k: v for k, v in r.items() if k not in ("model", "id")},
+                     "strong_passed": None if s is None or s["error"] else s["passed"],
                      "strong_cost_usd": None if s is None or not cloud else s["cost_usd"],
                      "strong_kind": strong_kind})
     return rows
@@ -162,6 +185,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=Path, help="reuse a previous run's labels JSONL")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "quality_router.png")
+    parser.add_argument("--concurrency", type=int, default=4, help="questions in flight")
     args = parser.parse_args()
     os.environ.setdefault("AGENTCYCLE_CACHE", str(REPO / ".agentcycle" / "models"))
     home = Path(os.environ.setdefault("AGENTCYCLE_HOME",
@@ -182,7 +206,7 @@ def main() -> int:
     if args.labels:
         rows = [json.loads(line) for line in args.labels.read_text().splitlines() if line]
     else:
-        rows = measure_labels(settings, console)
+        rows = measure_labels(settings, console, args.concurrency)
         out = REPO / ".agentcycle" / "bench" / "quality_router_labels.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r) + "\n" for r in rows))

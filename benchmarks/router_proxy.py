@@ -36,6 +36,8 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+KEY = "sk-bench-key"  # both proxies check it, as deployed; the backend ignores it
+HEADERS = {"Authorization": f"Bearer {KEY}"}
 BODY = {"model": "default", "max_tokens": 16,
         "messages": [{"role": "user", "content": "What is the deposit cap?"}]}
 CANNED = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":1764000000,'
@@ -119,14 +121,14 @@ def proxy_process(backend_ports: list[int], folder: Path):
         lines.append(f"  {name}: {{model: openai/canned, api_base: http://127.0.0.1:{bport}/v1, "
                      "local: true, transport: direct, timeout_s: 10}")
     lines += ["routes:", f"  default: {{backends: [{', '.join(names)}]}}", "tracing: false",
-              f"db_path: {folder / 'router.db'}"]
+              f"db_path: {folder / 'router.db'}", "proxy_key_env: BENCH_PROXY_KEY"]
     config = folder / f"router-{port}.yaml"
     config.write_text("\n".join(lines) + "\n")
     agentcycle = str(Path(sys.executable).parent / "agentcycle")
     return port, process([agentcycle, "router", "serve", "--config", str(config), "--port",
                           str(port)], f"http://127.0.0.1:{port}/health",
                          folder / f"proxy-{port}.log",
-                         env={"AGENTCYCLE_HOME": str(folder / "home")})
+                         env={"AGENTCYCLE_HOME": str(folder / "home"), "BENCH_PROXY_KEY": KEY})
 
 
 def litellm_process(litellm: str, backend_port: int, folder: Path):
@@ -135,7 +137,7 @@ def litellm_process(litellm: str, backend_port: int, folder: Path):
     config.write_text(
         "model_list:\n  - model_name: default\n    litellm_params:\n"
         f"      model: openai/canned\n      api_base: http://127.0.0.1:{backend_port}/v1\n"
-        "      api_key: none\n")
+        f"      api_key: none\ngeneral_settings:\n  master_key: {KEY}\n")
     return port, process([litellm, "--config", str(config), "--port", str(port),
                           "--host", "127.0.0.1", "--num_workers", "1", "--telemetry", "False"],
                          f"http://127.0.0.1:{port}/health/liveliness", folder / "litellm.log",
@@ -166,7 +168,7 @@ async def drive(url: str, requests: int, concurrency: int, on_progress=None) -> 
     failed = 0
     sent = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=HEADERS) as client:
         async def client_loop():
             nonlocal sent, failed
             while sent < requests:
