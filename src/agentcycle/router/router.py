@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from agentcycle.router.accounting import AccountingLog, RequestRecord, request_e
 from agentcycle.router.backends import Backend
 from agentcycle.router.policies import Policy, RouteRequest, build_policies
 from agentcycle.router.pricing import call_cost
-from agentcycle.router.state import RouterState, utc_day
+from agentcycle.router.state import RouterState, new_request_id, utc_day
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ class Router:
         A/B key (a user or session id); ``tags``: tags the backend must carry."""
         chosen = self.resolve(route)
         request = RouteRequest(chosen.name, messages, params, key=key, tags=tags or [])
-        request_id = "req-" + uuid.uuid4().hex
+        request_id = new_request_id()
         started = time.perf_counter()
         plan, reasons = await self.plan(chosen, request)
         failed: list[tuple[str, str]] = []
@@ -261,9 +260,12 @@ class Router:
         for attempt in range(backend.retries + 1):
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(timeout):  # a hung backend never hangs the caller
-                    raw = await transport.complete(backend, request.messages, request.params,
-                                                   timeout)
+                call = transport.complete(backend, request.messages, request.params, timeout)
+                if backend.transport == "direct":  # aiohttp enforces the total timeout itself
+                    raw = await call
+                else:  # a hung backend never hangs the caller, whatever the SDK does
+                    async with asyncio.timeout(timeout):
+                        raw = await call
                 return raw, time.perf_counter() - started
             except Exception as exc:
                 if attempt == backend.retries or transport.error_kind(exc) == "context_window":

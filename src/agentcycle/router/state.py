@@ -8,13 +8,30 @@ across an ``await``, so asyncio tasks cannot interleave inside an update either.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
 
+_day_cache: tuple[int, str] = (-1, "")
+_ids = itertools.count(1)
+_ID_PREFIX = f"req-{os.urandom(6).hex()}-"
+
 
 def utc_day() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    """Today (UTC) as YYYY-MM-DD; formatted once a day, not per request."""
+    global _day_cache
+    number = int(time.time() // 86400)
+    if _day_cache[0] != number:
+        _day_cache = (number, dt.datetime.fromtimestamp(number * 86400, dt.UTC)
+                      .strftime("%Y-%m-%d"))
+    return _day_cache[1]
+
+
+def new_request_id() -> str:
+    """Unique across processes (a random prefix per process) without a syscall per call."""
+    return f"{_ID_PREFIX}{next(_ids):x}"
 
 
 class RouterState:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from agentcycle.errors import ServiceError
 from agentcycle.router import transport
 from agentcycle.router.policies import RouteRequest
+from agentcycle.router.state import new_request_id
 
 if TYPE_CHECKING:
     from agentcycle.router.router import Route, Router
@@ -112,7 +112,7 @@ class Stream:
 async def open_stream(router: Router, route: Route, request: RouteRequest) -> Stream:
     from agentcycle.router.router import AllBackendsFailed, position_reason
 
-    request_id = "req-" + uuid.uuid4().hex
+    request_id = new_request_id()
     started = time.perf_counter()
     plan, reasons = await router.plan(route, request)
     failed: list[tuple[str, str]] = []

@@ -89,7 +89,9 @@ def _session():
     session = _sessions.get(loop)
     if session is None or session.closed:
         # Keep-alive connections are what make the proxy cheap: no connect per request.
-        connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300)
+        # Idle connections are dropped before the server's own keep-alive timeout
+        # (uvicorn: 5 s), or a reused one may be closed under our feet.
+        connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300, keepalive_timeout=3)
         session = aiohttp.ClientSession(connector=connector, json_serialize=_dumps)
         _sessions[loop] = session
     return session
@@ -136,10 +138,18 @@ async def _direct_complete(backend: Backend, messages: list[dict], params: Body,
     import aiohttp
 
     url, data, headers = _request(backend, messages, params, streaming=False)
-    async with _session().post(url, data=data, headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-        await _raise_for_status(response)
-        return orjson.loads(await response.read())
+    for fresh in (False, True):
+        try:
+            async with _session().post(url, data=data, headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                await _raise_for_status(response)
+                return orjson.loads(await response.read())
+        except aiohttp.ServerDisconnectedError:
+            # A pooled keep-alive connection the server had already closed: the request
+            # never reached it, so one retry (on a new connection) is safe.
+            if fresh:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _direct_stream(backend: Backend, messages: list[dict], params: Body,
