@@ -110,3 +110,25 @@ def test_compare_lists_regressions_with_a_paired_test(tmp_path):
 
     code, output = invoke("list", "--json")
     assert [r["run_id"] for r in json.loads(output)] == [run_b, run_a]
+
+
+def test_a_small_local_judge_is_flagged_in_the_report(tmp_path):
+    """The bundled model as judge (served on this machine as 'base'): the report warns.
+    Its protocol is spoken by a fake here: a 135M judge is too slow for a unit test."""
+    from helpers import BackgroundServer, fake_cloud_app
+
+    judge_app = fake_cloud_app(answer='{"score": 4, "reason": "states Paris"}', model="base")
+    (tmp_path / "agent.py").write_text("def ask(q):\n    return 'Paris is the capital.'\n")
+    (tmp_path / "suite.yaml").write_text(
+        "name: judged\ncases: [{id: a, input: 'Capital of France?', reference: Paris}]\n"
+        "scorers: [{name: llm_judge, threshold: 0.0}]\ntarget: python:agent.py:ask\n")
+    with BackgroundServer(judge_app) as judge:
+        code, output = invoke("run", tmp_path / "suite.yaml", "--no-mlflow", "--out", tmp_path,
+                              "--judge", f"openai:{judge.url}/v1#base?key=test-key")
+    assert code == 0, output
+    assert judge_app.state.requests[0]["auth"] == "Bearer test-key"
+    assert "the judge is the small local model" in output
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["judge_is_small_local"] and run["judge_model"] == "base"
+    assert run["results"][0]["scores"]["llm_judge"]["value"] > 0.5
+    assert "the LLM judge is the small local" in (tmp_path / "report.html").read_text()

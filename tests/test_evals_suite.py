@@ -129,3 +129,25 @@ def test_gates_parse_and_check():
         check_gates(metrics, ["acuracy>=0.7"])
     with pytest.raises(ConfigError, match="bad gate"):
         parse_gate("accuracy is high")
+
+
+def test_cases_from_recorded_traces(tmp_path, settings):
+    import mlflow
+
+    from agentcycle.observe.tracing import setup_tracking, span
+
+    setup_tracking(settings)
+    for question, reply in (("Deposit cap?", "1.5 months"), ("Pets?", "1.75 months")):
+        with span("rag agent", "AGENT", inputs={"question": question}) as current:
+            current.set_outputs({"answer": reply})
+    with span("other", "CHAIN", inputs={"question": "not an agent run"}):
+        pass
+    mlflow.flush_trace_async_logging()
+    suite = load_suite(write(tmp_path / "suite.yaml", """
+        name: production
+        traces: {last: 5, name: rag agent, reference_from_output: true, tags: [prod]}
+        scorers: [similarity]
+        """))
+    assert [(c.input, c.reference) for c in suite.cases] == [
+        ("Pets?", "1.75 months"), ("Deposit cap?", "1.5 months")]
+    assert suite.cases[0].tags == ["trace", "prod"] and suite.cases[0].id.startswith("trace-")
