@@ -143,6 +143,8 @@ async def ask_judge(ctx: ScoreContext, messages: list[dict], model: str | None,
     model = model or ctx.judge_model
     try:
         reply = await ctx.judge(messages, model)
+    except ConfigError:
+        raise
     except Exception as exc:  # the judge's endpoint failed: say which, in one line
         raise ServiceError(f"the LLM judge ({model or 'default'}) failed: {exc}") from exc
     value, reason = parse_verdict(str(reply or ""), scale)

@@ -129,12 +129,12 @@ def _claim_support(claim: str, sentences: list[str], context_words: set[str],
                    context_text: str, allowed_numbers: set[str],
                    similarity: float | None, min_overlap: float, min_similarity: float
                    ) -> tuple[bool, str]:
-    missing_numbers = _numbers(claim) - allowed_numbers
-    if missing_numbers:
-        return False, f"figures not in the context: {sorted(missing_numbers)}"
     missing_entities = _entities(claim) - _entities(context_text)
     if missing_entities:
         return False, f"forms/sections not in the context: {sorted(missing_entities)}"
+    missing_numbers = _numbers(claim) - allowed_numbers
+    if missing_numbers:
+        return False, f"figures not in the context: {sorted(missing_numbers)}"
     names = _capitalized(claim) - set(re.findall(r"[a-z]+", context_text.lower()))
     if names:
         return False, f"names not in the context: {sorted(names)}"
