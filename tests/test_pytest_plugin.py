@@ -80,3 +80,16 @@ def test_assert_score_rejects_what_it_cannot_score(bad):
 
     with pytest.raises(TypeError, match="assert_score needs"):
         assert_score(bad, "contains", value="x")
+
+
+def test_assert_score_reads_the_rag_agents_answer():
+    from agentcycle.evals import assert_score
+    from agentcycle.rag.agent import Answer, Source
+
+    answer = Answer(answer="Send Form T-4 to the Registry.", model="m", backend="b",
+                    latency_ms=120.0, prompt_tokens=90, completion_tokens=10, cost_usd=0.0,
+                    sources=[Source(source="part2_deposits.md", heading="§ 11. Return",
+                                    score=0.9, text="send Form T-4 to the Registry")])
+    assert_score(answer, "context_recall", case={"reference_sources": ["§ 11"]})
+    assert_score(answer, "latency_budget", max_ms=200)
+    assert_score(answer, "faithfulness", embeddings=False)

@@ -37,10 +37,18 @@ def _as_output(output: Any) -> Output:
         return Output(text=output)
     if isinstance(output, dict):
         return Output(**output)
-    text = getattr(output, "answer", None) or getattr(output, "text", None)
-    if isinstance(text, str):  # e.g. the RAG agent's Answer
-        return Output(text=text)
-    raise TypeError(f"assert_score needs a string, an Output or a dict, not {type(output)!r}")
+    if isinstance(getattr(output, "answer", None), str):  # the RAG agent's Answer
+        from agentcycle.evals.types import Context
+
+        contexts = [Context(source=f"{s.source} {s.heading}".strip(), text=s.text)
+                    for s in getattr(output, "sources", [])]
+        return Output(text=output.answer, contexts=contexts,
+                      latency_ms=getattr(output, "latency_ms", 0.0),
+                      cost_usd=getattr(output, "cost_usd", 0.0),
+                      prompt_tokens=getattr(output, "prompt_tokens", 0),
+                      completion_tokens=getattr(output, "completion_tokens", 0))
+    raise TypeError(f"assert_score needs a string, an Output, a dict or an Answer, "
+                    f"not {type(output)!r}")
 
 
 def _as_case(case: Any) -> Case:
