@@ -24,8 +24,8 @@ DEFAULT_RUBRIC = ("The answer is correct: it states the same facts as the refere
                   "(figures, deadlines, names) and adds nothing that contradicts it.")
 
 _SYSTEM = ("You are a strict grader. Grade the answer against the rubric. Reply with JSON "
-           'only, like {"score": 4, "reason": "..."}, where score is an integer from 1 '
-           "(fails the rubric) to 5 (fully meets it).")
+           'only: {"score": N, "reason": "..."}, where N is an integer from 1 (fails the '
+           "rubric) to 5 (fully meets it).")
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _JSON_KEYS = ("score", "rating", "grade", "value", "verdict", "result", "pass", "passed",
@@ -129,7 +129,7 @@ def judge_messages(question: str, answer: str, rubric: str,
     if reference:
         parts.append(f"Reference answer: {reference}")
     parts.append(f"Answer to grade: {answer}")
-    parts.append('Reply with JSON only: {"score": <1-5>, "reason": "<one sentence>"}')
+    parts.append('Reply with JSON only: {"score": N, "reason": "<one sentence>"}')
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
@@ -151,7 +151,9 @@ async def ask_judge(ctx: ScoreContext, messages: list[dict], model: str | None,
     note = " [judge: small local model, weak grader]" if ctx.judge_is_small_local else ""
     if value is None:
         return Score(value=0.0, passed=False, explanation=f"unparseable verdict: {reason}{note}")
-    return Score(value=value, passed=value >= 0.6, explanation=f"{reason[:200]}{note}")
+    # Without a reason of the judge's own, show what it said.
+    heard = f" from {str(reply).strip()[:80]!r}" if reason.startswith("parsed") else ""
+    return Score(value=value, passed=value >= 0.6, explanation=f"{reason[:200]}{heard}{note}")
 
 
 @scorer("llm_judge", threshold=0.6)
