@@ -10,7 +10,6 @@ from agentcycle.evals import (
     HttpAppTarget,
     OpenAITarget,
     Output,
-    RouterTarget,
     Suite,
     open_target,
 )
@@ -54,13 +53,15 @@ def test_openai_target_prices_cloud_models_and_reads_tool_calls():
     assert call.name == "lookup" and call.arguments == {"section": 8}
 
 
-def test_router_target(base_server):
-    from agentcycle.router import Router
-    from agentcycle.router.backends import local_backend
-
-    router = Router([local_backend("base", base_server.base_url, "base", "test-key")])
-    output = run(RouterTarget(router, max_tokens=4))
-    assert output.text and output.model == "base" and output.completion_tokens > 0
+def test_router_target_from_a_router_config(base_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("BASE_KEY", "test-key")
+    (tmp_path / "router.yaml").write_text(
+        f"backends:\n  base: {{model: openai/base, api_base: '{base_server.base_url}', "
+        "api_key_env: BASE_KEY, local: true}\nroutes:\n  main: {backends: [base]}\n")
+    with open_target("router:router.yaml#main?max_tokens=4", base_dir=tmp_path) as target:
+        output = run(target)
+    assert output.text and output.model == "base" and 0 < output.completion_tokens <= 4
+    assert target.key.startswith("router:router.yaml:") and target.route == "main"
 
 
 def answer(text="Within 21 days (§ 11)."):

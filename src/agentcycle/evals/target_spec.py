@@ -57,7 +57,8 @@ def open_target(spec: str, settings=None, *, base_dir: Path | None = None) -> It
     elif kind == "python":
         yield CallableTarget(load_callable(rest, base_dir))
     elif kind == "router":
-        yield _router(rest, options, base_dir)
+        with _router(rest, options, base_dir) as target:
+            yield target
     else:
         with _rag(rest, options, settings) as target:
             yield target
@@ -113,21 +114,17 @@ def load_callable(ref: str, base_dir: Path | None = None):
     return fn
 
 
-def _router(rest: str, options: dict[str, str], base_dir: Path | None) -> RouterTarget:
+@contextlib.contextmanager
+def _router(rest: str, options: dict[str, str], base_dir: Path | None) -> Iterator[Target]:
     from agentcycle.router import Router
-    from agentcycle.router.config import load_config
 
     path, _, route = rest.partition("#")
-    config = load_config(_resolve(path, base_dir))
-    from_config = getattr(Router, "from_config", None)
-    if from_config is not None:
-        router = from_config(config, route=route or None) if route else from_config(config)
-    else:  # the route's backends in order, when the router has no config loader
-        backends = config.build_backends()
-        names = config.route(route).backends if route else list(backends)
-        router = Router([backends[n] for n in names])
-    return RouterTarget(router, name=f"{Path(path).name}#{route}",
-                        max_tokens=_int(options, "max_tokens", 256))
+    router = Router.from_config(_resolve(path, base_dir))
+    try:
+        yield RouterTarget(router, name=Path(path).name, route=route or None,
+                           max_tokens=_int(options, "max_tokens", 256))
+    finally:
+        router.close()  # flush its accounting log
 
 
 @contextlib.contextmanager

@@ -144,19 +144,25 @@ def _price_map() -> dict[str, dict]:
 
 
 class RouterTarget:
-    """The agentcycle Router: the case's messages through its fallback chain."""
+    """The agentcycle Router: the case's messages through a route's fallback chain."""
 
-    def __init__(self, router: Any, *, name: str = "router", max_tokens: int = 256,
-                 temperature: float = 0.0, system_prompt: str | None = None):
+    def __init__(self, router: Any, *, name: str = "router", route: str | None = None,
+                 max_tokens: int = 256, temperature: float = 0.0,
+                 system_prompt: str | None = None):
         self.router = router
+        self.route = route
         self.params = {"max_tokens": max_tokens, "temperature": temperature}
         self.system_prompt = system_prompt
         backends = [(b.name, b.model, b.api_base) for b in getattr(router, "backends", [])]
-        self.key = f"router:{name}:" + digest(backends, system_prompt, self.params)[:16]
+        self.key = f"router:{name}:" + digest(backends, route, system_prompt, self.params)[:16]
 
     async def run(self, case: Case) -> Output:
         messages = OpenAITarget.messages(self, case)  # type: ignore[arg-type]
-        completion = await asyncio.to_thread(self.router.complete, messages, **self.params)
+        params = {**self.params, **({"route": self.route} if self.route else {})}
+        if hasattr(self.router, "acomplete"):  # the async API, on this loop
+            completion = await self.router.acomplete(messages, **params)
+        else:
+            completion = await asyncio.to_thread(self.router.complete, messages, **params)
         return Output(text=completion.text.strip(), latency_ms=completion.latency_ms,
                       prompt_tokens=completion.prompt_tokens,
                       completion_tokens=completion.completion_tokens,
