@@ -129,3 +129,44 @@ def test_astream_broken_mid_way_raises_stream_interrupted():
                         log_path=False)
         with pytest.raises(StreamInterrupted, match="after 2 chunks"):
             asyncio.run(main(router))
+
+
+def test_serve_runs_the_proxy_with_its_key(tmp_path, isolated_home):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from agentcycle.serving.server import free_port
+
+    with BackgroundServer(openai_fake_app(answer="served")) as srv:
+        config = tmp_path / "router.yaml"
+        config.write_text(f"backends:\n  m: {{model: openai/m, api_base: {srv.url}/v1, "
+                          "transport: direct}\nproxy_key_env: TEST_PROXY_KEY\ntracing: false\n")
+        port = free_port()
+        agentcycle = str(Path(sys.executable).parent / "agentcycle")
+        proc = subprocess.Popen([agentcycle, "router", "serve", "--config", str(config),
+                                 "--port", str(port)], env={**os.environ,
+                                                            "TEST_PROXY_KEY": "sekret"})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(url + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            body = {"model": "default", "messages": MESSAGES}
+            assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 401
+            reply = httpx.post(url + "/v1/chat/completions", json=body,
+                               headers={"authorization": "Bearer sekret"})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["choices"][0]["message"]["content"] == "served"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    assert (isolated_home / "router.db").exists()

@@ -234,12 +234,16 @@ class Router:
 
     # -- planning and attempts -------------------------------------------------------
     async def plan(self, route: Route, request: RouteRequest) -> tuple[list[Backend], list[str]]:
-        """Policies first, then context-window fit, then cooling backends to the back."""
+        """Policies first, then the request's tags and context-window fit, then cooling
+        backends to the back."""
         candidates, reasons = list(route.backends), []
         for policy in route.policies:
             candidates, why = await policy.apply(candidates, request, self.state)
             if why:
                 reasons.append(why)
+        if request.tags:  # the caller's tags hold on every route, with or without `tags`
+            wanted = set(request.tags)
+            candidates = [b for b in candidates if wanted <= set(b.tags)]
         if any(b.context_window for b in candidates):
             needed = request.prompt_tokens() + int(request.params.get("max_tokens") or 0)
             fits = [b for b in candidates if not b.context_window or b.context_window >= needed]
