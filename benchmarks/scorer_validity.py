@@ -23,6 +23,9 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data" / "scorer_validity.yaml"
 GOAL = 0.85
+# The judge on 2 shared cores: few requests at a time, short replies (the verdict comes
+# first; parse_verdict reads a truncated JSON reply), and a long timeout.
+JUDGE_CONCURRENCY, JUDGE_MAX_TOKENS, JUDGE_TIMEOUT_S = 4, 24, 900.0
 TOOLS = ("tool_name", "tool_args", "tool_f1", "tool_order", "step_count")
 
 
@@ -51,7 +54,7 @@ async def score_all(items, ctx, judge_ctx, console):
             console.print(f"judging {len(groups[name])} cases with the small local model "
                           f"({name} {options or ''}) ...")
             judged = await score_labelled(groups[name], judge_ctx, scorer=name,
-                                          options=options, concurrency=8)
+                                          options=options, concurrency=JUDGE_CONCURRENCY)
             console.print(f"  done in {time.perf_counter() - started:.0f} s")
             rows.append((f"{name} (judge)" if options else name, True, judged))
     return rows
@@ -76,13 +79,18 @@ def render(rows, console) -> list[dict]:
         baseline = sum(j.item.label for j in judged) / total
         misses = [j.item.id for j in judged if not j.agrees]
         unparsed = sum("unparseable" in j.score.explanation for j in judged)
+        errors = sum(j.error for j in judged)
         mark = "" if not has_goal else ("[green]met[/green]" if value >= GOAL
                                         else "[red]not met[/red]")
         table.add_row(name, kind, str(total), str(agree), f"{value:.2f}", f"{baseline:.2f}",
                       mark, ", ".join(misses[:6]) + (" ..." if len(misses) > 6 else ""))
         records.append({"scorer": name, "kind": kind, "cases": total, "agree": agree,
                         "agreement": round(value, 4), "always_pass": round(baseline, 4),
-                        "misses": misses, "unparseable_verdicts": unparsed})
+                        "misses": misses, "unparseable_verdicts": unparsed,
+                        "errors": errors,
+                        "cases_detail": [{"id": j.item.id, "label": j.item.label,
+                                          "value": round(j.score.value, 3),
+                                          "explanation": j.score.explanation} for j in judged]})
     pooled = [r for r in records if r["kind"] in ("deterministic", "tool")]
     agree, total = sum(r["agree"] for r in pooled), sum(r["cases"] for r in pooled)
     table.add_section()
@@ -124,7 +132,8 @@ def main() -> int:
                          model_name="judge") as server:
             judge_ctx = ScoreContext(embedder=ctx.embedder, judge_model="judge",
                                      judge=openai_judge(server.base_url, "judge", "bench",
-                                                        max_tokens=64),
+                                                        max_tokens=JUDGE_MAX_TOKENS,
+                                                        timeout_s=JUDGE_TIMEOUT_S),
                                      judge_is_small_local=True)
             rows = asyncio.run(score_all(items, ctx, judge_ctx, console))
     records = render(rows, console)

@@ -146,7 +146,8 @@ async def ask_judge(ctx: ScoreContext, messages: list[dict], model: str | None,
     except ConfigError:
         raise
     except Exception as exc:  # the judge's endpoint failed: say which, in one line
-        raise ServiceError(f"the LLM judge ({model or 'default'}) failed: {exc}") from exc
+        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        raise ServiceError(f"the LLM judge ({model or 'default'}) failed: {detail}") from exc
     value, reason = parse_verdict(str(reply or ""), scale)
     note = " [judge: small local model, weak grader]" if ctx.judge_is_small_local else ""
     if value is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentcycle.errors import DataError
+from agentcycle.errors import DataError, ServiceError
 from agentcycle.evals.scoring import ScoreContext, resolve_scorer
 from agentcycle.evals.types import Case, Context, Output, Score, ToolCall
 
@@ -88,10 +88,11 @@ def load_labelled(path: str | Path) -> list[LabelledCase]:
 class Judged:
     item: LabelledCase
     score: Score
+    error: bool = False  # the scorer failed (a judge call): never counted as agreeing
 
     @property
     def agrees(self) -> bool:
-        return self.score.passed == self.item.label
+        return not self.error and self.score.passed == self.item.label
 
 
 async def score_labelled(items: list[LabelledCase], ctx: ScoreContext, *,
@@ -105,7 +106,11 @@ async def score_labelled(items: list[LabelledCase], ctx: ScoreContext, *,
         bound = resolve_scorer({"name": scorer or item.scorer, **item.options,
                                 **(options or {})})
         async with semaphore:
-            return Judged(item, await bound.score(item.case, item.output, ctx))
+            try:
+                return Judged(item, await bound.score(item.case, item.output, ctx))
+            except ServiceError as exc:  # a judge call that failed counts as a miss
+                return Judged(item, Score(value=0.0, passed=False,
+                                          explanation=f"error: {exc}"), error=True)
 
     return list(await asyncio.gather(*(one(i) for i in items)))
 
