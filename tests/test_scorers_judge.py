@@ -87,7 +87,7 @@ def test_llm_judge_never_crashes_on_garbage_and_says_when_it_is_small():
 
 
 def test_llm_judge_errors_are_one_clear_line():
-    with pytest.raises(ServiceError, match="judge.*failed: boom"):
+    with pytest.raises(ServiceError, match="judge.*failed: RuntimeError: boom"):
         judged("", raises=RuntimeError("boom"))
     with pytest.raises(ConfigError, match="needs a model"):
         asyncio.run(resolve_scorer("llm_judge").score(CASE, Output(text="x"), ScoreContext()))
