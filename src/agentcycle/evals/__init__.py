@@ -17,7 +17,7 @@ _EXPORTS = {
     "Case": "types", "Context": "types", "Output": "types", "Score": "types",
     "ToolCall": "types",
     "BoundScorer": "scoring", "ScoreContext": "scoring", "resolve_scorer": "scoring",
-    "scorer": "scoring",
+    "scorer": "scoring", "registered_scorers": "scoring",
     "Suite": "suite", "load_suite": "suite",
     "CallableTarget": "targets", "HttpAppTarget": "targets", "OpenAITarget": "targets",
     "RouterTarget": "targets", "Target": "targets", "TargetError": "targets",
