@@ -221,3 +221,36 @@ def test_route_objects_and_unknown_routes():
         assert r.complete(MESSAGES, route="a").backend == "a"  # a backend name is a route
         with pytest.raises(Exception, match="unknown model or route 'nope'"):
             r.complete(MESSAGES, route="nope")
+
+
+def test_calls_are_llm_spans_with_route_reason_and_cost(settings):
+    import mlflow
+
+    from agentcycle.observe import list_traces
+    from agentcycle.observe.tracing import setup_tracking, span
+
+    setup_tracking(settings)  # this test's store, whatever an earlier test traced into
+    with BackgroundServer(openai_fake_app(answer="one two")) as srv, dead_url() as dead:
+        r = Router([backend("down", dead), backend("up", srv.url, input_usd_per_1k=1.0,
+                                                   output_usd_per_1k=1.0)],
+                   routes={"r": []}, log_path=False)
+        with span("agent", "AGENT"):  # the caller's span: the router's nests under it
+            result = r.complete(MESSAGES)
+
+        async def streamed():
+            return await (await r.astream(MESSAGES)).text()
+
+        assert asyncio.run(streamed()) == "one two"
+    mlflow.flush_trace_async_logging()
+    newest, first = list_traces(settings, last=2)
+    spans = {s.name: s for s in mlflow.get_trace(first.trace_id).data.spans}
+    assert set(spans) == {"agent", "llm down", "llm up"}
+    up = spans["llm up"]
+    assert up.parent_id == spans["agent"].span_id
+    assert up.attributes["agentcycle.reason"] == "fallback after down failed"
+    assert up.attributes["agentcycle.request_id"] == result.request_id
+    assert up.attributes["agentcycle.cost_usd"] == pytest.approx(0.12)
+    assert spans["llm down"].status.status_code == "ERROR"
+    [stream_span] = mlflow.get_trace(newest.trace_id).data.spans
+    assert stream_span.attributes["agentcycle.streamed"] is True
+    assert stream_span.attributes["gen_ai.usage.output_tokens"] == 20

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -15,6 +17,8 @@ app = typer.Typer(help="Route model calls by cost, latency, quality and budget."
 
 CONFIG = typer.Option(..., "--config", "-c", help="The router YAML file.")
 SINCE = typer.Option(None, help="Only requests since 30m, 2h, 7d or an ISO date.")
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+DB_CONFIG = typer.Option(None, "--config", "-c", help="Read the db_path of this router config.")
 
 
 def _db(config: Path | None) -> Path:
@@ -69,60 +73,53 @@ def check(config: Path = CONFIG) -> None:
                   f"{len(loaded.route_names())} routes")
 
 
-@app.command()
-@friendly_errors
-def stats(
-    as_json: bool = typer.Option(False, "--json"),
-    since: str | None = SINCE,
-    config: Path | None = typer.Option(None, "--config", "-c",
-                                       help="Read the db_path of this router config."),
-) -> None:
-    """Requests, errors, latency, tokens and cost by route and backend."""
-    from agentcycle.router.reports import stats as compute
-
-    found = compute(_db(config), since)
+def _show(found: list, as_json: bool, title: str, columns: tuple[str, ...],
+          cells: Callable[[Any], list[str]]) -> None:
+    """Rows as JSON, or as a Rich table."""
     if as_json:
         print_json([row.as_dict() for row in found])
         return
-    table = Table(title="router stats")
-    for column in ("route", "backend", "requests", "errors", "p50 ms", "p95 ms",
-                   "tokens in", "tokens out", "cost $"):
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column)
-    for r in found:
-        table.add_row(r.route, r.backend, str(r.requests), str(r.errors), f"{r.p50_ms:.0f}",
-                      f"{r.p95_ms:.0f}", str(r.prompt_tokens), str(r.completion_tokens),
-                      f"{r.cost_usd:.6f}")
+    for row in found:
+        table.add_row(*cells(row))
     console.print(table)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+@friendly_errors
+def stats(as_json: bool = JSON, since: str | None = SINCE, config: Path | None = DB_CONFIG
+          ) -> None:
+    """Requests, errors, latency, tokens and cost by route and backend."""
+    from agentcycle.router.reports import stats as compute
+
+    _show(compute(_db(config), since), as_json, "router stats",
+          ("route", "backend", "requests", "errors", "p50 ms", "p95 ms", "tokens in",
+           "tokens out", "cost $"),
+          lambda r: [r.route, r.backend, str(r.requests), str(r.errors), f"{r.p50_ms:.0f}",
+                     f"{r.p95_ms:.0f}", str(r.prompt_tokens), str(r.completion_tokens),
+                     f"{r.cost_usd:.6f}"])
 
 
 @app.command("ab-report")
 @friendly_errors
-def ab_report(
-    as_json: bool = typer.Option(False, "--json"),
-    since: str | None = SINCE,
-    config: Path | None = typer.Option(None, "--config", "-c",
-                                       help="Read the db_path of this router config."),
-) -> None:
+def ab_report(as_json: bool = JSON, since: str | None = SINCE,
+              config: Path | None = DB_CONFIG) -> None:
     """Per A/B arm: requests, quality (feedback), cost, p50 latency, Welch's t-test."""
     from agentcycle.router.reports import ab_report as compute
 
-    found = compute(_db(config), since)
-    if as_json:
-        print_json([row.as_dict() for row in found])
-        return
-    table = Table(title="A/B arms (p-values vs the route's first arm)")
-    for column in ("route", "arm", "n", "errors", "rated", "quality", "p quality",
-                   "mean cost $", "p50 ms", "p latency"):
-        table.add_column(column)
-
-    def fmt(value: float | None, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
-    for r in found:
-        table.add_row(r.route, r.arm, str(r.n), str(r.errors), str(r.rated),
-                      fmt(r.quality_mean, ".3f"), fmt(r.quality_p_value, ".3g"),
-                      f"{r.cost_usd_mean:.6f}", f"{r.p50_ms:.0f}", fmt(r.latency_p_value, ".3g"))
-    console.print(table if found else "no A/B requests recorded yet")
+    _show(compute(_db(config), since), as_json, "A/B arms (p-values vs the route's first arm)",
+          ("route", "arm", "n", "errors", "rated", "quality", "p quality", "mean cost $",
+           "p50 ms", "p latency"),
+          lambda r: [r.route, r.arm, str(r.n), str(r.errors), str(r.rated),
+                     _fmt(r.quality_mean, ".3f"), _fmt(r.quality_p_value, ".3g"),
+                     f"{r.cost_usd_mean:.6f}", f"{r.p50_ms:.0f}",
+                     _fmt(r.latency_p_value, ".3g")])
 
 
 @app.command("export-litellm")

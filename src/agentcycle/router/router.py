@@ -11,7 +11,6 @@ accounting log (`router.db`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ from typing import Any
 from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router import transport
 from agentcycle.router._loop import LoopThread
+from agentcycle.router._spans import llm_span, span_attributes
 from agentcycle.router.accounting import AccountingLog, RequestRecord, request_exists, spent
 from agentcycle.router.backends import Backend
 from agentcycle.router.policies import Policy, RouteRequest, build_policies
@@ -179,12 +179,12 @@ class Router:
             if request.max_attempts and len(failed) >= request.max_attempts:
                 break
             try:
-                with self._traced(backend, request.messages) as current:
+                with llm_span(backend, request.messages, self.tracing) as current:
                     raw, latency_s = await self._attempt(backend, request)
                     result = self._completion(backend, request, raw, latency_s, reasons,
                                               failed, request_id)
                     current.set_outputs({"text": result.text})
-                    current.set_attributes(_attributes(result))
+                    current.set_attributes(span_attributes(result))
             except Exception as exc:  # any failure of one backend may move on to the next
                 kinds.append(self._failed(backend, exc, failed))
                 if kinds[-1] not in request.fallback_on:
@@ -284,17 +284,6 @@ class Router:
         failed.append((backend.name, message))
         return transport.error_kind(exc)
 
-    def _traced(self, backend: Backend, messages: list[dict]) -> Any:
-        """An LLM span around one attempt (a no-op with tracing off: the proxy's hot path)."""
-        if not self.tracing:
-            return contextlib.nullcontext(_NO_SPAN)
-        from agentcycle.observe.tracing import span
-
-        return span(f"llm {backend.name}", "LLM", inputs={"messages": messages},
-                    attributes={"gen_ai.system": "local" if backend.local else "litellm",
-                                "gen_ai.request.model": backend.model,
-                                "agentcycle.backend": backend.name})
-
     def _start_probe(self, backend: Backend) -> None:
         task = asyncio.get_running_loop().create_task(self._probe(backend))
         self._probes.add(task)  # a reference, so the task is not collected mid-flight
@@ -355,31 +344,6 @@ class Router:
 
     def _recorded_spend(self, route: str, day: str) -> float:
         return spent(self.log.path, route, day) if self.log is not None else 0.0
-
-
-class _NoSpan:
-    def set_outputs(self, outputs: Any) -> None:
-        pass
-
-    def set_attributes(self, attributes: dict) -> None:
-        pass
-
-
-_NO_SPAN = _NoSpan()
-
-
-def _attributes(result: Completion) -> dict[str, Any]:
-    return {
-        "gen_ai.response.model": result.model,
-        "gen_ai.usage.input_tokens": result.prompt_tokens,
-        "gen_ai.usage.output_tokens": result.completion_tokens,
-        "agentcycle.cost_usd": result.cost_usd,
-        "agentcycle.latency_ms": result.latency_ms,
-        "agentcycle.route": result.route,
-        "agentcycle.reason": result.reason,
-        "agentcycle.request_id": result.request_id,
-        **({"agentcycle.arm": result.arm} if result.arm else {}),
-    }
 
 
 def position_reason(reasons: list[str], failed: list, backend: Backend, route: str,

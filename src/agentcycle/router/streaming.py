@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentcycle.errors import ServiceError
 from agentcycle.router import transport
+from agentcycle.router._spans import llm_span, span_attributes
 from agentcycle.router.policies import RouteRequest
 from agentcycle.router.state import new_request_id
 
@@ -100,6 +101,13 @@ class Stream:
         result.text, result.reason = text, self.reason
         if status == "failed":
             self.router.state.record_failure(self.backend.name)
+        if self.router.tracing:
+            # Recorded once the stream is over: a span cannot stay open across the yields
+            # of a generator the caller drives (its context would leak into theirs).
+            with llm_span(self.backend, self.request.messages, True) as span:
+                span.set_outputs({"text": text})
+                span.set_attributes({**span_attributes(result), "agentcycle.streamed": True,
+                                     "agentcycle.status": status})
         self.router._record(result, self.request, streamed=True, status=status, error=error)
 
     async def text(self) -> str:
