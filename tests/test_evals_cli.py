@@ -132,3 +132,27 @@ def test_a_small_local_judge_is_flagged_in_the_report(tmp_path):
     assert run["judge_is_small_local"] and run["judge_model"] == "base"
     assert run["results"][0]["scores"]["llm_judge"]["value"] > 0.5
     assert "the LLM judge is the small local" in (tmp_path / "report.html").read_text()
+
+
+def test_an_interrupted_run_resumes_from_the_cli(tmp_path):
+    (tmp_path / "agent.py").write_text(
+        "import pathlib\nCALLS = []\n\n\ndef ask(q):\n"
+        "    if len(CALLS) == 3 and pathlib.Path(__file__).with_name('stop').exists():\n"
+        "        raise KeyboardInterrupt\n"
+        "    CALLS.append(q)\n"
+        "    pathlib.Path(__file__).with_name('log').open('a').write(q + '\\n')\n"
+        "    return 'yes ' + q\n")
+    (tmp_path / "stop").touch()
+    cases = ", ".join(f"{{id: c{i}, input: q{i}, keywords: ['yes']}}" for i in range(6))
+    (tmp_path / "suite.yaml").write_text(f"name: r\ncases: [{cases}]\nscorers: [keywords]\n"
+                                         "target: python:agent.py:ask\n")
+    code, output = invoke("run", tmp_path / "suite.yaml", "-c", "1", "--no-mlflow")
+    assert code == 130 and "--resume" in output, output
+    run_id = re.search(r"--resume (\S+)`", output).group(1)
+    (tmp_path / "stop").unlink()
+    code, output = invoke("run", tmp_path / "suite.yaml", "--resume", run_id, "--no-mlflow",
+                          "--json")
+    assert code == 0, output
+    assert json.loads(output[output.index("{"):])["metrics"]["accuracy"] == 1.0
+    asked = (tmp_path / "log").read_text().split()
+    assert sorted(asked) == [f"q{i}" for i in range(6)], "each case asked exactly once"

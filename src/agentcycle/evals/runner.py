@@ -40,12 +40,13 @@ Progress = Callable[[int, int], None]
 async def run_suite(suite: Suite, target: Target, *, concurrency: int = 8, retries: int = 2,
                     cache: OutputCache | None = None, resume: str | None = None,
                     progress: Progress | None = None, context: ScoreContext | None = None,
-                    label: str = "", folder: Path | None = None,
+                    label: str = "", folder: Path | None = None, run_id: str | None = None,
                     backoff_s: float = 0.5) -> EvalRun:
-    """Run every case of ``suite`` against ``target`` and score it; returns the run."""
+    """Run every case of ``suite`` against ``target`` and score it; returns the run.
+    ``resume`` is the id of an interrupted run to continue; ``run_id`` names a new one."""
     scorers = suite.bound_scorers()
     context = context or ScoreContext()
-    run_id = resume or new_run_id()
+    run_id = resume or run_id or new_run_id()
     folder = folder or runs_dir(context.settings) / run_id
     done = _resumed(folder, target, suite) if resume else {}
     journal = Journal(folder / "journal.jsonl")

@@ -16,7 +16,7 @@ from agentcycle.errors import ConfigError
 from agentcycle.evals.cache import OutputCache
 from agentcycle.evals.gates import GateResult, check_gates, parse_gate
 from agentcycle.evals.publish import publish
-from agentcycle.evals.results import EvalRun, summarize
+from agentcycle.evals.results import EvalRun, new_run_id, summarize
 from agentcycle.evals.runner import run_suite_sync
 from agentcycle.evals.scoring import ScoreContext
 from agentcycle.evals.suite import Suite, load_suite
@@ -55,14 +55,15 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
             judge_context(settings, suite, options.judge) as context, \
             _progress(console) as progress:
         task = progress.add_task(f"{suite.name} against {spec[:50]}", total=len(suite.cases))
+        run_id = options.resume or new_run_id()
         try:
             run = run_suite_sync(
                 suite, target, concurrency=options.concurrency, retries=options.retries,
-                cache=cache, resume=options.resume, context=context,
+                cache=cache, resume=options.resume, run_id=run_id, context=context,
                 progress=lambda done, total: progress.update(task, completed=done))
         except KeyboardInterrupt:
-            console.print("interrupted: finished cases are kept; continue with --resume "
-                          "(run id in `agentcycle eval list`)")
+            console.print(f"interrupted: every finished case is kept; continue with "
+                          f"`agentcycle eval run {path} --resume {run_id}`", soft_wrap=True)
             raise
     results = check_gates(run.metrics, gates)
     publish(run, settings=settings, gates=results, out=options.out, mlflow=options.mlflow,
