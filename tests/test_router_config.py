@@ -99,3 +99,15 @@ def test_the_shipped_example_is_valid(monkeypatch):
     assert config.backends["tuned"].local and not config.backends["cloud"].local
     router = Router.from_config(config, log_path=False, tracing=False)
     assert [b.name for b in router.routes["default"].backends] == ["tuned", "base", "cloud"]
+
+
+def test_the_public_api_changes_only_on_purpose():
+    import agentcycle.router as router
+
+    assert set(router.__all__) == {
+        "POLICIES", "AllBackendsFailed", "Backend", "Completion", "Policy", "Route",
+        "RouteRequest", "Router", "RouterConfig", "Stream", "StreamInterrupted",
+        "default_backends", "load_config", "parse_config", "policy"}
+    assert all(hasattr(router, name) for name in router.__all__)
+    assert {"fallback", "timeout", "least_latency", "cost_ceiling", "budget", "tags", "ab",
+            "quality"} <= set(router.POLICIES)

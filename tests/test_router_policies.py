@@ -254,3 +254,32 @@ def test_calls_are_llm_spans_with_route_reason_and_cost(settings):
     [stream_span] = mlflow.get_trace(newest.trace_id).data.spans
     assert stream_span.attributes["agentcycle.streamed"] is True
     assert stream_span.attributes["gen_ai.usage.output_tokens"] == 20
+
+
+def test_quality_policy_with_a_real_trained_router_from_yaml(tmp_path, embedder, monkeypatch):
+    from agentcycle.router import parse_config
+    from agentcycle.router.quality import train_quality_router
+
+    hard = [f"Which statute section governs case {i} of an eviction appeal?" for i in range(12)]
+    easy = [f"Say hello to person number {i}." for i in range(12)]
+    trained = train_quality_router(hard + easy, [False] * 12 + [True] * 12, embedder=embedder,
+                                   strong_share=0.5, cv_folds=3)
+    trained.save(tmp_path / "quality.skops")
+    with BackgroundServer(openai_fake_app()) as srv:
+        config = parse_config(f"""
+backends:
+  cheap: {{model: openai/cheap, api_base: {srv.url}/v1, local: true}}
+  strong: {{model: openai/strong, api_base: {srv.url}/v1}}
+routes:
+  smart:
+    backends: [cheap, strong]
+    policies: [{{quality: {{model: {tmp_path / 'quality.skops'}, strong: [strong]}}}}]
+""")
+        r = Router.from_config(config, log_path=False, tracing=False)
+        policy = r.routes["smart"].policies[0]
+        policy.predictor()._embedder = embedder  # the session's MiniLM, not a second copy
+        hard_one = r.complete([{"role": "user", "content": "Which statute section governs "
+                                                          "an appeal of an eviction?"}])
+        easy_one = r.complete([{"role": "user", "content": "Say hello to person 99."}])
+    assert hard_one.backend == "strong" and "-> strong" in hard_one.reason
+    assert easy_one.backend == "cheap" and "-> cheap" in easy_one.reason
