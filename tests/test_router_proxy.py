@@ -145,3 +145,17 @@ def test_feedback_feeds_the_ab_report(isolated_home):
     assert set(report) == {"a", "b"} and report["a"].n + report["b"].n == 40
     assert report["a"].quality_mean == 1.0 and 0.2 < report["b"].quality_mean < 0.8
     assert report["a"].quality_p_value is None and report["b"].quality_p_value < 0.05
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_a_request_every_backend_rejects_is_a_400_and_benches_no_backend(transport):
+    with BackgroundServer(openai_fake_app(fail_with=400)) as srv:
+        router = Router([fake("a", srv.url, transport), fake("b", srv.url, transport)],
+                        tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            answer = httpx.post(proxy.url + "/v1/chat/completions", timeout=10,
+                                json={"model": "default", "messages": MESSAGES})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "invalid_request"
+    assert len(srv.server.config.app.state.requests) == 2  # both were tried
+    assert router.state.cooling() == []  # the request's fault: both stay in rotation

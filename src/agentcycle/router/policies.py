@@ -20,8 +20,9 @@ from agentcycle.router.config import PolicyOptionError
 from agentcycle.router.pricing import prices_per_1k
 from agentcycle.router.state import RouterState
 
-ErrorKind = Literal["error", "timeout", "rate_limit", "context_window"]
-ALL_KINDS: frozenset[str] = frozenset({"error", "timeout", "rate_limit", "context_window"})
+ErrorKind = Literal["error", "timeout", "rate_limit", "context_window", "bad_request"]
+ALL_KINDS: frozenset[str] = frozenset(
+    {"error", "timeout", "rate_limit", "context_window", "bad_request"})
 
 
 @dataclass

@@ -191,8 +191,10 @@ def _tags(raw: bytes) -> list[str]:
 
 
 def _failure_code(exc: AllBackendsFailed) -> str:
-    return {429: "rate_limit_exceeded", 400: "context_length_exceeded",
-            504: "timeout", 503: "no_backend_available"}.get(exc.status, "all_backends_failed")
+    if set(exc.kinds) == {"context_window"}:
+        return "context_length_exceeded"
+    return {429: "rate_limit_exceeded", 400: "invalid_request", 504: "timeout",
+            503: "no_backend_available"}.get(exc.status, "all_backends_failed")
 
 
 def serve(router: Router, *, host: str = "127.0.0.1", port: int = 4000,

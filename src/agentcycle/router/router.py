@@ -59,7 +59,8 @@ class AllBackendsFailed(ServiceError):
         kinds = set(self.kinds)
         if not kinds:
             return 503
-        for kind, status in (("rate_limit", 429), ("context_window", 400), ("timeout", 504)):
+        for kind, status in (("rate_limit", 429), ("context_window", 400), ("timeout", 504),
+                             ("bad_request", 400)):
             if kinds == {kind}:
                 return status
         return 502
@@ -272,17 +273,20 @@ class Router:
                         raw = await call
                 return raw, time.perf_counter() - started
             except Exception as exc:
-                if attempt == backend.retries or transport.error_kind(exc) == "context_window":
+                if attempt == backend.retries or transport.error_kind(exc) in (
+                        "context_window", "bad_request"):  # the same request fails again
                     raise
                 await asyncio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
     def _failed(self, backend: Backend, exc: BaseException, failed: list) -> str:
+        kind = transport.error_kind(exc)
         message = _short_error(exc)
         log.warning("backend %s failed: %s", backend.name, message)
-        self.state.record_failure(backend.name)
+        if kind != "bad_request":  # a malformed request must not bench healthy backends
+            self.state.record_failure(backend.name)
         failed.append((backend.name, message))
-        return transport.error_kind(exc)
+        return kind
 
     def _start_probe(self, backend: Backend) -> None:
         task = asyncio.get_running_loop().create_task(self._probe(backend))

@@ -31,7 +31,8 @@ class StreamCut(Exception):
 
 
 def error_kind(exc: BaseException) -> str:
-    """One of: rate_limit, timeout, context_window, error (what fallback policies name)."""
+    """One of: rate_limit, timeout, context_window, bad_request, error (the names
+    fallback policies use)."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
     if "ContextWindowExceededError" in names or (
@@ -41,6 +42,9 @@ def error_kind(exc: BaseException) -> str:
         return "rate_limit"
     if names & {"Timeout", "TimeoutError", "APITimeoutError", "ServerTimeoutError"}:
         return "timeout"
+    if "ContentPolicyViolationError" not in names and (
+            names & {"BadRequestError", "UnprocessableEntityError"} or status in (400, 422)):
+        return "bad_request"  # the request's fault, not the backend's: no cooldown
     return "error"
 
 
@@ -52,7 +56,7 @@ async def complete(backend: Backend, messages: list[dict], params: Body,
 
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
-        api_key=_key(backend), timeout=timeout, max_retries=0, **params)
+        api_key=_key(backend), timeout=timeout, max_retries=0, drop_params=True, **params)
     return response.model_dump()
 
 
@@ -66,7 +70,7 @@ async def stream(backend: Backend, messages: list[dict], params: Body,
 
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
-        api_key=_key(backend), timeout=timeout, max_retries=0, stream=True,
+        api_key=_key(backend), timeout=timeout, max_retries=0, drop_params=True, stream=True,
         stream_options={"include_usage": True}, **params)
     async for chunk in response:
         yield chunk.model_dump(exclude_none=True)
