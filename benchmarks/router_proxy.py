@@ -113,13 +113,13 @@ def backend_process(port: int, folder: Path, name: str):
                    f"http://127.0.0.1:{port}/health", folder / f"{name}.log")
 
 
-def proxy_process(backend_ports: list[int], folder: Path):
+def proxy_process(backend_ports: list[int], folder: Path, transport: str = "direct"):
     port = free_port()
     names = [f"b{i}" for i in range(len(backend_ports))]
     lines = ["backends:"]
     for name, bport in zip(names, backend_ports, strict=True):
         lines.append(f"  {name}: {{model: openai/canned, api_base: http://127.0.0.1:{bport}/v1, "
-                     "local: true, transport: direct, timeout_s: 10}")
+                     f"local: true, transport: {transport}, timeout_s: 10}}")
     lines += ["routes:", f"  default: {{backends: [{', '.join(names)}]}}", "tracing: false",
               f"db_path: {folder / 'router.db'}", "proxy_key_env: BENCH_PROXY_KEY"]
     config = folder / f"router-{port}.yaml"
@@ -224,6 +224,10 @@ def overhead(args, folder: Path, console) -> list[dict]:
         port, proxy = proxy_process([backend_port], folder)
         stack.enter_context(proxy)
         targets["agentcycle"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if args.litellm_transport:  # the config default: calls through the LiteLLM SDK
+            port, proxy = proxy_process([backend_port], folder, "litellm")
+            stack.enter_context(proxy)
+            targets["agentcycle/sdk"] = f"http://127.0.0.1:{port}/v1/chat/completions"
         if litellm:
             try:
                 port, lite = litellm_process(litellm, backend_port, folder)
@@ -248,14 +252,15 @@ def overhead(args, folder: Path, console) -> list[dict]:
                    "added p50 ms", "rps vs direct", "rps vs LiteLLM"):
         table.add_column(column, justify="right")
     for row in rows:
-        direct, ours, lite = row["direct"], row["agentcycle"], row.get("litellm")
+        direct, lite = row["direct"], row.get("litellm")
         for name in targets:
             load = row[name]
             table.add_row(str(row["concurrency"]), name, f"{load.p(0.5):.2f}",
                           f"{load.p(0.95):.2f}", f"{load.rps:.0f}", str(load.failed),
                           "" if name == "direct" else f"{load.p(0.5) - direct.p(0.5):+.2f}",
                           "" if name == "direct" else f"{load.rps / direct.rps:.2f}x",
-                          f"{ours.rps / lite.rps:.2f}x" if name == "agentcycle" and lite else "")
+                          f"{row[name].rps / lite.rps:.2f}x"
+                          if name.startswith("agentcycle") and lite else "")
     console.print(table)
     return rows
 
@@ -301,6 +306,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per cell")
     parser.add_argument("--litellm", help="the `litellm` command (default: next to python)")
     parser.add_argument("--skip-fault", action="store_true")
+    parser.add_argument("--litellm-transport", action="store_true",
+                        help="also measure the proxy with `transport: litellm` (the default)")
     args = parser.parse_args()
     if args.serve_backend:
         serve_backend(args.serve_backend)
