@@ -62,6 +62,9 @@ def test_context_window_skip_and_overflow_fallback():
         result = declared.complete(long)
         assert result.backend == "big" and "context window" in result.reason
         assert small.server.config.app.state.requests == []
+        with pytest.raises(AllBackendsFailed, match="no backend left") as failure:
+            router([backend("small", small.url, context_window=64)]).complete(long)
+        assert failure.value.status == 400  # the proxy answers context_length_exceeded
         # Undeclared: the server's context_length_exceeded error falls back.
         for transport in ("litellm", "direct"):
             undeclared = router([backend("small", small.url, transport),

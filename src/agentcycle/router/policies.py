@@ -38,6 +38,7 @@ class RouteRequest:
     timeout_s: float | None = None
     fallback_on: frozenset[str] = ALL_KINDS
     max_attempts: int | None = None
+    context_skipped: bool = False  # a backend was skipped: the prompt exceeds its window
     _prompt_tokens: int | None = None
 
     def prompt_tokens(self) -> int:

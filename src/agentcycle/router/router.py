@@ -193,11 +193,8 @@ class Router:
                 continue
             self._record(result, request, streamed=False)
             return result
-        error = AllBackendsFailed(failed, kinds, None if plan else
-                                  f"no backend left for route '{chosen.name}' "
-                                  f"({'; '.join(reasons) or 'none configured'})")
-        self._record_failure(request_id, request, error, started, streamed=False)
-        raise error
+        raise self._exhausted(request, plan, reasons, failed, kinds, request_id, started,
+                              streamed=False)
 
     async def astream(self, messages: list[dict[str, Any]], *, route: str | None = None,
                       key: str | None = None, tags: list[str] | None = None,
@@ -249,6 +246,7 @@ class Router:
             needed = request.prompt_tokens() + int(request.params.get("max_tokens") or 0)
             fits = [b for b in candidates if not b.context_window or b.context_window >= needed]
             if len(fits) < len(candidates):
+                request.context_skipped = True
                 reasons.append(f"skipped {', '.join(b.name for b in candidates if b not in fits)}"
                                f": ~{needed} tokens exceed the context window")
             candidates = fits
@@ -336,6 +334,19 @@ class Router:
                 completion_tokens=result.completion_tokens, cost_usd=result.cost_usd,
                 latency_ms=result.latency_ms, status=status, error=error, streamed=streamed,
                 attempts=len(result.failed) + 1))
+
+    def _exhausted(self, request: RouteRequest, plan: list[Backend], reasons: list[str],
+                   failed: list, kinds: list[str], request_id: str, started: float, *,
+                   streamed: bool) -> AllBackendsFailed:
+        """The error (recorded) for a request no backend answered."""
+        message = None
+        if not plan:  # the policies left nothing to try
+            message = (f"no backend left for route '{request.route}' "
+                       f"({'; '.join(reasons) or 'none configured'})")
+            kinds = ["context_window"] if request.context_skipped else kinds
+        error = AllBackendsFailed(failed, kinds, message)
+        self._record_failure(request_id, request, error, started, streamed=streamed)
+        return error
 
     def _record_failure(self, request_id: str, request: RouteRequest, error: Exception,
                         started: float, *, streamed: bool) -> None:

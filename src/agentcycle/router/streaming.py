@@ -118,7 +118,7 @@ class Stream:
 
 
 async def open_stream(router: Router, route: Route, request: RouteRequest) -> Stream:
-    from agentcycle.router.router import AllBackendsFailed, position_reason
+    from agentcycle.router.router import position_reason
 
     request_id = new_request_id()
     started = time.perf_counter()
@@ -144,6 +144,5 @@ async def open_stream(router: Router, route: Route, request: RouteRequest) -> St
         reason = position_reason(reasons, failed, backend, route.name, router)
         return Stream(router, backend, request, request_id, reason, failed, chunks, first,
                       started, timeout)
-    error = AllBackendsFailed(failed, kinds)
-    router._record_failure(request_id, request, error, started, streamed=True)
-    raise error
+    raise router._exhausted(request, plan, reasons, failed, kinds, request_id, started,
+                            streamed=True)
