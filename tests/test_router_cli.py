@@ -170,3 +170,23 @@ def test_serve_runs_the_proxy_with_its_key(tmp_path, isolated_home):
             proc.terminate()
             proc.wait(timeout=15)
     assert (isolated_home / "router.db").exists()
+
+
+def test_sync_stream_matches_astream_and_closes_early(isolated_home):
+    from agentcycle.router.accounting import rows
+
+    async def main(router):
+        return await (await router.astream(MESSAGES)).text()
+
+    with BackgroundServer(openai_fake_app(answer="w1 w2 w3 w4")) as srv:
+        router = Router([Backend(name="m", model="openai/m", api_base=srv.url + "/v1",
+                                 transport="direct")], tracing=False)
+        chunks = list(router.stream(MESSAGES))
+        text = "".join((c["choices"][0]["delta"].get("content") or "")
+                       for c in chunks if c.get("choices"))
+        assert text == asyncio.run(main(router)) == "w1 w2 w3 w4"
+        for _ in router.stream(MESSAGES):
+            break  # the caller stops reading after one chunk
+        router.close()
+    statuses = sorted(r.status for r in rows(isolated_home / "router.db"))
+    assert statuses == ["cancelled", "ok", "ok"]

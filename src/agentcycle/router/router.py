@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,12 @@ class Router:
         chosen = self.resolve(route)
         request = RouteRequest(chosen.name, messages, params, key=key, tags=tags or [])
         return await open_stream(self, chosen, request)
+
+    def stream(self, messages: list[dict[str, Any]], **params: Any) -> Iterator[dict]:
+        """The sync twin of astream: OpenAI chunk dicts (same fallback, same errors)."""
+        from agentcycle.router.streaming import sync_chunks
+
+        return sync_chunks(self._loop, self.astream(messages, **params))
 
     def record_feedback(self, request_id: str, score: float) -> None:
         """A quality score (e.g. 0..1, thumbs up = 1) for an earlier request (A/B reports)."""

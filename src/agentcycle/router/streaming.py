@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from agentcycle.errors import ServiceError
 from agentcycle.router import transport
+from agentcycle.router._loop import LoopThread
 from agentcycle.router._spans import llm_span, span_attributes
 from agentcycle.router.policies import RouteRequest
 from agentcycle.router.state import new_request_id
@@ -146,3 +147,23 @@ async def open_stream(router: Router, route: Route, request: RouteRequest) -> St
                       started, timeout)
     raise router._exhausted(request, plan, reasons, failed, kinds, request_id, started,
                             streamed=True)
+
+
+def sync_chunks(loop: LoopThread, opening: Coroutine[Any, Any, Stream]) -> Iterator[dict]:
+    """Drive a Stream from sync code, one chunk at a time on the router's loop thread."""
+    chunks = loop.run(opening).__aiter__()
+
+    async def step() -> tuple[bool, dict | None]:
+        try:
+            return True, await anext(chunks)
+        except StopAsyncIteration:
+            return False, None
+
+    try:
+        while True:
+            more, chunk = loop.run(step())
+            if not more:
+                return
+            yield chunk  # type: ignore[misc]
+    finally:  # a caller that stops early still closes the backend's stream (and logs it)
+        loop.run(chunks.aclose())
