@@ -48,7 +48,7 @@ def test_check_prints_the_routes_or_one_error_line(config_file, monkeypatch):
     assert "Traceback" not in bad.output
 
 
-def test_export_litellm_writes_a_litellm_proxy_config(config_file, tmp_path):
+def test_export_litellm_writes_a_litellm_proxy_config(config_file, tmp_path, monkeypatch):
     out = tmp_path / "litellm.yaml"
     result = runner.invoke(app, ["router", "export-litellm", "--config", str(config_file),
                                  "--out", str(out)])
@@ -65,6 +65,14 @@ def test_export_litellm_writes_a_litellm_proxy_config(config_file, tmp_path):
     settings = exported["router_settings"]
     assert settings["fallbacks"] == [{"default": ["cloud"]}]
     assert settings["routing_strategy"] == "latency-based-routing"
+    # LiteLLM itself accepts it, keys resolved from the environment.
+    from agentcycle.router.router import import_litellm
+
+    monkeypatch.setenv("TEST_CLOUD_KEY", "sk-from-env")
+    litellm_router = import_litellm().Router(model_list=exported["model_list"], **settings)
+    assert set(litellm_router.get_model_names()) == {"local", "cloud", "default", "fast"}
+    cloud_params = litellm_router.get_deployment_by_model_group_name("cloud").litellm_params
+    assert cloud_params.api_key == "sk-from-env"
 
 
 def test_stats_and_ab_report_read_the_log(isolated_home):
