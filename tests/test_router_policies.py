@@ -286,3 +286,18 @@ routes:
         easy_one = r.complete([{"role": "user", "content": "Say hello to person 99."}])
     assert hard_one.backend == "strong" and "-> strong" in hard_one.reason
     assert easy_one.backend == "cheap" and "-> cheap" in easy_one.reason
+
+
+def test_route_timeout_and_max_attempts():
+    with BackgroundServer(openai_fake_app(delay_s=1.0)) as slow, \
+            BackgroundServer(openai_fake_app(answer="fast")) as fast, dead_url() as dead:
+        r = router([backend("slow", slow.url, "direct", timeout_s=30),
+                    backend("fast", fast.url, "direct")], [{"timeout": {"seconds": 0.2}}])
+        started = time.perf_counter()
+        result = r.complete(MESSAGES)
+        assert result.backend == "fast" and time.perf_counter() - started < 0.9
+        capped = router([backend("d1", dead), backend("d2", dead), backend("ok", fast.url)],
+                        [{"fallback": {"max_attempts": 2}}])
+        with pytest.raises(AllBackendsFailed) as failure:
+            capped.complete(MESSAGES)
+    assert [name for name, _ in failure.value.errors] == ["d1", "d2"]
