@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import re
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,12 +94,14 @@ class ArmRow:
 def _welch(a: list[float], b: list[float]) -> float | None:
     if len(a) < 2 or len(b) < 2:
         return None
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # both constant: no variance to test against
+        return 1.0 if a[0] == b[0] else 0.0
     from scipy import stats as scipy_stats
 
-    p = float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
-    if math.isnan(p):  # both samples constant: equal means -> 1, different -> 0
-        return 1.0 if np.mean(a) == np.mean(b) else 0.0
-    return p
+    with warnings.catch_warnings():  # near-constant samples: scipy warns, p is still fine
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return 1.0 if math.isnan(p) else p
 
 
 def ab_report(path: str | Path, since: str | None = None) -> list[ArmRow]:

@@ -7,6 +7,8 @@ the proxy can send them on without another pydantic round trip.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -92,6 +94,7 @@ def _session():
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
+        _forget_stale()
         # Keep-alive connections are what make the proxy cheap: no connect per request.
         # Idle connections are dropped before the server's own keep-alive timeout
         # (uvicorn: 5 s), or a reused one may be closed under our feet.
@@ -99,6 +102,26 @@ def _session():
         session = aiohttp.ClientSession(connector=connector, json_serialize=_dumps)
         _sessions[loop] = session
     return session
+
+
+def _forget(session: Any) -> None:
+    """Drop a session whose loop is gone (each ``asyncio.run`` is a new loop): its
+    sockets die with the loop; this only stops aiohttp warning about it at exit."""
+    with contextlib.suppress(Exception):
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            connector._close()  # sync part of close(); the loop cannot run the rest
+
+
+def _forget_stale(at_exit: bool = False) -> None:
+    for loop, session in list(_sessions.items()):
+        if at_exit or loop.is_closed():
+            _sessions.pop(loop, None)
+            _forget(session)
+
+
+atexit.register(_forget_stale, True)
 
 
 async def close_sessions() -> None:
