@@ -59,6 +59,8 @@ def test_a_good_config_builds_a_router():
      "router.yaml:11: routes.default.backends.1: unknown backend 'clod' (known: local, cloud)"),
     (("      - least_latency", "      - fastest"),
      "router.yaml:13: routes.default.policies.0: unknown policy 'fastest'"),
+    (("    api_key_env: TEST_CLOUD_KEY", "    api_key_env: TEST_CLOUD_KEY\n    transport: direct"),
+     "router.yaml:7: backends.cloud: Value error, transport: direct needs an api_base"),
     (("{usd_per_day: 1}", "{usd_per_day: -1}"),
      "router.yaml:14: routes.default.policies.1.budget.usd_per_day: Input should be greater"),
     (("{usd_per_day: 1}", "{usd_per_day: 1, dollars: 1}"),

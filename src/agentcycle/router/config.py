@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentcycle.errors import ConfigError
 from agentcycle.router.backends import Backend, Transport
@@ -43,6 +43,12 @@ class BackendConfig(_Strict):
     retries: int = Field(0, ge=0, le=10)
     local: bool = False
     transport: Transport = "litellm"
+
+    @model_validator(mode="after")
+    def _direct_needs_a_url(self) -> BackendConfig:
+        if self.transport == "direct" and not self.api_base:
+            raise ValueError("transport: direct needs an api_base (an OpenAI-compatible URL)")
+        return self
 
 
 class RouteConfig(_Strict):

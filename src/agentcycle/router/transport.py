@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from agentcycle.errors import ConfigError
 from agentcycle.router.backends import Backend
 
 Body = dict[str, Any]
@@ -137,7 +138,7 @@ def _dumps(data: Any) -> str:
 
 def _request(backend: Backend, messages: list[dict], params: Body, streaming: bool):
     if not backend.api_base:
-        raise BackendError(400, f"backend {backend.name} has transport: direct but no api_base")
+        raise ConfigError(f"backend {backend.name} has transport: direct but no api_base")
     body = {**params, "model": backend.served_model, "messages": messages}
     if streaming:
         body["stream"] = True
