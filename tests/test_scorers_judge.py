@@ -111,3 +111,13 @@ def test_judge_with_the_real_bundled_model(base_server):
     with pytest.raises(ConfigError, match="not one of the router's backends"):
         asyncio.run(resolve_scorer({"name": "llm_judge", "model": "gpt-x"}).score(
             CASE, output, ctx))
+
+
+@pytest.mark.parametrize("reply", [
+    "The answer to the question is: The landlord must serve notice on Form T-9.",
+    "The deposit must be returned to the tenant within 21 days of the tenancy ending, "
+    "unless the landlord has lodged a claim against it with the Registry.",
+    '{"score": N, "reason": "..."}',
+])
+def test_parse_verdict_does_not_read_figures_of_a_restated_answer_as_a_score(reply):
+    assert parse_verdict(reply)[0] is None

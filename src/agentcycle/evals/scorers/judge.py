@@ -28,6 +28,7 @@ _SYSTEM = ("You are a strict grader. Grade the answer against the rubric. Reply 
            "rubric) to 5 (fully meets it).")
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
+_SHORT_REPLY_WORDS = 12
 _JSON_KEYS = ("score", "rating", "grade", "value", "verdict", "result", "pass", "passed",
               "correct", "faithful", "label")
 _PASS_WORDS = r"pass(?:ed|es)?|correct|true|faithful|supported|grounded|accept(?:ed)?"
@@ -114,10 +115,12 @@ def parse_verdict(text: str, scale: float = 5.0) -> tuple[float | None, str]:
     word = _word_verdict(text)
     if word is not None:
         return word, "parsed a verdict word"
-    number = re.search(_NUMBER, text)
-    if number:
-        return _scaled(float(number.group(0)), scale,
-                       had_point="." in number.group(0)), "parsed a bare number"
+    # A bare number is a verdict only in a short reply, standing alone ("4", "I'd say 4."),
+    # on the scale: not "Form T-9" or "within 21 days" in a reply that restates the answer.
+    number = re.search(r"(?<![\w§-])(\d+(?:\.\d+)?)(?![\w-])", text)
+    if number and len(text.split()) <= _SHORT_REPLY_WORDS and float(number.group(1)) <= scale:
+        return _scaled(float(number.group(1)), scale,
+                       had_point="." in number.group(1)), "parsed a bare number"
     return None, f"no verdict found in {text.strip()[:80]!r}"
 
 
