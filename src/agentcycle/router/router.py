@@ -249,7 +249,8 @@ class Router:
         if request.tags:  # the caller's tags hold on every route, with or without `tags`
             wanted = set(request.tags)
             candidates = [b for b in candidates if wanted <= set(b.tags)]
-        if any(b.context_window for b in candidates):
+        windows = [b.context_window for b in candidates if b.context_window]
+        if windows and request.max_tokens_upper_bound() > min(windows):
             needed = request.prompt_tokens() + int(request.params.get("max_tokens") or 0)
             fits = [b for b in candidates if not b.context_window or b.context_window >= needed]
             if len(fits) < len(candidates):
