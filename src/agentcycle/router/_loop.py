@@ -9,7 +9,9 @@ the caller's open span.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 from collections.abc import Coroutine
@@ -37,6 +39,7 @@ class LoopThread:
                                                 daemon=True)
                 self._thread.start()
                 self._loop = loop
+                atexit.register(self.stop)  # pending tasks end quietly, not destroyed
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -56,10 +59,21 @@ class LoopThread:
         return result.result()
 
     def stop(self) -> None:
+        """Cancel what still runs there (LiteLLM's logging worker, probes), then stop."""
         with self._lock:
             loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _settle(task: asyncio.Task, result: concurrent.futures.Future) -> None:
