@@ -76,7 +76,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def process(args: list[str], health_url: str, log: Path, env: dict | None = None,
-            timeout: float = 120.0):
+            timeout: float = 120.0, stop_signal: int = signal.SIGTERM):
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, start_new_session=True)
@@ -94,10 +94,16 @@ def process(args: list[str], health_url: str, log: Path, env: dict | None = None
             time.sleep(0.3)
         yield proc
     finally:
-        stop(proc)
+        stop(proc, stop_signal)
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, first: int = signal.SIGTERM) -> None:
+    if first == signal.SIGINT:  # uvicorn's first Ctrl-C drains, the second exits
+        for _ in range(2):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -113,7 +119,8 @@ def backend_process(port: int, folder: Path, name: str):
                    f"http://127.0.0.1:{port}/health", folder / f"{name}.log")
 
 
-def proxy_process(backend_ports: list[int], folder: Path, transport: str = "direct"):
+def proxy_process(backend_ports: list[int], folder: Path, transport: str = "direct",
+                  profile: Path | None = None):
     port = free_port()
     names = [f"b{i}" for i in range(len(backend_ports))]
     lines = ["backends:"]
@@ -124,11 +131,16 @@ def proxy_process(backend_ports: list[int], folder: Path, transport: str = "dire
               f"db_path: {folder / 'router.db'}", "proxy_key_env: BENCH_PROXY_KEY"]
     config = folder / f"router-{port}.yaml"
     config.write_text("\n".join(lines) + "\n")
-    agentcycle = str(Path(sys.executable).parent / "agentcycle")
-    return port, process([agentcycle, "router", "serve", "--config", str(config), "--port",
+    agentcycle = [str(Path(sys.executable).parent / "agentcycle")]
+    if profile:  # pyinstrument writes its report when uvicorn exits on SIGTERM
+        agentcycle = [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all",
+                      "-o", str(profile),
+                      *agentcycle]
+    return port, process([*agentcycle, "router", "serve", "--config", str(config), "--port",
                           str(port)], f"http://127.0.0.1:{port}/health",
                          folder / f"proxy-{port}.log",
-                         env={"AGENTCYCLE_HOME": str(folder / "home"), "BENCH_PROXY_KEY": KEY})
+                         env={"AGENTCYCLE_HOME": str(folder / "home"), "BENCH_PROXY_KEY": KEY},
+                         stop_signal=signal.SIGINT if profile else signal.SIGTERM)
 
 
 def litellm_process(litellm: str, backend_port: int, folder: Path):
@@ -297,6 +309,18 @@ def fault(args, folder: Path, console) -> Load:
     return load
 
 
+def profile_proxy(args, folder: Path, console) -> None:
+    """The proxy under pyinstrument while 16 clients send requests through it."""
+    backend_port = free_port()
+    report = folder / "proxy-profile.txt"
+    with backend_process(backend_port, folder, "backend"):
+        port, proxy = proxy_process([backend_port], folder, args.profile_transport, report)
+        with proxy:
+            load = run_load(f"http://127.0.0.1:{port}/v1/chat/completions", args.requests, 16)
+    console.print(f"profiled {args.requests} requests ({load.rps:.0f} req/s under the "
+                  f"profiler): {report}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
@@ -306,6 +330,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per cell")
     parser.add_argument("--litellm", help="the `litellm` command (default: next to python)")
     parser.add_argument("--skip-fault", action="store_true")
+    parser.add_argument("--profile", choices=["direct", "litellm"], dest="profile_transport",
+                        help="only profile the proxy (pyinstrument) with this transport")
     parser.add_argument("--litellm-transport", action="store_true",
                         help="also measure the proxy with `transport: litellm` (the default)")
     args = parser.parse_args()
@@ -316,6 +342,9 @@ def main() -> int:
 
     console = Console(width=120)
     folder = Path(tempfile.mkdtemp(prefix="agentcycle-proxy-bench-"))
+    if args.profile_transport:
+        profile_proxy(args, folder, console)
+        return 0
     overhead(args, folder, console)
     if not args.skip_fault:
         fault(args, folder, console)
