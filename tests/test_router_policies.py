@@ -301,3 +301,26 @@ def test_route_timeout_and_max_attempts():
         with pytest.raises(AllBackendsFailed) as failure:
             capped.complete(MESSAGES)
     assert [name for name, _ in failure.value.errors] == ["d1", "d2"]
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_stopping_the_primary_mid_load_fails_no_request(transport):
+    async def load(r, primary):
+        async def one(i):
+            if i == 60:
+                await asyncio.to_thread(primary.__exit__, None, None, None)  # stop it
+            return await r.acomplete(MESSAGES, route="r")
+
+        async def client(start):
+            return [await one(i) for i in range(start, 200, 8)]
+
+        return [x for part in await asyncio.gather(*(client(s) for s in range(8)))
+                for x in part]
+
+    with BackgroundServer(openai_fake_app(answer="secondary")) as secondary:
+        primary = BackgroundServer(openai_fake_app(answer="primary", delay_s=0.01)).__enter__()
+        r = router([backend("p", primary.url, transport), backend("s", secondary.url, transport)])
+        results = asyncio.run(load(r, primary))
+    assert len(results) == 200  # every request answered: none raised
+    served = [x.backend for x in results]
+    assert served[0] == "p" and served.count("s") > 50
