@@ -159,3 +159,20 @@ def test_a_request_every_backend_rejects_is_a_400_and_benches_no_backend(transpo
     assert answer.json()["error"]["code"] == "invalid_request"
     assert len(srv.server.config.app.state.requests) == 2  # both were tried
     assert router.state.cooling() == []  # the request's fault: both stay in rotation
+
+
+def test_tag_and_session_headers_steer_the_route():
+    with BackgroundServer(openai_fake_app()) as srv:
+        router = Router([fake("a", srv.url, tags=["cloud"]), fake("b", srv.url, tags=["legal"])],
+                        routes={"ab": [{"ab": {"arms": {"a": 1, "b": 1}}}]}, tracing=False,
+                        log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            def ask(**headers):
+                reply = httpx.post(proxy.url + "/v1/chat/completions", headers=headers,
+                                   json={"model": "ab", "messages": MESSAGES})
+                return reply.headers["x-agentcycle-backend"]
+
+            assert {ask(**{"x-agentcycle-tags": "legal"}) for _ in range(6)} == {"b"}
+            for session in ("s1", "s2", "s3", "s4"):
+                assert len({ask(**{"x-session-id": session}) for _ in range(4)}) == 1
+            assert len({ask(**{"x-session-id": f"s{i}"}) for i in range(30)}) == 2
