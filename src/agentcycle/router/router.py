@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router import transport
@@ -29,6 +29,9 @@ from agentcycle.router.backends import Backend
 from agentcycle.router.policies import Policy, RouteRequest, build_policies
 from agentcycle.router.pricing import call_cost
 from agentcycle.router.state import RouterState, new_request_id, utc_day
+
+if TYPE_CHECKING:
+    from agentcycle.router.streaming import Stream
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +202,7 @@ class Router:
 
     async def astream(self, messages: list[dict[str, Any]], *, route: str | None = None,
                       key: str | None = None, tags: list[str] | None = None,
-                      **params: Any):
+                      **params: Any) -> Stream:
         """A streamed completion: falls back until a backend sends its first chunk, then
         returns a :class:`~agentcycle.router.streaming.Stream` of OpenAI chunk dicts."""
         from agentcycle.router.streaming import open_stream
