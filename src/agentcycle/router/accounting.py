@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from agentcycle.errors import DataError
@@ -185,7 +185,3 @@ def rows(path: str | Path, since: float | None = None) -> list[RequestRecord]:
         found = db.execute("SELECT * FROM requests WHERE time >= ? ORDER BY time",
                            (since or 0.0,)).fetchall()
     return [RequestRecord(**dict(row)) for row in found]
-
-
-def record_dict(record: RequestRecord) -> dict:
-    return asdict(record)
