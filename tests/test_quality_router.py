@@ -6,6 +6,7 @@ about deposits (Part 2, §§ 8-14). Trained on the train split, judged on the ot
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -48,8 +49,7 @@ def test_learns_which_prompts_the_cheap_model_fails(trained):
     failed = [not p for p in test_passed]
     assert roc_auc_score(failed, p_fail) > 0.9
     # Calibrated on the training prompts, the share holds on unseen ones.
-    routed = [trained.predict([{"role": "user", "content": q}])[0] for q in test_prompts]
-    assert abs(np.mean(routed) - 0.25) < 0.1
+    assert abs(np.mean(p_fail > trained.threshold) - 0.25) < 0.1
     curve = cost_quality_curve(p_fail, test_passed)
     assert curve.apgr > 0.8 and curve.apgr_random == pytest.approx(0.5)
     assert curve.cpt(0.5) < 0.25 and curve.cpt(0.5, random=True) == pytest.approx(0.5, abs=0.02)
@@ -69,6 +69,7 @@ def test_save_load_round_trip(trained, tmp_path):
                 {"role": "user", "content": "How much deposit may a landlord take?"}]
     use_strong, p = loaded.predict(messages)
     assert use_strong and p > loaded.threshold
+    assert asyncio.run(loaded.apredict(messages)) == (use_strong, p)
     # Re-calibrating needs no retraining: more strong calls, a lower threshold.
     assert loaded.calibrate(0.6).threshold < loaded.threshold
     assert not loaded.calibrate(0.0).predict(messages)[0]

@@ -141,6 +141,12 @@ class QualityRouter:
         p = float(self.p_fail([last_user_text(messages)])[0])
         return p > self.threshold, p
 
+    async def apredict(self, messages: list[dict]) -> tuple[bool, float]:
+        """predict() off the event loop: embedding the prompt is CPU work (5-50 ms)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.predict, messages)
+
     def calibrate(self, strong_share: float) -> QualityRouter:
         """The same scorer with the threshold set for another share of strong calls."""
         return QualityRouter(self.model, threshold=_threshold(self.train_p_fail, strong_share),
