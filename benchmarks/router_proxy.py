@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -164,6 +164,10 @@ class Load:
     latencies: list[float]
     failed: int
     seconds: float
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds by process
+
+    def cpu_ms(self, who: str) -> float:
+        return 1000 * self.cpu_s.get(who, 0.0) / max(1, len(self.latencies) + self.failed)
 
     @property
     def rps(self) -> float:
@@ -203,8 +207,21 @@ async def drive(url: str, requests: int, concurrency: int, on_progress=None) -> 
     return Load(latencies, failed, time.perf_counter() - started)
 
 
-def run_load(url: str, requests: int, concurrency: int, on_progress=None) -> Load:
-    return asyncio.run(drive(url, requests, concurrency, on_progress))
+def run_load(url: str, requests: int, concurrency: int, on_progress=None,
+             watch: dict[str, int] | None = None) -> Load:
+    """One load run; ``watch``: processes (name -> pid) whose CPU time it costs."""
+    import psutil
+
+    procs = {name: psutil.Process(pid) for name, pid in (watch or {}).items()}
+    procs["client"] = psutil.Process()
+
+    def cpu() -> dict[str, float]:
+        return {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
+
+    before = cpu()
+    load = asyncio.run(drive(url, requests, concurrency, on_progress))
+    load.cpu_s = {name: t - before[name] for name, t in cpu().items()}
+    return load
 
 
 # --- the benchmark ------------------------------------------------------------------------
@@ -231,19 +248,21 @@ def overhead(args, folder: Path, console) -> list[dict]:
     litellm, why_not = find_litellm(args.litellm)
     rows = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(backend_process(backend_port, folder, "backend"))
+        backend = stack.enter_context(backend_process(backend_port, folder, "backend"))
         targets = {"direct": f"http://127.0.0.1:{backend_port}/v1/chat/completions"}
+        pids = {"direct": {"backend": backend.pid}}
         port, proxy = proxy_process([backend_port], folder)
-        stack.enter_context(proxy)
+        pids["agentcycle"] = {"backend": backend.pid, "proxy": stack.enter_context(proxy).pid}
         targets["agentcycle"] = f"http://127.0.0.1:{port}/v1/chat/completions"
         if args.litellm_transport:  # the config default: calls through the LiteLLM SDK
             port, proxy = proxy_process([backend_port], folder, "litellm")
-            stack.enter_context(proxy)
+            pids["agentcycle/sdk"] = {"backend": backend.pid,
+                                      "proxy": stack.enter_context(proxy).pid}
             targets["agentcycle/sdk"] = f"http://127.0.0.1:{port}/v1/chat/completions"
         if litellm:
             try:
                 port, lite = litellm_process(litellm, backend_port, folder)
-                stack.enter_context(lite)
+                pids["litellm"] = {"backend": backend.pid, "proxy": stack.enter_context(lite).pid}
                 targets["litellm"] = f"http://127.0.0.1:{port}/v1/chat/completions"
             except RuntimeError as exc:
                 why_not = f"the LiteLLM proxy did not start: {str(exc)[:300]}"
@@ -255,13 +274,15 @@ def overhead(args, folder: Path, console) -> list[dict]:
             loads: dict[str, list[Load]] = {name: [] for name in targets}
             for _ in range(args.rounds):  # interleaved, so drift hits every target alike
                 for name, url in targets.items():
-                    loads[name].append(run_load(url, args.requests // args.rounds, concurrency))
+                    loads[name].append(run_load(url, args.requests // args.rounds, concurrency,
+                                                watch=pids[name]))
             rows.append({"concurrency": concurrency, **{
                 name: _merge(parts) for name, parts in loads.items()}})
     table = Table(title=f"router proxy vs direct vs LiteLLM proxy ({args.requests} requests "
                         "per cell, canned backend on 127.0.0.1)")
     for column in ("clients", "target", "p50 ms", "p95 ms", "req/s", "failed",
-                   "added p50 ms", "rps vs direct", "rps vs LiteLLM"):
+                   "added p50 ms", "rps vs direct", "rps vs LiteLLM",
+                   "CPU ms/req proxy", "backend", "client"):
         table.add_column(column, justify="right")
     for row in rows:
         direct, lite = row["direct"], row.get("litellm")
@@ -272,14 +293,17 @@ def overhead(args, folder: Path, console) -> list[dict]:
                           "" if name == "direct" else f"{load.p(0.5) - direct.p(0.5):+.2f}",
                           "" if name == "direct" else f"{load.rps / direct.rps:.2f}x",
                           f"{row[name].rps / lite.rps:.2f}x"
-                          if name.startswith("agentcycle") and lite else "")
+                          if name.startswith("agentcycle") and lite else "",
+                          "" if name == "direct" else f"{load.cpu_ms('proxy'):.2f}",
+                          f"{load.cpu_ms('backend'):.2f}", f"{load.cpu_ms('client'):.2f}")
     console.print(table)
     return rows
 
 
 def _merge(parts: list[Load]) -> Load:
     return Load([x for p in parts for x in p.latencies], sum(p.failed for p in parts),
-                sum(p.seconds for p in parts))
+                sum(p.seconds for p in parts),
+                {k: sum(p.cpu_s.get(k, 0.0) for p in parts) for k in parts[0].cpu_s})
 
 
 def fault(args, folder: Path, console) -> Load:
@@ -340,7 +364,7 @@ def main() -> int:
         return 0
     from rich.console import Console
 
-    console = Console(width=120)
+    console = Console(width=160)
     folder = Path(tempfile.mkdtemp(prefix="agentcycle-proxy-bench-"))
     if args.profile_transport:
         profile_proxy(args, folder, console)
