@@ -120,7 +120,7 @@ def backend_process(port: int, folder: Path, name: str):
 
 
 def proxy_process(backend_ports: list[int], folder: Path, transport: str = "direct",
-                  profile: Path | None = None):
+                  profile: Path | None = None, pythonpath: str | None = None):
     port = free_port()
     names = [f"b{i}" for i in range(len(backend_ports))]
     lines = ["backends:"]
@@ -139,7 +139,8 @@ def proxy_process(backend_ports: list[int], folder: Path, transport: str = "dire
     return port, process([*agentcycle, "router", "serve", "--config", str(config), "--port",
                           str(port)], f"http://127.0.0.1:{port}/health",
                          folder / f"proxy-{port}.log",
-                         env={"AGENTCYCLE_HOME": str(folder / "home"), "BENCH_PROXY_KEY": KEY},
+                         env={"AGENTCYCLE_HOME": str(folder / "home"), "BENCH_PROXY_KEY": KEY,
+                              **({"PYTHONPATH": pythonpath} if pythonpath else {})},
                          stop_signal=signal.SIGINT if profile else signal.SIGTERM)
 
 
@@ -259,6 +260,11 @@ def overhead(args, folder: Path, console) -> list[dict]:
             pids["agentcycle/sdk"] = {"backend": backend.pid,
                                       "proxy": stack.enter_context(proxy).pid}
             targets["agentcycle/sdk"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if args.fast_io:  # uvicorn picks uvloop and httptools when it can import them
+            port, proxy = proxy_process([backend_port], folder, pythonpath=args.fast_io)
+            pids["agentcycle+uvloop"] = {"backend": backend.pid,
+                                         "proxy": stack.enter_context(proxy).pid}
+            targets["agentcycle+uvloop"] = f"http://127.0.0.1:{port}/v1/chat/completions"
         if litellm:
             try:
                 port, lite = litellm_process(litellm, backend_port, folder)
@@ -356,6 +362,9 @@ def main() -> int:
     parser.add_argument("--skip-fault", action="store_true")
     parser.add_argument("--profile", choices=["direct", "litellm"], dest="profile_transport",
                         help="only profile the proxy (pyinstrument) with this transport")
+    parser.add_argument("--fast-io", metavar="DIR",
+                        help="also measure the proxy with uvloop + httptools importable from DIR "
+                             "(pip install --target DIR uvloop httptools)")
     parser.add_argument("--litellm-transport", action="store_true",
                         help="also measure the proxy with `transport: litellm` (the default)")
     args = parser.parse_args()
