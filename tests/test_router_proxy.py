@@ -176,3 +176,44 @@ def test_tag_and_session_headers_steer_the_route():
             for session in ("s1", "s2", "s3", "s4"):
                 assert len({ask(**{"x-session-id": session}) for _ in range(4)}) == 1
             assert len({ask(**{"x-session-id": f"s{i}"}) for i in range(30)}) == 2
+
+
+def test_router_and_litellm_arguments_in_the_body_are_refused_by_name():
+    """`route`/`key`/`tags` in a body were a 500 (TypeError), `timeout`/`api_key` a 502
+    that benched the backend, and `base_url` sent the backend's key to the client's URL."""
+    with BackgroundServer(openai_fake_app()) as srv, BackgroundServer(
+            openai_fake_app()) as elsewhere:
+        router = Router([fake("a", srv.url, "litellm")], tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            for extra in ({"route": "x"}, {"key": "k"}, {"tags": ["a"]}, {"timeout": 1},
+                          {"api_key": "x"}, {"base_url": elsewhere.url + "/v1"},
+                          {"extra_headers": {"x": "y"}}):
+                for stream in (False, True):
+                    answer = httpx.post(proxy.url + "/v1/chat/completions", timeout=10, json={
+                        "model": "a", "messages": MESSAGES, "stream": stream, **extra})
+                    assert answer.status_code == 400, (extra, answer.text)
+                    error = answer.json()["error"]
+                    assert error["code"] == "unsupported_parameter"
+                    assert next(iter(extra)) in error["message"]
+            ok = client(proxy).chat.completions.create(model="a", messages=MESSAGES,
+                                                        temperature=0.1, seed=1)
+    assert ok.choices[0].message.content
+    assert router.state.cooling() == []
+    assert len(srv.server.config.app.state.requests) == 1
+    assert elsewhere.server.config.app.state.requests == []
+
+
+def test_malformed_messages_and_unknown_paths_are_openai_errors():
+    with BackgroundServer(openai_fake_app()) as srv:
+        router = Router([fake("a", srv.url)], tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            for messages in ([1, 2], [{"content": "no role"}], "hi", []):
+                answer = httpx.post(proxy.url + "/v1/chat/completions",
+                                    json={"model": "a", "messages": messages})
+                assert answer.status_code == 400, answer.text
+                assert "messages" in answer.json()["error"]["message"]
+            missing = httpx.post(proxy.url + "/v1/embeddings", json={"input": "x"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert srv.server.config.app.state.requests == []  # nothing reached the backend
+    assert router.state.cooling() == []

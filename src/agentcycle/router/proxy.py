@@ -65,11 +65,19 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         try:
             payload = orjson.loads(await _body(receive))
             messages = payload.pop("messages")
-            if not isinstance(messages, list) or not messages:
+            if not isinstance(messages, list) or not messages or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
                 raise ValueError
         except (orjson.JSONDecodeError, KeyError, ValueError, AttributeError, TypeError):
             return await _send_json(send, 400, error_body(
-                400, "the body must be JSON with a non-empty `messages` list"))
+                400, "the body must be JSON with a non-empty `messages` list of "
+                     '{"role": ..., "content": ...} objects'))
+        if refused_params := sorted(set(payload) - _CLIENT_PARAMS):
+            # Not passed on: `base_url`/`api_key` would redirect the backend's key, and
+            # `timeout`/`route`/... clash with the router's own arguments.
+            return await _send_json(send, 400, error_body(
+                400, f"unsupported parameter(s): {', '.join(refused_params)}",
+                "unsupported_parameter"))
         session = headers.get(b"x-session-id")
         options = {"route": payload.pop("model", None),
                    "key": session.decode() if session else payload.get("user"),
@@ -135,12 +143,30 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
             if scope["method"] != "POST":
                 return await _send_json(send, 405, error_body(405, "use POST"))
             return await chat(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] not in _REST_PATHS:
+            return await _send_json(send, 404, error_body(
+                404, f"no such endpoint {scope['path']} (the proxy serves "
+                     "/v1/chat/completions, /v1/models, /v1/feedback)", "not_found"))
         await rest(scope, receive, send)
 
     return app
 
 
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_REST_PATHS = frozenset({"/v1/models", "/models", "/v1/feedback", "/health"})
+# What a client may send besides `messages`: the OpenAI chat-completions parameters (and
+# the sampling extras vLLM and transformers accept). Anything else is refused by name,
+# as OpenAI does, rather than handed to LiteLLM, whose own arguments (base_url, api_key,
+# timeout, extra_headers ...) would let a client redirect a backend and its key.
+_CLIENT_PARAMS = frozenset({
+    "model", "stream", "stream_options", "user", "temperature", "top_p", "n", "stop",
+    "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "seed", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls", "functions", "function_call", "metadata", "store",
+    "service_tier", "reasoning_effort", "modalities", "audio", "prediction", "verbosity",
+    "web_search_options", "prompt_cache_key", "safety_identifier",
+    "top_k", "min_p", "repetition_penalty",
+})
 
 
 async def _body(receive: Receive) -> bytes:
