@@ -35,6 +35,9 @@ CASE = Case(id="j", input="When must the deposit be returned?",
     ("5", 1.0),
     ("0.8", 0.8),
     ("I think about a 2", 0.4),
+    ("4 - good", 0.8),
+    ("The answer does not meet the rubric.", 0.0),
+    ("The answer is not a valid answer to the question.", 0.0),
     ('{"score": 7}', 1.0),  # clipped to the scale
 ])
 def test_parse_verdict_on_messy_replies(reply, value):
@@ -118,6 +121,7 @@ def test_judge_with_the_real_bundled_model(base_server):
     "The deposit must be returned to the tenant within 21 days of the tenancy ending, "
     "unless the landlord has lodged a claim against it with the Registry.",
     '{"score": N, "reason": "..."}',
+    "1.75 months' rent is the cap.",
 ])
 def test_parse_verdict_does_not_read_figures_of_a_restated_answer_as_a_score(reply):
     assert parse_verdict(reply)[0] is None

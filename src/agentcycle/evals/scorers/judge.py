@@ -33,7 +33,8 @@ _JSON_KEYS = ("score", "rating", "grade", "value", "verdict", "result", "pass", 
               "correct", "faithful", "label")
 _PASS_WORDS = r"pass(?:ed|es)?|correct|true|faithful|supported|grounded|accept(?:ed)?"
 _FAIL_WORDS = (r"fail(?:ed|s)?|incorrect|not correct|wrong|false|unfaithful|"
-               r"not supported|unsupported|not grounded|not faithful|reject(?:ed)?")
+               r"not supported|unsupported|not grounded|not faithful|reject(?:ed)?|"
+               r"does not meet|doesn't meet|not (?:a )?valid|invalid")
 
 
 def _scaled(number: float, scale: float, *, had_point: bool) -> float:
@@ -117,7 +118,7 @@ def parse_verdict(text: str, scale: float = 5.0) -> tuple[float | None, str]:
         return word, "parsed a verdict word"
     # A bare number is a verdict only in a short reply, standing alone ("4", "I'd say 4."),
     # on the scale: not "Form T-9" or "within 21 days" in a reply that restates the answer.
-    number = re.search(r"(?<![\w§-])(\d+(?:\.\d+)?)(?![\w-])", text)
+    number = re.search(r"(?<![\w§-])(\d+(?:\.\d+)?)(?![\w-]|\.\d|\s*(?:%|[a-z]))", text)
     if number and len(text.split()) <= _SHORT_REPLY_WORDS and float(number.group(1)) <= scale:
         return _scaled(float(number.group(1)), scale,
                        had_point="." in number.group(1)), "parsed a bare number"
