@@ -93,6 +93,16 @@ def test_a_missing_file_is_one_line(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_a_binary_file_or_a_bare_policy_needing_options_is_one_line(tmp_path):
+    binary = tmp_path / "router.yaml"
+    binary.write_bytes(b"\x00\xff\xfe")  # was a UnicodeDecodeError traceback
+    with pytest.raises(ConfigError, match="cannot read router config .*: not UTF-8 text"):
+        load_config(binary)
+    bare = GOOD.replace("      - least_latency", "      - budget")
+    assert error_of(bare).startswith("router.yaml:13: routes.default.policies.0: "
+                                     "budget.usd_per_day: Field required")
+
+
 def test_the_shipped_example_is_valid(monkeypatch):
     for name in ("AGENTCYCLE_API_KEY", "OPENAI_API_KEY", "AGENTCYCLE_ROUTER_KEY"):
         monkeypatch.setenv(name, "x")

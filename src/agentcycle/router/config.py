@@ -103,6 +103,8 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RouterConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read router config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read router config {path}: not UTF-8 text") from None
     return parse_config(text, str(path), require_keys=require_keys)
 
 

@@ -113,6 +113,10 @@ def validate_policy(item: str | dict[str, Any], route_backends: list[str]) -> Po
         options = cls.Options.model_validate(raw or {})
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not isinstance(item, dict):  # a bare name has no YAML node to point into
+            where = ".".join(str(part) for part in (name, *first["loc"]))
+            raise PolicyOptionError((), f"{where}: {first['msg']} (give its options: "
+                                    f"`{{{name}: {{...}}}}`)") from None
         raise PolicyOptionError((name, *first["loc"]), first["msg"]) from None
     return cls(options, route_backends)
 
