@@ -198,3 +198,46 @@ def test_sync_stream_matches_astream_and_closes_early(isolated_home):
         router.close()
     statuses = sorted(r.status for r in rows(isolated_home / "router.db"))
     assert statuses == ["cancelled", "ok", "ok"]
+
+
+def test_serve_on_a_taken_port_is_one_error_line(config_file, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("TEST_CLOUD_KEY", "x")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["router", "serve", "--config", str(config_file),
+                                     "--port", str(port)])
+    # Was uvicorn's own "ERROR: [Errno 98] ..." and exit 3, after the banner.
+    assert result.exit_code == 1, result.output
+    assert f"error: cannot serve on 127.0.0.1:{port}" in result.output
+    assert "router proxy on" not in result.output and "Traceback" not in result.output
+
+
+def test_export_litellm_to_an_unwritable_path_is_one_error_line(config_file, tmp_path):
+    out = tmp_path / "missing-dir" / "litellm.yaml"
+    result = runner.invoke(app, ["router", "export-litellm", "--config", str(config_file),
+                                 "--out", str(out)])
+    assert result.exit_code == 1 and f"error: cannot write {out}" in result.output
+    assert "Traceback" not in result.output and not out.parent.exists()
+
+
+def test_ab_report_shows_an_arm_whose_backend_is_down(isolated_home):
+    """Requests of a dead arm fall back to the other backend; the report used to drop
+    the arm altogether."""
+    with BackgroundServer(openai_fake_app()) as srv, dead_url() as dead:
+        router = Router([Backend(name="up", model="openai/u", api_base=srv.url + "/v1"),
+                         Backend(name="down", model="openai/d", api_base=dead)],
+                        routes={"ab": [{"ab": {"arms": {"up": 1, "down": 1}}}]},
+                        tracing=False)
+        results = [router.complete(MESSAGES, key=f"user-{i}") for i in range(12)]
+        router.close()
+    assert {r.backend for r in results} == {"up"}
+    report = runner.invoke(app, ["router", "ab-report", "--json"])
+    arms = {row["arm"]: row for row in json.loads(report.output)}
+    assert set(arms) == {"up", "down"}
+    assert arms["down"]["n"] == arms["down"]["errors"] > 0
+    assert arms["down"]["p50_ms"] == 0 and arms["up"]["errors"] == 0
+    assert arms["up"]["n"] + arms["down"]["n"] == 12

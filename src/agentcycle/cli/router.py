@@ -41,9 +41,11 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible routing proxy (/v1/chat/completions) until Ctrl-C."""
     from agentcycle.router import Router, load_config
+    from agentcycle.router.proxy import check_port
     from agentcycle.router.proxy import serve as serve_proxy
 
     loaded = load_config(config)
+    check_port(host, port)  # before the banner: a taken port is one error line
     router = Router.from_config(loaded)
     key = os.environ.get(loaded.proxy_key_env) if loaded.proxy_key_env else None
     console.print(f"router proxy on http://{host}:{port}/v1 - routes: "
@@ -131,6 +133,7 @@ def export_litellm(
     """Write the same backends and routes as a LiteLLM proxy config.yaml."""
     import sys
 
+    from agentcycle.errors import DataError
     from agentcycle.router import load_config
     from agentcycle.router.export import to_yaml
 
@@ -138,5 +141,11 @@ def export_litellm(
     if out is None:
         sys.stdout.write(text)
         return
-    out.write_text(text)
+    partial = out.with_name(f".{out.name}.partial")
+    try:  # written whole or not at all: never a half-written config for LiteLLM
+        partial.write_text(text)
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"cannot write {out}: {exc.strerror}") from None
     console.print(f"wrote {out}")

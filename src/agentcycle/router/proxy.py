@@ -28,7 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentcycle.errors import ConfigError, DataError
+from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router.router import AllBackendsFailed, Router
 from agentcycle.router.streaming import Stream, StreamInterrupted
 
@@ -223,16 +223,36 @@ def _failure_code(exc: AllBackendsFailed) -> str:
             503: "no_backend_available"}.get(exc.status, "all_backends_failed")
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise ServiceError when host:port cannot be bound (uvicorn would log its own
+    multi-line error and exit 3 instead)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ServiceError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ServiceError(f"cannot serve on {host}:{port}: {exc.strerror} "
+                               "(choose another --port)") from None
+
+
 def serve(router: Router, *, host: str = "127.0.0.1", port: int = 4000,
           api_key: str | None = None) -> None:
     """Run the proxy until Ctrl-C (uvicorn, no access log: it costs throughput)."""
     import uvicorn
 
     try:
+        check_port(host, port)
         uvicorn.run(create_proxy_app(router, api_key), host=host, port=port,
                     log_level="warning", access_log=False)
     finally:
         router.close()
 
 
-__all__ = ["create_proxy_app", "error_body", "error_response", "serve"]
+__all__ = ["check_port", "create_proxy_app", "error_body", "error_response", "serve"]

@@ -107,21 +107,23 @@ def _welch(a: list[float], b: list[float]) -> float | None:
 def ab_report(path: str | Path, since: str | None = None) -> list[ArmRow]:
     """Per A/B arm: n, quality (mean feedback score), mean cost, p50 latency, p-values.
 
-    A request counts for its arm only when the arm served it (a fallback to the other
-    arm would blur the comparison)."""
+    Every request assigned to an arm counts in its ``n``; only those the arm served
+    count for quality, cost and latency (a fallback to the other arm would blur the
+    comparison), and the rest are the arm's errors, so an arm whose backend is down
+    shows up as failing instead of vanishing from the report."""
     with reading(path) as db:
         scores: dict[str, list[float]] = defaultdict(list)
         for request_id, score in db.execute("SELECT request_id, score FROM feedback"):
             scores[request_id].append(float(score))
     arms: dict[str, dict[str, list[RequestRecord]]] = defaultdict(lambda: defaultdict(list))
     for record in rows(path, parse_since(since)):
-        if record.arm and record.backend in (record.arm, None):
+        if record.arm:
             arms[record.route][record.arm].append(record)
     report = []
     for route, by_arm in sorted(arms.items()):
         baseline = None
         for arm, records in sorted(by_arm.items()):
-            ok = [r for r in records if r.status == "ok"]
+            ok = [r for r in records if r.status == "ok" and r.backend == arm]
             quality = [float(np.mean(scores[r.id])) for r in ok if r.id in scores]
             latency = [r.latency_ms for r in ok]
             if baseline is None:
