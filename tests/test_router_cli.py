@@ -241,3 +241,18 @@ def test_ab_report_shows_an_arm_whose_backend_is_down(isolated_home):
     assert arms["down"]["n"] == arms["down"]["errors"] > 0
     assert arms["down"]["p50_ms"] == 0 and arms["up"]["errors"] == 0
     assert arms["up"]["n"] + arms["down"]["n"] == 12
+
+
+def test_a_log_that_is_not_a_database_is_one_error_line(isolated_home, tmp_path):
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "router.db").write_text("not sqlite")
+    for command in (["stats"], ["ab-report"]):
+        result = runner.invoke(app, ["router", *command])
+        assert result.exit_code == 1, result.output
+        assert "error: cannot use the router log" in result.output
+        assert "Traceback" not in result.output
+    config = tmp_path / "router.yaml"
+    config.write_text(f"db_path: {tmp_path}\nbackends:\n  a: {{model: openai/a, "
+                      "api_base: 'http://127.0.0.1:9/v1'}\n")  # a directory, not a file
+    served = runner.invoke(app, ["router", "serve", "--config", str(config), "--port", "0"])
+    assert served.exit_code == 1 and "error: cannot open the router log" in served.output

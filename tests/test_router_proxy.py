@@ -140,6 +140,10 @@ def test_feedback_feeds_the_ab_report(isolated_home):
             missing = httpx.post(proxy.url + "/v1/feedback",
                                  json={"request_id": "req-nope", "score": 1})
             assert missing.status_code == 404
+            for score in ("NaN", "inf", None, "good"):  # "NaN" was stored, poisoning means
+                bad = httpx.post(proxy.url + "/v1/feedback", json={
+                    "request_id": reply.headers["x-agentcycle-request-id"], "score": score})
+                assert bad.status_code == 400, (score, bad.text)
         router.close()
     report = {row.arm: row for row in ab_report(isolated_home / "router.db")}
     assert set(report) == {"a", "b"} and report["a"].n + report["b"].n == 40

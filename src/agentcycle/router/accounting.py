@@ -68,11 +68,20 @@ _INSERT = (f"INSERT OR REPLACE INTO requests ({', '.join(_COLUMNS)}) "
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=10, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable enough, much faster
-    db.executescript(SCHEMA)
+    """The log, its schema created; an unusable path (not a database, a directory, no
+    permission) is one DataError line for the CLI and the proxy's start-up."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise DataError(f"cannot open the router log {path}: {exc}") from None
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable enough, much faster
+        db.executescript(SCHEMA)
+    except sqlite3.Error as exc:
+        db.close()
+        raise DataError(f"cannot use the router log {path}: {exc}") from None
     return db
 
 
@@ -144,6 +153,17 @@ class AccountingLog:
             if kind == "flush":
                 item.set()  # type: ignore[attr-defined]
         return not any(kind == "stop" for kind, _ in batch)
+
+
+def open_log(log_path: str | Path | None | bool) -> AccountingLog | None:
+    """The router's log: True is <AGENTCYCLE_HOME>/router.db, False or None none."""
+    if log_path is False or log_path is None:
+        return None
+    if log_path is True:
+        from agentcycle.settings import Settings
+
+        log_path = Settings().home.resolve() / "router.db"
+    return AccountingLog(log_path)
 
 
 def astuple_fast(record: RequestRecord) -> tuple:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -114,6 +115,8 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         try:
             body = orjson.loads(await request.body())
             request_id, score = str(body["request_id"]), float(body["score"])
+            if not math.isfinite(score):  # "NaN" parses, and would poison every mean
+                raise ValueError
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
             return error_response(400, 'the body must be {"request_id": "...", "score": <number>}')
         try:  # it waits for the log to be written: not on the event loop

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -24,7 +25,7 @@ from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router import transport
 from agentcycle.router._loop import LoopThread
 from agentcycle.router._spans import llm_span, span_attributes
-from agentcycle.router.accounting import AccountingLog, RequestRecord, request_exists, spent
+from agentcycle.router.accounting import RequestRecord, open_log, request_exists, spent
 from agentcycle.router.backends import Backend
 from agentcycle.router.policies import Policy, RouteRequest, build_policies
 from agentcycle.router.pricing import call_cost
@@ -117,7 +118,7 @@ class Router:
         self.cooldown_s = cooldown_s
         self.energy_usd_per_hour = energy_usd_per_hour
         self.tracing = tracing
-        self.log = _open_log(log_path)
+        self.log = open_log(log_path)
         self.state = RouterState(cooldown_s, load_spend=self._recorded_spend)
         self.routes = self._build_routes(routes)
         self._loop = LoopThread()
@@ -221,6 +222,8 @@ class Router:
         """A quality score (e.g. 0..1, thumbs up = 1) for an earlier request (A/B reports)."""
         if self.log is None:
             raise DataError("feedback needs the router's accounting log (log: true)")
+        if not math.isfinite(score):
+            raise DataError(f"a feedback score must be a finite number, not {score}")
         self.log.flush()
         if not request_exists(self.log.path, request_id):
             raise DataError(f"unknown request id '{request_id}'")
@@ -381,16 +384,6 @@ def position_reason(reasons: list[str], failed: list, backend: Backend, route: s
         first = router.routes[route].backends[0] if route in router.routes else backend
         where = "primary" if backend is first else "selected"
     return "; ".join([*reasons, where]) if reasons else where
-
-
-def _open_log(log_path: str | Path | None | bool) -> AccountingLog | None:
-    if log_path is False or log_path is None:
-        return None
-    if log_path is True:
-        from agentcycle.settings import Settings
-
-        log_path = Settings().home.resolve() / "router.db"
-    return AccountingLog(log_path)
 
 
 def backoff(attempt: int) -> float:
