@@ -165,6 +165,21 @@ def test_ab_split_follows_the_weights_and_sticks_to_a_key():
     assert "a/b arm" in result.reason and "sticky" in result.reason
 
 
+def test_a_cooling_arm_is_named_in_the_reason():
+    """The served backend said "a/b arm down (sticky); primary" when the arm was cooling
+    and the other backend answered in its place."""
+    with BackgroundServer(openai_fake_app()) as srv, dead_url() as dead:
+        r = router([backend("up", srv.url), backend("down", dead)],
+                   [{"ab": {"arms": {"up": 1, "down": 1}}}], log_path=False)
+        key = next(f"user-{i}" for i in range(100)
+                   if r.routes["r"].policies[0].assign("r", f"user-{i}") == "down")
+        first = r.complete(MESSAGES, key=key)
+        second = r.complete(MESSAGES, key=key)
+    assert first.reason.endswith("fallback after down failed")
+    assert (second.backend, second.arm, second.failed) == ("up", "down", [])
+    assert "down cooling down: tried last" in second.reason
+
+
 def test_quality_policy_sends_hard_prompts_to_the_strong_backend():
     class StandIn:  # the learned model's interface: predict(messages) -> (strong?, p_fail)
         def predict(self, messages):

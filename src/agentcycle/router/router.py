@@ -269,6 +269,8 @@ class Router:
         for backend in cooling:
             if self.state.probe_due(backend.name):
                 self._start_probe(backend)
+        if cooling and ready:  # else "primary" would hide that the policies' pick was moved
+            reasons.append(f"{', '.join(b.name for b in cooling)} cooling down: tried last")
         # Cooling backends stay as a last resort: better a probe than a failed request.
         return ready + cooling, reasons
 
