@@ -91,14 +91,14 @@ def test_stats_and_ab_report_read_the_log(isolated_home):
     rows = {row["backend"]: row for row in json.loads(stats.output)}
     assert sum(r["requests"] for r in rows.values()) == 10
     assert rows["a"]["cost_usd"] == pytest.approx(rows["a"]["requests"] * 0.12)
-    table = runner.invoke(app, ["router", "stats", "--since", "1h"], env={"COLUMNS": "150"})
-    assert table.exit_code == 0 and "p95 ms" in table.output
+    table = runner.invoke(app, ["router", "stats", "--since", "1h"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0 and "p95 ms" in table.output and "…" not in table.output
     report = runner.invoke(app, ["router", "ab-report", "--json"])
     arms = {row["arm"]: row for row in json.loads(report.output)}
     assert arms["a"]["quality_mean"] == 1.0 and arms["b"]["quality_mean"] == 0.0
     assert arms["a"]["n"] + arms["b"]["n"] == 10
-    shown = runner.invoke(app, ["router", "ab-report"], env={"COLUMNS": "150"})
-    assert shown.exit_code == 0 and "p quality" in shown.output
+    shown = runner.invoke(app, ["router", "ab-report"], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0 and "p qual" in shown.output and "…" not in shown.output
     assert runner.invoke(app, ["router", "stats", "--since", "yesterday"]).exit_code == 1
 
 

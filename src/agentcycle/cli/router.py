@@ -82,8 +82,11 @@ def _show(found: list, as_json: bool, title: str, columns: tuple[str, ...],
         print_json([row.as_dict() for row in found])
         return
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    for i, column in enumerate(columns):
+        # Names fold and numbers stay whole, rather than "defau…" and "0.00…" when piped
+        # (80 columns).
+        table.add_column(column, overflow="fold", no_wrap=i >= 2, min_width=len(column),
+                         justify="left" if i < 2 else "right")
     for row in found:
         table.add_row(*cells(row))
     console.print(table)
@@ -91,6 +94,10 @@ def _show(found: list, as_json: bool, title: str, columns: tuple[str, ...],
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _cost(usd: float) -> str:
+    return "0" if usd == 0 else f"{usd:.6f}"
 
 
 @app.command()
@@ -101,11 +108,11 @@ def stats(as_json: bool = JSON, since: str | None = SINCE, config: Path | None =
     from agentcycle.router.reports import stats as compute
 
     _show(compute(_db(config), since), as_json, "router stats",
-          ("route", "backend", "requests", "errors", "p50 ms", "p95 ms", "tokens in",
-           "tokens out", "cost $"),
+          ("route", "backend", "req", "err", "p50 ms", "p95 ms", "tok in", "tok out",
+           "cost $"),
           lambda r: [r.route, r.backend, str(r.requests), str(r.errors), f"{r.p50_ms:.0f}",
                      f"{r.p95_ms:.0f}", str(r.prompt_tokens), str(r.completion_tokens),
-                     f"{r.cost_usd:.6f}"])
+                     _cost(r.cost_usd)])
 
 
 @app.command("ab-report")
@@ -115,12 +122,13 @@ def ab_report(as_json: bool = JSON, since: str | None = SINCE,
     """Per A/B arm: requests, quality (feedback), cost, p50 latency, Welch's t-test."""
     from agentcycle.router.reports import ab_report as compute
 
-    _show(compute(_db(config), since), as_json, "A/B arms (p-values vs the route's first arm)",
-          ("route", "arm", "n", "errors", "rated", "quality", "p quality", "mean cost $",
-           "p50 ms", "p latency"),
+    _show(compute(_db(config), since), as_json,
+          "A/B arms (qual: mean feedback; p: Welch's t-test vs the first arm)",
+          ("route", "arm", "n", "err", "rated", "qual", "p qual", "cost $", "p50 ms",
+           "p lat"),
           lambda r: [r.route, r.arm, str(r.n), str(r.errors), str(r.rated),
                      _fmt(r.quality_mean, ".3f"), _fmt(r.quality_p_value, ".3g"),
-                     f"{r.cost_usd_mean:.6f}", f"{r.p50_ms:.0f}",
+                     _cost(r.cost_usd_mean), f"{r.p50_ms:.0f}",
                      _fmt(r.latency_p_value, ".3g")])
 
 
