@@ -103,6 +103,14 @@ def test_a_binary_file_or_a_bare_policy_needing_options_is_one_line(tmp_path):
                                      "budget.usd_per_day: Field required")
 
 
+def test_a_missing_quality_model_file_is_a_config_error(tmp_path):
+    """It used to pass `router check` and fail every request of the route."""
+    missing = GOOD.replace("      - least_latency",
+                           f"      - quality: {{model: {tmp_path / 'q.skops'}, strong: [cloud]}}")
+    assert error_of(missing).startswith("router.yaml:13: routes.default.policies.0.quality."
+                                        "model: no quality router model at ")
+
+
 def test_the_shipped_example_is_valid(monkeypatch):
     for name in ("AGENTCYCLE_API_KEY", "OPENAI_API_KEY", "AGENTCYCLE_ROUTER_KEY"):
         monkeypatch.setenv(name, "x")

@@ -221,3 +221,33 @@ def test_malformed_messages_and_unknown_paths_are_openai_errors():
     assert missing.json()["error"]["code"] == "not_found"
     assert srv.server.config.app.state.requests == []  # nothing reached the backend
     assert router.state.cooling() == []
+
+
+def test_a_policy_failing_mid_request_is_a_500_json_error_and_model_must_be_a_string():
+    """A policy's exception was a bare "Internal Server Error"; a ConfigError from one
+    (the quality model's file gone) read as 404 model_not_found."""
+    from agentcycle.errors import ConfigError
+    from agentcycle.router import Policy, Route
+    from agentcycle.router.policies import Options
+
+    class Broken(Policy):
+        name = "broken"
+
+        async def apply(self, candidates, request, state):
+            raise ConfigError("quality router model not found: gone.skops")
+
+    with BackgroundServer(openai_fake_app()) as srv:
+        backends = [fake("a", srv.url)]
+        router = Router(backends, tracing=False, log_path=False, routes={
+            "r": Route("r", backends, [Broken(Options(), ["a"])])})
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            answers = [httpx.post(proxy.url + "/v1/chat/completions", timeout=10, json={
+                "model": "r", "messages": MESSAGES, "stream": stream}) for stream in (0, 1)]
+            listed = httpx.post(proxy.url + "/v1/chat/completions",
+                                json={"model": ["r"], "messages": MESSAGES})
+    for answer in answers:
+        assert answer.status_code == 500, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "router_error" and "gone.skops" in error["message"]
+    assert listed.status_code == 400 and "string `model`" in listed.json()["error"]["message"]
+    assert srv.server.config.app.state.requests == []

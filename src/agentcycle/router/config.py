@@ -146,7 +146,7 @@ def _check_references(config: RouterConfig, errors: _Located, require_keys: bool
                                 f"{', '.join(config.backends)})")
         for i, item in enumerate(route.policies):
             try:
-                validate_policy(item, route.backends)
+                validate_policy(item, route.backends).check_resources()
             except PolicyOptionError as exc:
                 raise errors.at(("routes", route_name, "policies", i, *exc.loc),
                                 exc.message) from None

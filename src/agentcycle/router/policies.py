@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -77,6 +78,11 @@ class Policy:
 
     def check(self) -> None:
         """Raise PolicyOptionError for options that contradict the route."""
+
+    def check_resources(self) -> None:
+        """Raise PolicyOptionError for what the options name but is missing (a model
+        file). Run by load_config, so `router check` and `serve` fail at start-up rather
+        than on the first request; policies built in code may fill it in later."""
 
     async def apply(self, candidates: list[Backend], request: RouteRequest,
                     state: RouterState) -> tuple[list[Backend], str | None]:
@@ -293,6 +299,12 @@ class Quality(Policy):
                 raise PolicyOptionError(("quality", "strong", i),
                                         f"'{name}' is not a backend of this route")
         self._model: Any = None
+
+    def check_resources(self) -> None:
+        if not Path(self.options.model).expanduser().is_file():
+            raise PolicyOptionError(("quality", "model"), f"no quality router model at "
+                                    f"{self.options.model} (train one: agentcycle router "
+                                    "train-quality)")
 
     def predictor(self) -> Any:
         if self._model is None:  # loading embeds a model: only when a request needs it

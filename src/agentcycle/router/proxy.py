@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import secrets
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router.router import AllBackendsFailed, Router
 from agentcycle.router.streaming import Stream, StreamInterrupted
+
+log = logging.getLogger(__name__)
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 404: "invalid_request_error", 405: "invalid_request_error",
@@ -66,13 +69,15 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         try:
             payload = orjson.loads(await _body(receive))
             messages = payload.pop("messages")
+            if not isinstance(payload.get("model", ""), str | None):
+                raise ValueError
             if not isinstance(messages, list) or not messages or not all(
                     isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
                 raise ValueError
         except (orjson.JSONDecodeError, KeyError, ValueError, AttributeError, TypeError):
             return await _send_json(send, 400, error_body(
-                400, "the body must be JSON with a non-empty `messages` list of "
-                     '{"role": ..., "content": ...} objects'))
+                400, "the body must be JSON with a string `model` and a non-empty `messages` "
+                     'list of {"role": ..., "content": ...} objects'))
         if refused_params := sorted(set(payload) - _CLIENT_PARAMS):
             # Not passed on: `base_url`/`api_key` would redirect the backend's key, and
             # `timeout`/`route`/... clash with the router's own arguments.
@@ -84,15 +89,24 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
                    "key": session.decode() if session else payload.get("user"),
                    "tags": _tags(headers.get(b"x-agentcycle-tags", b""))}
         try:
+            router.resolve(options["route"])
+        except ConfigError as exc:  # an unknown model or route
+            return await _send_json(send, 404, error_body(404, str(exc), "model_not_found"))
+        stream: Response | None = None
+        try:
             if payload.pop("stream", False):
-                response = await _stream(router, messages, payload, options)
-                return await response(scope, receive, send)
-            result = await router.acomplete(messages, **options, **payload)
+                stream = await _stream(router, messages, payload, options)
+            else:
+                result = await router.acomplete(messages, **options, **payload)
         except AllBackendsFailed as exc:
             return await _send_json(send, exc.status,
                                     error_body(exc.status, str(exc), _failure_code(exc)))
-        except ConfigError as exc:  # an unknown model or route
-            return await _send_json(send, 404, error_body(404, str(exc), "model_not_found"))
+        except Exception as exc:  # a policy failing (say, its model file went away)
+            log.exception("router proxy: the request failed before any backend answered")
+            return await _send_json(send, 500, error_body(
+                500, f"the router failed: {type(exc).__name__}: {exc}", "router_error"))
+        if stream is not None:  # past this point the status line is sent: errors go in-band
+            return await stream(scope, receive, send)
         await _send_json(send, 200, orjson.dumps(result.raw),
                          _headers(result.backend, result.request_id))
 
