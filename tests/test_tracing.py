@@ -92,3 +92,34 @@ def test_langfuse_receives_the_same_spans_over_otlp(tmp_path):
         print(len(list_traces(Settings())))
     """)], capture_output=True, timeout=120, text=True)
     assert check.stdout.strip() == "1"
+
+
+def test_spans_follow_the_current_settings_store(tmp_path, monkeypatch):
+    """span() kept writing to the first store set up in the process, even after
+    AGENTCYCLE_HOME pointed elsewhere."""
+    from agentcycle.observe.tracing import setup_tracking, span
+    from agentcycle.settings import Settings
+
+    def at(home):  # (`home=` is ignored: the field reads its env-variable alias)
+        return Settings(AGENTCYCLE_HOME=str(home))
+
+    def names(home):
+        return [row.name for row in list_traces(at(home), last=10)]
+
+    first, second, third = tmp_path / "one", tmp_path / "two", tmp_path / "three"
+    monkeypatch.setenv("AGENTCYCLE_HOME", str(first))
+    with span("in one", "AGENT"):
+        pass
+    monkeypatch.setenv("AGENTCYCLE_HOME", str(second))  # a later Settings: a new store
+    with span("in two", "AGENT"):
+        with span("still two", "LLM", settings=at(third)):  # joins its trace
+            pass
+    with span("in three", "AGENT", settings=at(third)):  # an explicit store
+        pass
+    setup_tracking(at(first))  # chosen explicitly: kept while the env stays
+    with span("one again", "AGENT"):
+        pass
+    _flush()
+    assert names(first) == ["one again", "in one"]
+    assert names(second) == ["in two"]
+    assert names(third) == ["in three"]

@@ -76,7 +76,8 @@ class RagAgent:
 
     def retrieve(self, question: str) -> list[Hit]:
         with self._lock, span("retrieve", "RETRIEVER", inputs={"question": question},
-                  attributes={"agentcycle.collection": self.store.collection}) as current:
+                  attributes={"agentcycle.collection": self.store.collection},
+                  settings=self.settings) as current:
             hits = self.store.search(self.embedder.embed([question])[0], self.top_k)
             current.set_outputs([{"source": h.chunk.citation, "score": h.score} for h in hits])
         return hits
@@ -91,7 +92,8 @@ class RagAgent:
 
     def ask(self, question: str) -> Answer:
         started = time.perf_counter()
-        with span("rag agent", "AGENT", inputs={"question": question}) as root:
+        with span("rag agent", "AGENT", inputs={"question": question},
+                  settings=self.settings) as root:  # this agent's store, whatever the env
             state = self.graph.invoke({"question": question})
             answer = _to_answer(state, (time.perf_counter() - started) * 1000)
             root.set_outputs({"answer": answer.answer,
