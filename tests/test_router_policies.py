@@ -245,9 +245,8 @@ def test_calls_are_llm_spans_with_route_reason_and_cost(settings):
     import mlflow
 
     from agentcycle.observe import list_traces
-    from agentcycle.observe.tracing import setup_tracking, span
+    from agentcycle.observe.tracing import span
 
-    setup_tracking(settings)  # this test's store, whatever an earlier test traced into
     with BackgroundServer(openai_fake_app(answer="one two")) as srv, dead_url() as dead:
         r = Router([backend("down", dead), backend("up", srv.url, input_usd_per_1k=1.0,
                                                    output_usd_per_1k=1.0)],
