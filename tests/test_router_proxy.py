@@ -251,3 +251,21 @@ def test_a_policy_failing_mid_request_is_a_500_json_error_and_model_must_be_a_st
         assert error["code"] == "router_error" and "gone.skops" in error["message"]
     assert listed.status_code == 400 and "string `model`" in listed.json()["error"]["message"]
     assert srv.server.config.app.state.requests == []
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_a_stream_asking_for_usage_gets_it(transport, isolated_home):
+    """stream_options from the client (LangChain's stream_usage) was passed to LiteLLM
+    twice: a TypeError that failed, and benched, every backend."""
+    with BackgroundServer(openai_fake_app(answer="one two three")) as srv:
+        router = Router([fake("a", srv.url, transport)], tracing=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            chunks = list(client(proxy).chat.completions.create(
+                model="a", messages=MESSAGES, stream=True,
+                stream_options={"include_usage": True}))
+        router.close()
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three"
+    assert chunks[-1].usage.completion_tokens == 20 and router.state.cooling() == []
+    [record] = rows(isolated_home / "router.db")
+    assert (record.status, record.completion_tokens) == ("ok", 20)

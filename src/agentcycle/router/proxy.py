@@ -205,7 +205,8 @@ async def _send_json(send: Send, status: int, body: bytes,
 
 async def _stream(router: Router, messages: list, payload: dict[str, Any],
                   options: dict[str, Any]) -> Response:
-    wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    asked = payload.get("stream_options")
+    wants_usage = isinstance(asked, dict) and bool(asked.get("include_usage"))
     stream = await router.astream(messages, **options, **payload)
     return StreamingResponse(_sse(stream, wants_usage), media_type="text/event-stream",
                              headers=_headers(stream.backend.name, stream.request_id))

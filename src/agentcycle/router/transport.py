@@ -46,7 +46,8 @@ def error_kind(exc: BaseException) -> str:
     if names & {"Timeout", "TimeoutError", "APITimeoutError", "ServerTimeoutError"}:
         return "timeout"
     if "ContentPolicyViolationError" not in names and (
-            names & {"BadRequestError", "UnprocessableEntityError"} or status in (400, 422)):
+            names & {"BadRequestError", "UnprocessableEntityError", "TypeError"}
+            or status in (400, 422)):  # (a TypeError: arguments the SDK call refused)
         return "bad_request"  # the request's fault, not the backend's: no cooldown
     return "error"
 
@@ -73,10 +74,19 @@ async def stream(backend: Backend, messages: list[dict], params: Body,
 
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
-        api_key=_key(backend), timeout=timeout, max_retries=0, drop_params=True, stream=True,
-        stream_options={"include_usage": True}, **params)
+        api_key=_key(backend), timeout=timeout, max_retries=0, drop_params=True,
+        **_streaming(params))
     async for chunk in response:
         yield chunk.model_dump(exclude_none=True)
+
+
+def _streaming(params: Body) -> Body:
+    """The caller's params asking for a stream with usage (the accounting needs it),
+    merged with the caller's own ``stream_options`` rather than passed twice (a
+    TypeError that failed every backend of a LangChain ``stream_usage`` request)."""
+    options = params.get("stream_options")
+    return {**params, "stream": True, "stream_options": {
+        **(options if isinstance(options, dict) else {}), "include_usage": True}}
 
 
 def _key(backend: Backend) -> str | None:
@@ -139,10 +149,8 @@ def _dumps(data: Any) -> str:
 def _request(backend: Backend, messages: list[dict], params: Body, streaming: bool):
     if not backend.api_base:
         raise ConfigError(f"backend {backend.name} has transport: direct but no api_base")
-    body = {**params, "model": backend.served_model, "messages": messages}
-    if streaming:
-        body["stream"] = True
-        body.setdefault("stream_options", {"include_usage": True})
+    body = {**(_streaming(params) if streaming else params), "model": backend.served_model,
+            "messages": messages}
     headers = {"content-type": "application/json"}
     if backend.api_key:
         headers["authorization"] = f"Bearer {backend.api_key}"
