@@ -157,3 +157,9 @@ def export_litellm(
         partial.unlink(missing_ok=True)
         raise DataError(f"cannot write {out}: {exc.strerror}") from None
     console.print(f"wrote {out}")
+
+
+from agentcycle.cli.router_quality import quality_curve, train_quality  # noqa: E402
+
+app.command("train-quality")(train_quality)
+app.command("quality-curve")(quality_curve)
