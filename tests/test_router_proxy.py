@@ -180,6 +180,12 @@ def test_tag_and_session_headers_steer_the_route():
             for session in ("s1", "s2", "s3", "s4"):
                 assert len({ask(**{"x-session-id": session}) for _ in range(4)}) == 1
             assert len({ask(**{"x-session-id": f"s{i}"}) for i in range(30)}) == 2
+            # Non-UTF-8 header bytes were a UnicodeDecodeError: a bare 500.
+            odd = httpx.post(proxy.url + "/v1/chat/completions", json={
+                "model": "ab", "messages": MESSAGES}, headers={
+                "x-session-id": b"caf\xe9", "x-agentcycle-tags": b"legal,\xff"})
+            assert odd.status_code == 503, odd.text  # no backend carries the tag "\xff"
+            assert odd.json()["error"]["code"] == "no_backend_available"
 
 
 def test_router_and_litellm_arguments_in_the_body_are_refused_by_name():

@@ -86,7 +86,7 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
                 "unsupported_parameter"))
         session = headers.get(b"x-session-id")
         options = {"route": payload.pop("model", None),
-                   "key": session.decode() if session else payload.get("user"),
+                   "key": session.decode("latin-1") if session else payload.get("user"),
                    "tags": _tags(headers.get(b"x-agentcycle-tags", b""))}
         try:
             router.resolve(options["route"])
@@ -231,7 +231,8 @@ def _headers(backend: str, request_id: str) -> dict[str, str]:
 
 
 def _tags(raw: bytes) -> list[str]:
-    return [t.strip() for t in raw.decode().split(",") if t.strip()]
+    # Header bytes are latin-1 on the wire (RFC 9110): any byte decodes, none is a 500.
+    return [t.strip() for t in raw.decode("latin-1").split(",") if t.strip()]
 
 
 def _failure_code(exc: AllBackendsFailed) -> str:
