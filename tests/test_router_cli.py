@@ -256,3 +256,17 @@ def test_a_log_that_is_not_a_database_is_one_error_line(isolated_home, tmp_path)
                       "api_base: 'http://127.0.0.1:9/v1'}\n")  # a directory, not a file
     served = runner.invoke(app, ["router", "serve", "--config", str(config), "--port", "0"])
     assert served.exit_code == 1 and "error: cannot open the router log" in served.output
+
+
+def test_export_litellm_without_routes_has_the_default_route(tmp_path):
+    """The router serves `default` over all backends; the export had no such group."""
+    config = tmp_path / "router.yaml"
+    config.write_text("backends:\n  one: {model: openai/a, api_base: 'http://127.0.0.1:9/v1'}\n"
+                      "  two: {model: openai/b, api_base: 'http://127.0.0.1:8/v1'}\n")
+    result = runner.invoke(app, ["router", "export-litellm", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "&id" not in result.output  # no YAML anchors for LiteLLM users to puzzle over
+    exported = yaml.safe_load(result.output)
+    assert ("default", "openai/a") in {(m["model_name"], m["litellm_params"]["model"])
+                                       for m in exported["model_list"]}
+    assert exported["router_settings"]["fallbacks"] == [{"default": ["two"]}]

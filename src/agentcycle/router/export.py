@@ -9,6 +9,7 @@ there and are listed in the file's header instead of being silently dropped.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -53,7 +54,7 @@ def litellm_config(config: RouterConfig) -> dict[str, Any]:
     """A LiteLLM proxy config as a dict (``to_yaml`` writes it with its header)."""
     model_list = [_entry(name, spec) for name, spec in config.backends.items()]
     fallbacks, latency = [], False
-    for route_name in config.routes:
+    for route_name in config.route_names():  # (no `routes:` is one `default` route)
         route = config.route(route_name)
         if "least_latency" in _policy_names(route.policies):
             # A LiteLLM model group: its latency-based routing picks within the group.
@@ -69,7 +70,8 @@ def litellm_config(config: RouterConfig) -> dict[str, Any]:
         "cooldown_time": config.cooldown_s, "allowed_fails": 0, "num_retries": 0}
     if fallbacks:
         settings["fallbacks"] = fallbacks
-        settings["context_window_fallbacks"] = fallbacks
+        # A copy: shared lists would be written as YAML anchors (&id001 / *id001).
+        settings["context_window_fallbacks"] = copy.deepcopy(fallbacks)
     exported: dict[str, Any] = {"model_list": model_list, "router_settings": settings}
     if config.proxy_key_env:
         exported["general_settings"] = {"master_key": f"os.environ/{config.proxy_key_env}"}
