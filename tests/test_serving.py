@@ -51,7 +51,6 @@ def test_streaming_passes_through(base_server):
 
 
 def test_serve_command_prints_the_url_and_enforces_the_key(base_model_dir):
-    import os
     import signal
     import subprocess
     import sys
@@ -80,7 +79,9 @@ def test_serve_command_prints_the_url_and_enforces_the_key(base_model_dir):
                         headers={"Authorization": "Bearer cli-key"})
         assert ok.status_code == 200 and ok.json()["model"] == "smol"
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        # SIGTERM to the command alone (what systemd or Kubernetes send): it must stop the
+        # engine and the gate it started, not orphan them.
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)

@@ -43,6 +43,17 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (systemd, Kubernetes, `kill`) like Ctrl-C, so `with` blocks stop the
+    servers they started instead of leaving them orphaned."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def settings() -> Settings:
     from pydantic import ValidationError
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from agentcycle.cli._common import console, friendly_errors, print_json, settings
+from agentcycle.cli._common import (
+    console,
+    friendly_errors,
+    print_json,
+    settings,
+    stop_on_sigterm,
+)
 
 
 @friendly_errors
@@ -79,6 +85,7 @@ def serve(
     server = ModelServer(folder, port=port, host=host, api_key=api_key, model_name=model_name,
                          engine=engine)
     console.print(f"starting {server.engine} for {server.model_dir} ...")
+    stop_on_sigterm()
     with server:
         console.print(f"serving '{server.model_name}' at {server.base_url}"
                       + (" (API key required)" if api_key else ""))
