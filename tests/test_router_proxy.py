@@ -275,3 +275,26 @@ def test_a_stream_asking_for_usage_gets_it(transport, isolated_home):
     assert chunks[-1].usage.completion_tokens == 20 and router.state.cooling() == []
     [record] = rows(isolated_home / "router.db")
     assert (record.status, record.completion_tokens) == ("ok", 20)
+
+
+def test_a_config_router_refuses_backend_names_unless_exposed(isolated_home):
+    from agentcycle.router.config import parse_config
+
+    with BackgroundServer(openai_fake_app()) as srv:
+        text = (f"backends:\n  cloud: {{model: openai/m, api_base: '{srv.url}/v1', "
+                f"transport: direct}}\nroutes:\n  capped:\n    backends: [cloud]\n")
+        router = Router.from_config(parse_config(text, "router.yaml"), tracing=False,
+                                    log_path=False)
+        with BackgroundServer(create_proxy_app(router)) as proxy:
+            # A backend name would skip the route's policies (its budget): refused.
+            with pytest.raises(openai.APIStatusError) as refused:
+                client(proxy).chat.completions.create(model="cloud", messages=MESSAGES)
+            assert refused.value.status_code in (400, 404) and "capped" in str(refused.value)
+            assert {m.id for m in client(proxy).models.list()} == {"capped"}
+        router.close()
+        exposed = Router.from_config(parse_config(text + "expose_backends: true\n",
+                                                  "router.yaml"), tracing=False, log_path=False)
+        with BackgroundServer(create_proxy_app(exposed)) as proxy:
+            reply = client(proxy).chat.completions.create(model="cloud", messages=MESSAGES)
+            assert reply.choices[0].message.content
+        exposed.close()

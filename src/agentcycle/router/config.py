@@ -66,6 +66,9 @@ class RouterConfig(_Strict):
     log: bool = Field(True, description="Record every request in the accounting DB.")
     db_path: str | None = Field(None, description="Default: <AGENTCYCLE_HOME>/router.db.")
     proxy_key_env: str | None = Field(None, description="Env var with the proxy's bearer key.")
+    expose_backends: bool = Field(
+        False, description="Accept a backend name as `model` (it skips the routes' policies, "
+                           "budgets included).")
     source: str = Field("", exclude=True)
 
     def route_names(self) -> list[str]:

@@ -118,7 +118,8 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
     async def models(request: Request) -> Response:
         if (denied := refused(request)) is not None:
             return denied
-        names = [*router.routes, *(b for b in router.by_name if b not in router.routes)]
+        names = [*router.routes, *(b for b in router.by_name
+                                  if router.expose_backends and b not in router.routes)]
         return Response(orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "agentcycle"}
             for name in names]}), media_type="application/json")

@@ -115,6 +115,9 @@ class Router:
             raise ServiceError("the router needs at least one backend")
         self.backends = list(backends)
         self.by_name = {b.name: b for b in self.backends}
+        # A backend name as `model` skips the routes' policies (budgets, A/B): routers
+        # built from a config allow it only where the config says so.
+        self.expose_backends = True
         self.cooldown_s = cooldown_s
         self.energy_usd_per_hour = energy_usd_per_hour
         self.tracing = tracing
@@ -140,7 +143,9 @@ class Router:
         options = dict(cooldown_s=config.cooldown_s, tracing=config.tracing,
                        energy_usd_per_hour=config.energy_usd_per_hour,
                        log_path=(config.db_path or True) if config.log else False)
-        return cls(list(backends.values()), routes=routes, **{**options, **overrides})
+        router = cls(list(backends.values()), routes=routes, **{**options, **overrides})
+        router.expose_backends = config.expose_backends
+        return router
 
     def _build_routes(self, routes) -> dict[str, Route]:
         built = {}
@@ -160,9 +165,9 @@ class Router:
             return next(iter(self.routes.values()))
         if model in self.routes:
             return self.routes[model]
-        if model in self.by_name:
+        if model in self.by_name and self.expose_backends:
             return Route(model, [self.by_name[model]])
-        known = ", ".join([*self.routes, *self.by_name])
+        known = ", ".join([*self.routes, *(self.by_name if self.expose_backends else [])])
         raise ConfigError(f"unknown model or route '{model}' (known: {known})")
 
     def complete(self, messages: list[dict[str, Any]], **params: Any) -> Completion:
