@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +51,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
+    # A kill (timeout, Ctrl-C from a wrapper) must still stop the model server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["AGENTCYCLE_HOME"] = tempfile.mkdtemp(prefix="agentcycle-bench-")
     os.environ.setdefault("AGENTCYCLE_CACHE", str(REPO / ".agentcycle" / "models"))
     from agentcycle.cli._common import quiet_libraries
