@@ -13,9 +13,18 @@ requests each):
 Every server runs in its own process; the load generator, the proxy and the backend
 share this machine's cores, so absolute numbers are the machine's, ratios are the point.
 
-Run: `python benchmarks/router_proxy.py [--requests 2000] [--litellm PATH/TO/litellm]`.
-The LiteLLM proxy needs `litellm[proxy]`; without a `litellm` command that starts, the
-LiteLLM column is left out and the reason printed.
+Run: `flock /tmp/bench.lock python benchmarks/router_proxy.py [--requests 1000]
+[--litellm PATH/TO/litellm] [--litellm-transport] [--fast-io DIR]`; `--profile direct`
+profiles the proxy with pyinstrument instead.
+
+The LiteLLM proxy needs its proxy dependencies, which conflict with ours (rich<14,
+websockets<16) and whose `litellm-proxy` package is not on PyPI for 1.110.2: install
+them in a separate venv (litellm==1.110.2 fastapi uvicorn backoff apscheduler orjson
+pyjwt python-multipart cryptography rq redis pynacl fastapi-sso mcp httpx2 polars
+expression semver gunicorn uvloop tomlkit inquirerpy restrictedpython azure-identity
+azure-storage-blob soundfile litellm-enterprise litellm-proxy-extras 'rich<14'
+'websockets<16') and pass its `litellm`. Without one that starts, the LiteLLM rows are
+left out and the reason printed.
 """
 
 from __future__ import annotations
