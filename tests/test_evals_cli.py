@@ -156,3 +156,45 @@ def test_an_interrupted_run_resumes_from_the_cli(tmp_path):
     assert json.loads(output[output.index("{"):])["metrics"]["accuracy"] == 1.0
     asked = (tmp_path / "log").read_text().split()
     assert sorted(asked) == [f"q{i}" for i in range(6)], "each case asked exactly once"
+
+
+def test_a_case_lacking_what_a_scorer_needs_is_one_error_line(tmp_path):
+    """Every case raised the scorer's config error inside the runner's task group: the
+    user got an ExceptionGroup traceback instead of the one line."""
+    (tmp_path / "agent.py").write_text("def ask(q):\n    return 'ok'\n")
+    (tmp_path / "suite.yaml").write_text(
+        "name: t\ncases: [{id: a, input: q}, {id: b, input: r}]\nscorers: [tool_name]\n"
+        "target: python:agent.py:ask\n")
+    code, output = invoke("run", tmp_path / "suite.yaml", "--no-mlflow")
+    assert code == 1 and "Traceback" not in output and "ExceptionGroup" not in output
+    assert "error: scorer 'tool_name' needs expected_tools" in output
+
+
+def test_bad_scorer_options_fail_before_any_call(tmp_path):
+    (tmp_path / "agent.py").write_text(
+        "import pathlib\n\n\ndef ask(q):\n"
+        "    pathlib.Path(__file__).with_name('called').touch()\n    return '{}'\n")
+    for scorer, message in (
+            ('{name: regex, pattern: "([a"}', "scorers[0]: scorer 'regex': bad pattern"),
+            ("{name: json_schema, schema: {type: 12}}", "scorer 'json_schema': invalid schema"),
+            ("{name: regex, patern: a}", "scorer 'regex': bad options ['patern']")):
+        (tmp_path / "suite.yaml").write_text(
+            f"name: t\ncases: [{{id: a, input: q}}]\nscorers: [{scorer}]\n"
+            "target: python:agent.py:ask\n")
+        code, output = invoke("run", tmp_path / "suite.yaml", "--no-mlflow")
+        assert code == 1 and message in output and "Traceback" not in output, output
+    assert not (tmp_path / "called").exists(), "no case ran"
+
+
+def test_out_that_is_a_file_and_a_csv_missing_a_column(tmp_path):
+    suite = suite_dir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
+    code, output = invoke("run", suite, "--no-mlflow", "--out", tmp_path / "afile")
+    assert code == 1 and "--out" in output and "a file, not a folder" in output, output
+    assert (tmp_path / "afile").read_text() == "keep"
+
+    (tmp_path / "qa.csv").write_text("foo,bar\n1,2\n")
+    suite.write_text("name: t\ndataset: {path: qa.csv, fields: {input: question}}\n"
+                     "scorers: [keywords]\ntarget: python:agent.py:ask\n")
+    code, output = invoke("run", suite, "--no-mlflow")
+    assert code == 1 and "qa.csv:1: field 'input' maps to column 'question'" in output

@@ -44,6 +44,8 @@ def load_dataset(path: Path, fields: dict[str, str], tags: list[str],
         raise DataError(f"{path}: 'fields' maps unknown case fields {sorted(unknown)} "
                         f"(known: {', '.join(sorted(_CASE_FIELDS))})")
     records = _read_records(path)[:limit]
+    if path.suffix.lower() == ".csv" and records:
+        _check_columns(path, fields, records[0][1])
     cases = []
     for line, record in records:
         data = _map_record(record, fields, path, line)
@@ -71,6 +73,17 @@ def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     from agentcycle.finetune.data import read_jsonl
 
     return [(record.pop("_line"), record) for record in read_jsonl(path)]
+
+
+def _check_columns(path: Path, fields: dict[str, str], first: dict[str, Any]) -> None:
+    """A CSV's header is fixed: a mapping to a column it lacks is a typo, said once."""
+    for name, source in fields.items():
+        names = ([n for _, n, _, _ in string.Formatter().parse(source) if n]
+                 if "{" in source else [source])
+        missing = [n for n in names if n not in first]
+        if missing:
+            raise DataError(f"{path}:1: field '{name}' maps to column '{missing[0]}', which "
+                            f"the header lacks (columns: {', '.join(first)})")
 
 
 def _parse_cells(row: dict[str, str | None]) -> dict[str, Any]:

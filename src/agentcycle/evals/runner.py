@@ -80,6 +80,10 @@ async def run_suite(suite: Suite, target: Target, *, concurrency: int = 8, retri
             for case in todo:
                 group.create_task(one(case))
         run.finished = True
+    except BaseExceptionGroup as errors:
+        # Every case of a misconfigured suite raises the same error: the caller gets
+        # that one error (one clear line in the CLI), not a group of tracebacks.
+        raise _first(errors) from None
     finally:
         journal.close()
         # Finished or not, the run's file says where it stands (in suite order).
@@ -89,6 +93,12 @@ async def run_suite(suite: Suite, target: Target, *, concurrency: int = 8, retri
         run.tags = by_tag(run.results, run.scorers)
         save_run(run, folder)
     return run
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def run_suite_sync(suite: Suite, target: Target, **options) -> EvalRun:

@@ -88,8 +88,24 @@ def resolve_scorer(spec: str | dict[str, Any]) -> BoundScorer:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown scorer '{name}' (known: {', '.join(sorted(_REGISTRY))})")
     fn, default_threshold = _REGISTRY[name]
-    threshold = float(options.pop("threshold", default_threshold))
+    try:
+        threshold = float(options.pop("threshold", default_threshold))
+    except (TypeError, ValueError):
+        raise ConfigError(f"scorer '{name}': threshold must be a number") from None
+    _check_options(name, fn, options)
     return BoundScorer(name, fn, threshold, options)
+
+
+def _check_options(name: str, fn: ScorerFn, options: dict[str, Any]) -> None:
+    """Unknown or bad options fail when the suite loads, before any model call: at
+    scoring time they would mark every case errored, one by one."""
+    try:
+        inspect.signature(fn).bind(None, None, None, **options)
+    except TypeError as exc:
+        raise ConfigError(f"scorer '{name}': bad options {sorted(options)}: {exc}") from None
+    check = getattr(fn, "check", None)
+    if check is not None:
+        check(**options)
 
 
 def _load_builtins() -> None:

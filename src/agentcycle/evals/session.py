@@ -47,6 +47,9 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     gates = [parse_gate(g) for g in [*suite.gates, *options.gates]]
     names = [s.name for s in suite.bound_scorers()]
     check_gates(summarize([], names, 0.0), gates)  # unknown metrics fail before any call
+    if options.out is not None and options.out.exists() and not options.out.is_dir():
+        # Checked before any model call: failing after the run would lose its report.
+        raise ConfigError(f"--out {options.out}: that is a file, not a folder")
     spec = options.target or suite.target
     if not spec:
         raise ConfigError(f"{path}: no target: pass --target or set 'target:' in the suite")

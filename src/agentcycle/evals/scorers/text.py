@@ -108,13 +108,7 @@ def regex(case: Case, output: Output, ctx: ScoreContext, *, pattern: str | None 
           flags: str = "", full: bool = False, negate: bool = False) -> Score:
     """The answer matches ``pattern`` (searched anywhere; ``full`` for the whole answer;
     ``negate`` to require that it does not match). ``flags``: any of "imsx"."""
-    if not pattern:
-        raise ConfigError("scorer 'regex' needs a pattern (regex(pattern=...))")
-    try:
-        compiled = re.compile(pattern, sum(_FLAGS[f] for f in flags.lower()))
-    except (re.error, KeyError) as exc:
-        raise ConfigError(f"scorer 'regex': bad pattern or flags {pattern!r}/{flags!r}: "
-                          f"{exc}") from None
+    compiled = _compile(pattern, flags)
     text = output.text.strip()
     match = compiled.fullmatch(text) if full else compiled.search(text)
     if negate:
@@ -122,6 +116,19 @@ def regex(case: Case, output: Output, ctx: ScoreContext, *, pattern: str | None 
                        f"matched {match.group(0)[:60]!r} but must not")
     return verdict(match is not None, f"matched {match.group(0)[:60]!r}" if match else
                    f"no match for {pattern!r}")
+
+
+def _compile(pattern: str | None = None, flags: str = "", **_: Any) -> re.Pattern:
+    if not pattern:
+        raise ConfigError("scorer 'regex' needs a pattern (regex(pattern=...))")
+    try:
+        return re.compile(pattern, sum(_FLAGS[f] for f in flags.lower()))
+    except (re.error, KeyError) as exc:
+        raise ConfigError(f"scorer 'regex': bad pattern or flags {pattern!r}/{flags!r}: "
+                          f"{exc}") from None
+
+
+regex.check = _compile  # type: ignore[attr-defined]  # a bad pattern fails before any call
 
 
 def extract_json(text: str) -> Any:
@@ -148,6 +155,22 @@ def extract_json(text: str) -> Any:
 def json_schema(case: Case, output: Output, ctx: ScoreContext, *,
                 schema: dict[str, Any] | str | None = None) -> Score:
     """The answer is (or contains) JSON valid under ``schema`` (a dict, or a path to one)."""
+    validator_class, schema = _validator(schema)
+    try:
+        data = extract_json(output.text)
+    except ValueError:
+        return verdict(False, "the answer holds no JSON")
+    errors = sorted(validator_class(schema).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(map(str, errors[0].path)) or "(root)"
+        return verdict(False, f"{len(errors)} schema error(s); first at {where}: "
+                       f"{errors[0].message[:120]}")
+    return verdict(True, "valid JSON for the schema")
+
+
+def _validator(schema: dict[str, Any] | str | None = None, **_: Any) -> tuple[Any, dict]:
+    """The schema's validator class and the schema, checked (a bad schema is the suite's
+    error, not a failed answer)."""
     import jsonschema
 
     if schema is None:
@@ -159,18 +182,14 @@ def json_schema(case: Case, output: Output, ctx: ScoreContext, *,
         except (OSError, ValueError) as exc:
             raise ConfigError(f"scorer 'json_schema': cannot read schema {schema!r}: "
                               f"{exc}") from None
-    try:
-        data = extract_json(output.text)
-    except ValueError:
-        return verdict(False, "the answer holds no JSON")
+    if not isinstance(schema, dict | bool):
+        raise ConfigError(f"scorer 'json_schema': a schema is a mapping, not {schema!r}")
     validator_class = jsonschema.validators.validator_for(schema)
     try:
         validator_class.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ConfigError(f"scorer 'json_schema': invalid schema: {exc.message}") from None
-    errors = sorted(validator_class(schema).iter_errors(data), key=lambda e: list(e.path))
-    if errors:
-        where = "/".join(map(str, errors[0].path)) or "(root)"
-        return verdict(False, f"{len(errors)} schema error(s); first at {where}: "
-                       f"{errors[0].message[:120]}")
-    return verdict(True, "valid JSON for the schema")
+    return validator_class, schema
+
+
+json_schema.check = _validator  # type: ignore[attr-defined]
