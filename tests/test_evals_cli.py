@@ -198,3 +198,18 @@ def test_out_that_is_a_file_and_a_csv_missing_a_column(tmp_path):
                      "scorers: [keywords]\ntarget: python:agent.py:ask\n")
     code, output = invoke("run", suite, "--no-mlflow")
     assert code == 1 and "qa.csv:1: field 'input' maps to column 'question'" in output
+
+
+def test_an_unreachable_target_errors_each_case_and_says_why(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "suite.yaml").write_text(
+        "name: t\ncases: [{id: a, input: q, keywords: [x]}, {id: b, input: r, keywords: [x]}]"
+        "\nscorers: [keywords]\n")
+    code, output = invoke("run", tmp_path / "suite.yaml", "--no-mlflow", "--retries", "0",
+                          "--target", f"openai:http://127.0.0.1:{port}/v1#base")
+    assert code == 0 and "Traceback" not in output, output
+    assert "2 of 2 cases errored" in output and "ConnectError" in output

@@ -72,6 +72,12 @@ def _print_run(run_, gates) -> None:
             gate_table.add_row(str(g.gate), f"{g.value:.4g}",
                                "[green]pass[/green]" if g.passed else "[red]FAIL[/red]")
         console.print(gate_table)
+    errored = [r for r in run_.results if r.error]
+    if errored:
+        # The metrics say how many; the user needs to know why (a down server, a bad key).
+        console.print(f"[yellow]{len(errored)} of {len(run_.results)} cases errored[/yellow]; "
+                      f"case '{errored[0].id}': {errored[0].error}", highlight=False,
+                      soft_wrap=True)
     if run_.judge_is_small_local:
         console.print("[yellow]note:[/yellow] the judge is the small local model: judged "
                       "scores are weak evidence.")
