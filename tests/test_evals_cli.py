@@ -213,3 +213,19 @@ def test_an_unreachable_target_errors_each_case_and_says_why(tmp_path):
                           "--target", f"openai:http://127.0.0.1:{port}/v1#base")
     assert code == 0 and "Traceback" not in output, output
     assert "2 of 2 cases errored" in output and "ConnectError" in output
+
+
+def test_compare_refuses_runs_without_common_cases_and_an_unknown_scorer(tmp_path):
+    """Two different suites were 'compared' as 0 matched cases, p=1, not significant."""
+    code, output = invoke("run", suite_dir(tmp_path / "a"), "--no-mlflow", "--json")
+    run_a = json.loads(output[output.index("{"):])["run_id"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "suite.yaml").write_text(
+        "name: other\ncases: [{id: z, input: 'How long, case 1?', keywords: [x]}]\n"
+        "scorers: [keywords]\ntarget: python:../a/agent.py:ask\n")
+    code, output = invoke("run", tmp_path / "b" / "suite.yaml", "--no-mlflow", "--json")
+    run_b = json.loads(output[output.index("{"):])["run_id"]
+    code, output = invoke("compare", run_a, run_b)
+    assert code == 1 and output.startswith("error:") and "share no case id" in output
+    code, output = invoke("compare", run_a, run_a, "--scorer", "similarity")
+    assert code == 1 and "scorer 'similarity' is not in both runs" in output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from agentcycle.errors import ConfigError, DataError
 from agentcycle.evals.results import CaseResult, EvalRun
 
 
@@ -71,9 +72,16 @@ def case_passed(result: CaseResult, scorer: str | None = None) -> bool:
 def compare_runs(a: EvalRun, b: EvalRun, scorer: str | None = None) -> Comparison:
     """Run B against run A (the baseline), matched by case id; on one scorer's verdicts
     when ``scorer`` is given, else on every scorer passing."""
+    if scorer and not (scorer in a.scorers and scorer in b.scorers):
+        raise ConfigError(f"scorer '{scorer}' is not in both runs (A: {', '.join(a.scorers)}; "
+                          f"B: {', '.join(b.scorers)})")
     before = {r.id: r for r in a.results}
     after = {r.id: r for r in b.results}
     ids = [i for i in before if i in after]
+    if not ids:
+        # Nothing paired: a "p=1, not significant" would read as "no change".
+        raise DataError(f"runs {a.run_id} ({a.suite}) and {b.run_id} ({b.suite}) share no "
+                        "case id: compare runs of the same suite")
     changes = [CaseChange(i, before[i].input, case_passed(before[i], scorer),
                           case_passed(after[i], scorer), case_score(before[i], scorer),
                           case_score(after[i], scorer),
