@@ -229,3 +229,21 @@ def test_compare_refuses_runs_without_common_cases_and_an_unknown_scorer(tmp_pat
     assert code == 1 and output.startswith("error:") and "share no case id" in output
     code, output = invoke("compare", run_a, run_a, "--scorer", "similarity")
     assert code == 1 and "scorer 'similarity' is not in both runs" in output
+
+
+def test_a_target_refusing_every_request_stops_with_one_line(tmp_path):
+    """A wrong key or model (401/404) was retried on every case, then reported as a run
+    of errored cases; it is one error line and exit 1, after one request."""
+    from helpers import BackgroundServer, fake_cloud_app
+
+    (tmp_path / "suite.yaml").write_text(
+        "name: t\ncases: [{id: a, input: q, keywords: [x]}, {id: b, input: r, keywords: [x]}]"
+        "\nscorers: [keywords]\n")
+    for status in (401, 404):
+        app = fake_cloud_app(fail_with=status)
+        with BackgroundServer(app) as server:
+            code, output = invoke("run", tmp_path / "suite.yaml", "--no-mlflow", "-c", "1",
+                                  "--target", f"openai:{server.url}/v1#m")
+        assert code == 1 and f"error: {server.url}/v1/chat/completions: HTTP {status}: rate " \
+                             "limited" in output, output
+        assert len(app.state.requests) == 1 and "Traceback" not in output

@@ -34,9 +34,10 @@ def test_openai_target_on_the_real_model_server(base_server):
         assert output.prompt_tokens > 0 and 0 < output.completion_tokens <= 8
         assert output.latency_ms > 0 and output.cost_usd == 0.0  # a local model is free
         wrong_key = OpenAITarget(base_server.base_url, "base", "wrong", max_tokens=4)
-        run_ = run_suite_sync(Suite(name="s", cases=[QUESTION], scorers=["keywords"]),
-                              wrong_key, retries=0)
-        assert "HTTP 401" in run_.results[0].error, "refused by the key gate, marked errored"
+        # Refused by the key gate: every case would be, so the run stops with that error.
+        with pytest.raises(ConfigError, match="HTTP 401"):
+            run_suite_sync(Suite(name="s", cases=[QUESTION], scorers=["keywords"]),
+                           wrong_key, retries=0)
 
 
 def test_openai_target_prices_cloud_models_and_reads_tool_calls():

@@ -148,6 +148,8 @@ async def _call_target(case: Case, target: Target, retries: int,
     for attempt in range(retries + 1):
         try:
             return await target.run(case), attempt + 1
+        except ConfigError:
+            raise  # the target refuses every case (bad key, URL, model): stop, say why
         except Exception as exc:  # one failing case must not sink the run
             error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
             log.info("case %s, attempt %d: %s", case.id, attempt + 1, error)

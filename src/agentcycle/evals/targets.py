@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from agentcycle.errors import ServiceError
+from agentcycle.errors import ConfigError, ServiceError
 from agentcycle.evals.types import Case, Context, Output, ToolCall
 
 _SECTION = re.compile(r"§\s*\d+[a-z]?")
@@ -41,6 +41,18 @@ class Target(Protocol):
 
 class TargetError(ServiceError):
     """The target failed on one case (the runner retries, then marks the case errored)."""
+
+
+class TargetRefused(ConfigError):
+    """The target refuses every request (wrong key, URL or model): the run stops."""
+
+
+def _message(body: str) -> str:
+    try:
+        error = json.loads(body).get("error")
+        return str(error.get("message") if isinstance(error, dict) else error or body)[:200]
+    except (ValueError, AttributeError):
+        return body[:200]
 
 
 def digest(*parts: Any) -> str:
@@ -66,6 +78,11 @@ class _Http:
             response = await self.client().post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise TargetError(f"{url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code in (401, 403, 404):
+            # A bad key, URL or model name fails every case alike: stop with that one
+            # line rather than retry each case and report a run of errors.
+            raise TargetRefused(f"{url}: HTTP {response.status_code}: "
+                                f"{_message(response.text)}")
         if response.status_code >= 400:
             raise TargetError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
         return response.json()
