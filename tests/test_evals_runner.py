@@ -157,3 +157,18 @@ def test_journal_skips_a_torn_last_line(tmp_path):
                        + "\n" + '{"type": "case", "resu')
     header, results = Journal.read(journal)
     assert header["suite"] == "s" and [r.id for r in results] == ["a"]
+
+
+def test_run_files_are_readable_like_any_new_file(tmp_path):
+    """atomic_write's temp file was owner-only (0600): report.html could not be served."""
+    import os
+
+    from agentcycle.evals.results import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
