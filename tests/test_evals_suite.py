@@ -151,3 +151,15 @@ def test_cases_from_recorded_traces(tmp_path, settings):
     assert [(c.input, c.reference) for c in suite.cases] == [
         ("Pets?", "1.75 months"), ("Deposit cap?", "1.5 months")]
     assert suite.cases[0].tags == ["trace", "prod"] and suite.cases[0].id.startswith("trace-")
+
+
+def test_binary_suite_and_dataset_files_are_one_error_line(tmp_path):
+    """A non-UTF-8 suite or CSV raised UnicodeDecodeError with a traceback."""
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe name: x\n")
+    with pytest.raises(DataError, match=r"bin.yaml: not UTF-8 text"):
+        load_suite(tmp_path / "bin.yaml")
+    (tmp_path / "qa.csv").write_bytes(b"\xff\xfe,a\n1,2\n")
+    suite = write(tmp_path / "suite.yaml", "name: s\ndataset: {path: qa.csv}\n"
+                                           "scorers: [keywords]\n")
+    with pytest.raises(DataError, match=r"qa.csv: not UTF-8 text"):
+        load_suite(suite)

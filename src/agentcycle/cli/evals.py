@@ -28,7 +28,7 @@ def run(
     no_cache: bool = typer.Option(False, "--no-cache", help="Call the target for every case."),
     resume: str | None = typer.Option(None, help="Continue an interrupted run by its id."),
     out: Path | None = typer.Option(None, help="Also write run.json and report.html here."),
-    limit: int | None = typer.Option(None, help="Run the first N cases only."),
+    limit: int | None = typer.Option(None, min=1, help="Run the first N cases only."),
     judge: str | None = typer.Option(None, help="Judge model for judged scorers "
                                                 "(openai:URL#model); default: the suite's."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log an MLflow run."),

@@ -62,6 +62,13 @@ def load_dataset(path: Path, fields: dict[str, str], tags: list[str],
 
 
 def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        return _read(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _read(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     if path.suffix.lower() == ".csv":

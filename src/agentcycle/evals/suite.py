@@ -90,7 +90,10 @@ def load_suite(path: str | Path) -> Suite:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"suite file not found: {path}")
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: not UTF-8 text (byte {exc.start}): is it a YAML suite?") from None
     try:
         node = yaml.compose(text)
     except yaml.YAMLError as exc:
