@@ -247,3 +247,33 @@ def test_a_target_refusing_every_request_stops_with_one_line(tmp_path):
         assert code == 1 and f"error: {server.url}/v1/chat/completions: HTTP {status}: rate " \
                              "limited" in output, output
         assert len(app.state.requests) == 1 and "Traceback" not in output
+
+
+def test_sigterm_keeps_the_run_listed_for_resume(tmp_path):
+    """A killed run (CI cancel, `kill`) left only its journal: no run.json, so `eval
+    list` did not show it and nothing said how to resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    (tmp_path / "agent.py").write_text(
+        "import pathlib, time\n\n\ndef ask(q):\n    time.sleep(0.2)\n"
+        "    pathlib.Path(__file__).with_name('done-' + q).touch()\n    return 'ok'\n")
+    cases = ", ".join(f"{{id: c{i}, input: q{i}, keywords: [ok]}}" for i in range(40))
+    (tmp_path / "suite.yaml").write_text(f"name: k\ncases: [{cases}]\nscorers: [keywords]\n"
+                                         "target: python:agent.py:ask\n")
+    cli = Path(sys.executable).with_name("agentcycle")
+    proc = subprocess.Popen([str(cli), "eval", "run", str(tmp_path / "suite.yaml"), "-c", "1",
+                             "--no-mlflow"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("done-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130 and "--resume" in output, output
+    code, listed = invoke("list", "--json")
+    runs = json.loads(listed)
+    assert len(runs) == 1 and not runs[0]["finished"] and 2 <= runs[0]["cases"] < 40

@@ -35,8 +35,12 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
     """Run SUITE against a target; exit 1 when a gate fails."""
+    from agentcycle.cli._common import stop_on_sigterm
     from agentcycle.evals.session import RunOptions, run_cli_suite
 
+    # `kill`/CI cancellation stops like Ctrl-C: run.json is written (so `eval list`
+    # shows the run to resume) and a model server the target started is stopped.
+    stop_on_sigterm()
     options = RunOptions(target=target, gates=gate, concurrency=concurrency, retries=retries,
                          cache=not no_cache, resume=resume, out=out, limit=limit, judge=judge,
                          mlflow=not no_mlflow)
