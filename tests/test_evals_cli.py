@@ -277,3 +277,15 @@ def test_sigterm_keeps_the_run_listed_for_resume(tmp_path):
     code, listed = invoke("list", "--json")
     runs = json.loads(listed)
     assert len(runs) == 1 and not runs[0]["finished"] and 2 <= runs[0]["cases"] < 40
+
+
+def test_gates_on_a_tag_s_metrics(tmp_path):
+    """Metrics by tag were logged (MLflow tag/<tag>/<metric>) but no gate could name them."""
+    suite = suite_dir(tmp_path, broken=True)
+    code, output = invoke("run", suite, "--no-mlflow", "--gate", "tag/high/accuracy>=1",
+                          "--gate", "tag/low/keywords.mean<=0")
+    assert code == 0 and "tag/high/accuracy>=1" in output, output
+    code, output = invoke("run", suite, "--no-mlflow", "--gate", "tag/low/accuracy>=0.5")
+    assert code == 1 and "gate failed: tag/low/accuracy>=0.5" in output
+    code, output = invoke("run", suite, "--no-mlflow", "--gate", "tag/lo/accuracy>=0.5")
+    assert code == 1 and "unknown metric 'tag/lo/accuracy'" in output

@@ -16,7 +16,7 @@ from agentcycle.errors import ConfigError
 from agentcycle.evals.cache import OutputCache
 from agentcycle.evals.gates import GateResult, check_gates, parse_gate
 from agentcycle.evals.publish import publish
-from agentcycle.evals.results import EvalRun, new_run_id, summarize
+from agentcycle.evals.results import CaseResult, EvalRun, by_tag, new_run_id, summarize
 from agentcycle.evals.runner import run_suite_sync
 from agentcycle.evals.scoring import ScoreContext
 from agentcycle.evals.suite import Suite, load_suite
@@ -46,7 +46,9 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     suite = load_suite(path).limited(options.limit)
     gates = [parse_gate(g) for g in [*suite.gates, *options.gates]]
     names = [s.name for s in suite.bound_scorers()]
-    check_gates(summarize([], names, 0.0), gates)  # unknown metrics fail before any call
+    # Unknown metrics fail before any call (tag metrics from the cases' tags).
+    blank = [CaseResult(id=c.id, input="", tags=c.tags) for c in suite.cases]
+    check_gates(gate_metrics(summarize([], names, 0.0), by_tag(blank, names)), gates)
     if options.out is not None and options.out.exists() and not options.out.is_dir():
         # Checked before any model call: failing after the run would lose its report.
         raise ConfigError(f"--out {options.out}: that is a file, not a folder")
@@ -68,10 +70,18 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
             console.print(f"interrupted: every finished case is kept; continue with "
                           f"`agentcycle eval run {path} --resume {run_id}`", soft_wrap=True)
             raise
-    results = check_gates(run.metrics, gates)
+    results = check_gates(gate_metrics(run.metrics, run.tags), gates)
     publish(run, settings=settings, gates=results, out=options.out, mlflow=options.mlflow,
             params={"target_spec": spec[:250]})
     return run, results
+
+
+def gate_metrics(metrics: dict[str, float],
+                 tags: dict[str, dict[str, float]]) -> dict[str, float]:
+    """What a gate may name: the run's metrics and, as MLflow names them, each tag's
+    (``tag/refunds/accuracy>=0.8``)."""
+    return metrics | {f"tag/{tag}/{k}": v for tag, values in tags.items()
+                      for k, v in values.items()}
 
 
 @contextlib.contextmanager
