@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from agentcycle.errors import AgentcycleError, ServiceError
 from agentcycle.evals.gates import GateResult
 from agentcycle.evals.report_html import write_html
 from agentcycle.evals.results import EvalRun, runs_dir, save_run
@@ -20,15 +21,24 @@ def publish(run: EvalRun, *, settings: Any = None, gates: list[GateResult] | Non
     folder = runs_dir(settings) / run.run_id
     html = write_html(run, folder / "report.html", gates)
     path = save_run(run, folder)
-    if mlflow:
-        run.mlflow_run_id = log_to_mlflow(run, settings, [path, html], params)
-        save_run(run, folder)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        for file in (path, html):
-            shutil.copy2(file, out / file.name)
-        return out / path.name
-    return path
+    try:
+        if mlflow:
+            run.mlflow_run_id = log_to_mlflow(run, settings, [path, html], params)
+            save_run(run, folder)
+    except AgentcycleError as exc:
+        _copy(out, path, html)  # the run's files are kept where they were asked for
+        raise ServiceError(f"run {run.run_id} is saved in {folder}, but not in MLflow: "
+                           f"{exc}") from None
+    return _copy(out, path, html) or path
+
+
+def _copy(out: Path | None, path: Path, html: Path) -> Path | None:
+    if not out:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    for file in (path, html):
+        shutil.copy2(file, out / file.name)
+    return out / path.name
 
 
 def case_table(run: EvalRun) -> dict[str, list]:

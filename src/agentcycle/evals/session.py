@@ -55,6 +55,11 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     spec = options.target or suite.target
     if not spec:
         raise ConfigError(f"{path}: no target: pass --target or set 'target:' in the suite")
+    if options.mlflow:
+        # An unusable MLflow store fails now, not after every model call was made.
+        from agentcycle.observe.tracing import setup_tracking
+
+        setup_tracking(settings)
     cache = OutputCache.default(settings) if options.cache else None
     with open_target(spec, settings, base_dir=path.parent) as target, \
             judge_context(settings, suite, options.judge) as context, \
