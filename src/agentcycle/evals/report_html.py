@@ -110,7 +110,8 @@ def _by_tag(plt, run: EvalRun):
     axis.set_xticks([x + 0.4 - width / 2 for x in range(len(groups))], list(groups),
                     rotation=30, ha="right", fontsize=8)
     axis.set_ylim(0, 1)
-    axis.legend(fontsize=7)
+    if axis.get_legend_handles_labels()[0]:  # a run without scores has no series
+        axis.legend(fontsize=7)
     return figure
 
 
@@ -121,7 +122,8 @@ def _distribution(plt, run: EvalRun):
         axis.hist(values, bins=10, range=(0, 1), alpha=0.5, label=name)
     axis.set_xlabel("score")
     axis.set_ylabel("cases")
-    axis.legend(fontsize=7)
+    if axis.get_legend_handles_labels()[0]:  # a run without scores has no series
+        axis.legend(fontsize=7)
     return figure
 
 
