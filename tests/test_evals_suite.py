@@ -163,3 +163,12 @@ def test_binary_suite_and_dataset_files_are_one_error_line(tmp_path):
                                            "scorers: [keywords]\n")
     with pytest.raises(DataError, match=r"qa.csv: not UTF-8 text"):
         load_suite(suite)
+
+
+def test_a_dataset_limit_below_one_is_an_error(tmp_path):
+    """limit: -1 silently dropped the file's last case (records[:-1])."""
+    (tmp_path / "qa.jsonl").write_text('{"question": "a"}\n{"question": "b"}\n')
+    suite = write(tmp_path / "suite.yaml", "name: s\ndataset: {path: qa.jsonl, limit: -1}\n"
+                                           "scorers: [keywords]\n")
+    with pytest.raises(DataError, match=r"suite.yaml:2: field 'dataset.limit'"):
+        load_suite(suite)

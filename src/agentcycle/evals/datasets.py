@@ -30,7 +30,7 @@ class TracesSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     experiment: str | None = None  # default: the settings' experiment
-    last: int = 50
+    last: int = Field(50, ge=1)
     name: str | None = None  # only traces whose root span has this name
     reference_from_output: bool = False  # the recorded answer becomes the reference
     tags: list[str] = Field(default_factory=list)

@@ -40,7 +40,7 @@ class DatasetSpec(BaseModel):
     # case field -> record field, or a template over the record such as "§ {section}"
     fields: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)  # added to every case of this file
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)  # [:0] or [:-1] would drop cases silently
 
 
 class Suite(BaseModel):
@@ -110,7 +110,7 @@ def load_suite(path: str | Path) -> Suite:
         # The first errors, each with its line: a typo ('inptu') often comes with a
         # missing field ('input'), and naming both says what happened.
         raise DataError("; ".join(_describe(file, data, lines, e)
-                                  for e in exc.errors()[:3])) from None
+                                  for e in _relevant(exc.errors())[:3])) from None
     suite.path = file
     cases = list(suite.cases)
     for spec in _as_list(suite.dataset):
@@ -171,7 +171,17 @@ def _describe(file: Path, data: dict, lines: dict[tuple, int], error: dict) -> s
     return f"{where}: {prefix}field '{name}': {message}"
 
 
+def _relevant(errors: list[dict]) -> list[dict]:
+    """Without a union's "should be a valid list" noise when another member of the same
+    union went deeper (``dataset: {limit: -1}`` is a mapping with a bad limit)."""
+    locs = [tuple(p for p in e["loc"] if not _is_union_tag(p)) for e in errors]
+    return [e for e, loc in zip(errors, locs, strict=True)
+            if not (e["type"].endswith("_type") and any(
+                len(other) > len(loc) and other[:len(loc)] == loc for other in locs))] or errors
+
+
 def _is_union_tag(part: Any) -> bool:
     # pydantic adds the union member's type to the location ("str", "dict[str,any]").
     return isinstance(part, str) and (part in ("str", "int", "float", "list[...]")
+                                      or part[:1].isupper()  # a model: "DatasetSpec"
                                       or part.startswith(("dict[", "list[", "function-")))
