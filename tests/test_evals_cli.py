@@ -193,6 +193,8 @@ def test_out_that_is_a_file_and_a_csv_missing_a_column(tmp_path):
     code, output = invoke("run", suite, "--no-mlflow", "--out", tmp_path / "afile")
     assert code == 1 and "--out" in output and "a file, not a folder" in output, output
     assert (tmp_path / "afile").read_text() == "keep"
+    code, output = invoke("run", suite, "--no-mlflow", "--out", tmp_path / "afile" / "sub")
+    assert code == 1 and "cannot create it" in output and "Traceback" not in output, output
 
     (tmp_path / "qa.csv").write_text("foo,bar\n1,2\n")
     suite.write_text("name: t\ndataset: {path: qa.csv, fields: {input: question}}\n"

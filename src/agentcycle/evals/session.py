@@ -49,9 +49,14 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     # Unknown metrics fail before any call (tag metrics from the cases' tags).
     blank = [CaseResult(id=c.id, input="", tags=c.tags) for c in suite.cases]
     check_gates(gate_metrics(summarize([], names, 0.0), by_tag(blank, names)), gates)
-    if options.out is not None and options.out.exists() and not options.out.is_dir():
+    if options.out is not None:
         # Checked before any model call: failing after the run would lose its report.
-        raise ConfigError(f"--out {options.out}: that is a file, not a folder")
+        if options.out.exists() and not options.out.is_dir():
+            raise ConfigError(f"--out {options.out}: that is a file, not a folder")
+        try:
+            options.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {options.out}: cannot create it ({exc.strerror})") from None
     spec = options.target or suite.target
     if not spec:
         raise ConfigError(f"{path}: no target: pass --target or set 'target:' in the suite")
