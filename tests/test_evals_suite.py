@@ -172,3 +172,18 @@ def test_a_dataset_limit_below_one_is_an_error(tmp_path):
                                            "scorers: [keywords]\n")
     with pytest.raises(DataError, match=r"suite.yaml:2: field 'dataset.limit'"):
         load_suite(suite)
+
+
+def test_expected_tools_as_bare_names_from_yaml_and_csv(tmp_path):
+    """The docs' 'a|b' list cells failed for expected_tools: a name was not a ToolCall."""
+    (tmp_path / "qa.csv").write_text("id,question,expected_tools\nc1,q,lookup|weather\n")
+    suite = write(tmp_path / "suite.yaml", """
+        name: s
+        dataset: {path: qa.csv}
+        cases: [{id: y, input: q, expected_tools: [lookup]}]
+        scorers: [tool_name]
+        """)
+    cases = {c.id: c for c in load_suite(suite).cases}
+    assert [t.name for t in cases["c1"].expected_tools] == ["lookup", "weather"]
+    expected = cases["y"].expected_tools[0]
+    assert expected.name == "lookup" and not expected.arguments
