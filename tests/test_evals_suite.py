@@ -187,3 +187,17 @@ def test_expected_tools_as_bare_names_from_yaml_and_csv(tmp_path):
     assert [t.name for t in cases["c1"].expected_tools] == ["lookup", "weather"]
     expected = cases["y"].expected_tools[0]
     assert expected.name == "lookup" and not expected.arguments
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    """YAML keeps the last of two equal keys: a case's first 'input' vanished silently."""
+    suite = write(tmp_path / "suite.yaml", """
+        name: s
+        cases:
+          - id: a
+            input: first
+            input: second
+        scorers: [keywords]
+        """)
+    with pytest.raises(DataError, match=r"suite.yaml:5: key 'input' appears twice"):
+        load_suite(suite)

@@ -103,7 +103,10 @@ def load_suite(path: str | Path) -> Suite:
     data = yaml.safe_load(text) if node is not None else None
     if not isinstance(data, dict):
         raise DataError(f"{file}: a suite is a YAML mapping with at least 'name' and 'scorers'")
-    lines = _line_marks(node)
+    try:
+        lines = _line_marks(node)
+    except DataError as exc:
+        raise DataError(f"{file}:{str(exc).removeprefix('line ')}") from None
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
@@ -144,6 +147,9 @@ def _line_marks(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
     marks[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
+            if (*path, key.value) in marks:  # YAML keeps the last silently; a typo'd copy
+                raise DataError(f"line {key.start_mark.line + 1}: key '{key.value}' appears "
+                                f"twice in the same mapping")
             marks[(*path, key.value)] = key.start_mark.line + 1
             marks.update({k: v for k, v in _line_marks(value, (*path, key.value)).items()
                           if k != (*path, key.value)})
