@@ -151,6 +151,10 @@ def test_cases_from_recorded_traces(tmp_path, settings):
     assert [(c.input, c.reference) for c in suite.cases] == [
         ("Pets?", "1.75 months"), ("Deposit cap?", "1.5 months")]
     assert suite.cases[0].tags == ["trace", "prod"] and suite.cases[0].id.startswith("trace-")
+    # No such experiment: the error says which suite asked for the traces.
+    write(tmp_path / "suite.yaml", "name: p\ntraces: {experiment: nope}\nscorers: [keywords]\n")
+    with pytest.raises(DataError, match=r"suite.yaml: traces: no MLflow experiment named 'nope'"):
+        load_suite(tmp_path / "suite.yaml")
 
 
 def test_binary_suite_and_dataset_files_are_one_error_line(tmp_path):

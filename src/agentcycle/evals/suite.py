@@ -119,7 +119,10 @@ def load_suite(path: str | Path) -> Suite:
     for spec in _as_list(suite.dataset):
         cases += load_dataset(file.parent / spec.path, spec.fields, spec.tags, spec.limit)
     if suite.traces:
-        cases += load_traces(suite.traces)
+        try:
+            cases += load_traces(suite.traces)
+        except DataError as exc:
+            raise DataError(f"{file}: {exc}") from None  # which suite asked for them
     _check_unique(file, cases)
     if not cases:
         raise DataError(f"{file}: the suite has no cases (add 'cases:', 'dataset:' or 'traces:')")
