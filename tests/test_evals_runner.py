@@ -172,3 +172,16 @@ def test_run_files_are_readable_like_any_new_file(tmp_path):
         os.umask(umask)
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_assert_score_errors_are_not_chained_to_a_loop_probe():
+    """pytest showed a scorer's error 'during handling of RuntimeError: no running event
+    loop', a red herring above the real message."""
+    import pytest
+
+    from agentcycle.errors import ConfigError
+    from agentcycle.evals import assert_score
+
+    with pytest.raises(ConfigError) as error:
+        assert_score("x", "keywords", case={"input": "q"})
+    assert error.value.__context__ is None and "needs key facts" in str(error.value)

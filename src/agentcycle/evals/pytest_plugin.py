@@ -67,6 +67,10 @@ def _run(coro: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:  # outside the except block: a scorer's error is not chained to it
         return asyncio.run(coro)
     # Called from inside a running loop (an async test): score on a private loop.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
