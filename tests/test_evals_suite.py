@@ -205,3 +205,14 @@ def test_a_key_given_twice_is_an_error(tmp_path):
         """)
     with pytest.raises(DataError, match=r"suite.yaml:5: key 'input' appears twice"):
         load_suite(suite)
+
+
+def test_numbers_in_a_case_are_text(tmp_path):
+    """`id: 1` or `keywords: [21]` was 'Input should be a valid string'."""
+    suite = write(tmp_path / "suite.yaml", """
+        name: s
+        cases: [{id: 1, input: "How many days?", reference: 21, keywords: [21], tags: [2024]}]
+        scorers: [keywords]
+        """)
+    case = load_suite(suite).cases[0]
+    assert (case.id, case.reference, case.keywords, case.tags) == ("1", "21", ["21"], ["2024"])

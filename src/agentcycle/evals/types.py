@@ -37,7 +37,8 @@ class Context(BaseModel):
 class Case(BaseModel):
     """One test of the agent. Only ``id`` and ``input`` are required."""
 
-    model_config = ConfigDict(extra="forbid")
+    # YAML reads `id: 1`, `reference: 30` and `keywords: [21]` as numbers: they mean text.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     id: str
     input: str | list[dict[str, Any]]  # a question, or chat messages
