@@ -214,8 +214,10 @@ def test_an_unreachable_target_errors_each_case_and_says_why(tmp_path):
         "\nscorers: [keywords]\n")
     code, output = invoke("run", tmp_path / "suite.yaml", "--no-mlflow", "--retries", "0",
                           "--target", f"openai:http://127.0.0.1:{port}/v1#base")
-    assert code == 0 and "Traceback" not in output, output
+    # Nothing was measured: exit 1 even without a gate, so CI cannot go green on it.
+    assert code == 1 and "Traceback" not in output, output
     assert "2 of 2 cases errored" in output and "ConnectError" in output
+    assert "every case errored" in output
 
 
 def test_compare_refuses_runs_without_common_cases_and_an_unknown_scorer(tmp_path):

@@ -57,6 +57,11 @@ def run(
         failed = ", ".join(str(g.gate) for g in gates if not g.passed)
         err_console.print(f"[red]gate failed:[/red] {failed}", highlight=False)
         raise typer.Exit(1)
+    if run_.results and all(r.error for r in run_.results):
+        # Nothing was measured: a CI job must not go green on it, gates or not.
+        err_console.print("[red]error:[/red] every case errored; nothing was measured",
+                          highlight=False)
+        raise typer.Exit(1)
 
 
 def _print_run(run_, gates) -> None:
