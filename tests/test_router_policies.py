@@ -300,6 +300,20 @@ routes:
         easy_one = r.complete([{"role": "user", "content": "Say hello to person 99."}])
     assert hard_one.backend == "strong" and "-> strong" in hard_one.reason
     assert easy_one.backend == "cheap" and "-> cheap" in easy_one.reason
+    # The same model on a route that may send nearly everything to the strong backend.
+    generous = Router.from_config(parse_config(f"""
+backends:
+  cheap: {{model: openai/cheap, api_base: http://127.0.0.1:9/v1, local: true}}
+  strong: {{model: openai/strong, api_base: http://127.0.0.1:9/v1}}
+routes:
+  smart:
+    backends: [cheap, strong]
+    policies: [{{quality: {{model: {tmp_path / 'quality.skops'}, strong: [strong],
+                            strong_share: 0.95}}}}]
+"""), log_path=False, tracing=False)
+    recalibrated = generous.routes["smart"].policies[0].predictor()
+    assert recalibrated.strong_share == 0.95 and recalibrated.threshold < trained.threshold
+    generous.close()
 
 
 def test_route_timeout_and_max_attempts():

@@ -284,6 +284,9 @@ class ABSplit(Policy):
 class QualityOptions(Options):
     model: str = Field(description="A QualityRouter file (agentcycle router train-quality).")
     strong: list[str] = Field(min_length=1)
+    strong_share: float | None = Field(
+        None, gt=0, lt=1, description="Recalibrate the threshold for this route's share of "
+                                      "strong calls (default: the share it was trained for).")
 
 
 @policy("quality")
@@ -310,7 +313,10 @@ class Quality(Policy):
         if self._model is None:  # loading embeds a model: only when a request needs it
             from agentcycle.router.quality import QualityRouter
 
-            self._model = QualityRouter.load(self.options.model)
+            model = QualityRouter.load(self.options.model)
+            share = self.options.strong_share
+            # One trained scorer serves routes with different budgets for strong calls.
+            self._model = model.calibrate(share) if share is not None else model
         return self._model
 
     async def apply(self, candidates, request, state):
