@@ -31,7 +31,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentcycle.errors import ConfigError, DataError, ServiceError
-from agentcycle.router.router import AllBackendsFailed, Router
+from agentcycle.router.attempts import AllBackendsFailed
+from agentcycle.router.router import Router
 from agentcycle.router.streaming import Stream, StreamInterrupted
 
 log = logging.getLogger(__name__)

@@ -26,10 +26,11 @@ from agentcycle.router import transport
 from agentcycle.router._loop import LoopThread
 from agentcycle.router._spans import llm_span, span_attributes
 from agentcycle.router.accounting import RequestRecord, open_log, request_exists, spent
+from agentcycle.router.attempts import Attempts, position_reason, short_error
 from agentcycle.router.backends import Backend
 from agentcycle.router.policies import Policy, RouteRequest, build_policies
 from agentcycle.router.pricing import call_cost
-from agentcycle.router.state import RouterState, new_request_id, utc_day
+from agentcycle.router.state import RouterState, utc_day
 
 if TYPE_CHECKING:
     from agentcycle.router.streaming import Stream
@@ -48,27 +49,7 @@ def import_litellm():
     return litellm
 
 
-class AllBackendsFailed(ServiceError):
-    """No backend of the route answered; ``errors`` lists (backend, error) in order."""
 
-    def __init__(self, errors: list[tuple[str, str]], kinds: list[str] | None = None,
-                 message: str | None = None):
-        self.errors = errors
-        self.kinds = kinds or []
-        detail = "; ".join(f"{name}: {err}" for name, err in errors) or "no backends configured"
-        super().__init__(message or f"every model backend failed ({detail})")
-
-    @property
-    def status(self) -> int:
-        """The HTTP status the proxy answers with."""
-        kinds = set(self.kinds)
-        if not kinds:
-            return 503
-        for kind, status in (("rate_limit", 429), ("context_window", 400), ("timeout", 504),
-                             ("bad_request", 400)):
-            if kinds == {kind}:
-                return status
-        return 502
 
 
 @dataclass
@@ -181,30 +162,23 @@ class Router:
         A/B key (a user or session id); ``tags``: tags the backend must carry."""
         chosen = self.resolve(route)
         request = RouteRequest(chosen.name, messages, params, key=key, tags=tags or [])
-        request_id = new_request_id()
-        started = time.perf_counter()
-        plan, reasons = await self.plan(chosen, request)
-        failed: list[tuple[str, str]] = []
-        kinds: list[str] = []
-        for backend in plan:
-            if request.max_attempts and len(failed) >= request.max_attempts:
-                break
+        attempts = await Attempts.start(self, chosen, request)
+        for backend in attempts.backends():
             try:
                 with llm_span(backend, request.messages, self.tracing) as current:
                     raw, latency_s = await self._attempt(backend, request)
-                    result = self._completion(backend, request, raw, latency_s, reasons,
-                                              failed, request_id)
+                    result = self._completion(backend, request, raw, latency_s,
+                                              attempts.reasons, attempts.failed,
+                                              attempts.request_id)
                     current.set_outputs({"text": result.text})
                     current.set_attributes(span_attributes(result))
             except Exception as exc:  # any failure of one backend may move on to the next
-                kinds.append(self._failed(backend, exc, failed))
-                if kinds[-1] not in request.fallback_on:
-                    break
-                continue
+                if attempts.failed_on(backend, exc):
+                    continue
+                break
             self._record(result, request, streamed=False)
             return result
-        raise self._exhausted(request, plan, reasons, failed, kinds, request_id, started,
-                              streamed=False)
+        raise attempts.exhausted(streamed=False)
 
     async def astream(self, messages: list[dict[str, Any]], *, route: str | None = None,
                       key: str | None = None, tags: list[str] | None = None,
@@ -298,15 +272,6 @@ class Router:
                 await asyncio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
-    def _failed(self, backend: Backend, exc: BaseException, failed: list) -> str:
-        kind = transport.error_kind(exc)
-        message = _short_error(exc)
-        log.warning("backend %s failed: %s", backend.name, message)
-        if kind != "bad_request":  # a malformed request must not bench healthy backends
-            self.state.record_failure(backend.name)
-        failed.append((backend.name, message))
-        return kind
-
     def _start_probe(self, backend: Backend) -> None:
         task = asyncio.get_running_loop().create_task(self._probe(backend))
         self._probes.add(task)  # a reference, so the task is not collected mid-flight
@@ -318,7 +283,7 @@ class Router:
                 await transport.complete(backend, [{"role": "user", "content": "ping"}],
                                          {"max_tokens": 1}, backend.timeout_s)
         except Exception as exc:
-            log.info("probe of %s failed (%s); cooling again", backend.name, _short_error(exc))
+            log.info("probe of %s failed (%s); cooling again", backend.name, short_error(exc))
             self.state.record_failure(backend.name)
         else:
             log.info("probe of %s succeeded; back in rotation", backend.name)
@@ -356,19 +321,6 @@ class Router:
                 latency_ms=result.latency_ms, status=status, error=error, streamed=streamed,
                 attempts=len(result.failed) + 1))
 
-    def _exhausted(self, request: RouteRequest, plan: list[Backend], reasons: list[str],
-                   failed: list, kinds: list[str], request_id: str, started: float, *,
-                   streamed: bool) -> AllBackendsFailed:
-        """The error (recorded) for a request no backend answered."""
-        message = None
-        if not plan:  # the policies left nothing to try
-            message = (f"no backend left for route '{request.route}' "
-                       f"({'; '.join(reasons) or 'none configured'})")
-            kinds = ["context_window"] if request.context_skipped else kinds
-        error = AllBackendsFailed(failed, kinds, message)
-        self._record_failure(request_id, request, error, started, streamed=streamed)
-        return error
-
     def _record_failure(self, request_id: str, request: RouteRequest, error: Exception,
                         started: float, *, streamed: bool) -> None:
         if self.log is not None:
@@ -382,22 +334,6 @@ class Router:
         return spent(self.log.path, route, day) if self.log is not None else 0.0
 
 
-def position_reason(reasons: list[str], failed: list, backend: Backend, route: str,
-                    router: Router) -> str:
-    """Why this backend: the policies' reasons, then primary or the fallback it was."""
-    if failed:
-        where = f"fallback after {failed[-1][0]} failed"
-    else:
-        first = router.routes[route].backends[0] if route in router.routes else backend
-        where = "primary" if backend is first else "selected"
-    return "; ".join([*reasons, where]) if reasons else where
-
-
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... (capped at 8 s)."""
     return min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)
-
-
-def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {text[:200]}"

@@ -18,8 +18,8 @@ from agentcycle.errors import ServiceError
 from agentcycle.router import transport
 from agentcycle.router._loop import LoopThread
 from agentcycle.router._spans import llm_span, span_attributes
+from agentcycle.router.attempts import Attempts
 from agentcycle.router.policies import RouteRequest
-from agentcycle.router.state import new_request_id
 
 if TYPE_CHECKING:
     from agentcycle.router.router import Route, Router
@@ -119,16 +119,8 @@ class Stream:
 
 
 async def open_stream(router: Router, route: Route, request: RouteRequest) -> Stream:
-    from agentcycle.router.router import position_reason
-
-    request_id = new_request_id()
-    started = time.perf_counter()
-    plan, reasons = await router.plan(route, request)
-    failed: list[tuple[str, str]] = []
-    kinds: list[str] = []
-    for backend in plan:
-        if request.max_attempts and len(failed) >= request.max_attempts:
-            break
+    attempts = await Attempts.start(router, route, request)
+    for backend in attempts.backends():
         timeout = request.timeout_s or backend.timeout_s
         chunks = transport.stream(backend, request.messages, request.params, timeout)
         try:
@@ -137,16 +129,14 @@ async def open_stream(router: Router, route: Route, request: RouteRequest) -> St
         except Exception as exc:  # nothing sent yet: the next backend may still answer
             if isinstance(exc, StopAsyncIteration):
                 exc = transport.StreamCut("the backend sent an empty stream")
-            kinds.append(router._failed(backend, exc, failed))
+            may_fall_back = attempts.failed_on(backend, exc)
             await chunks.aclose()
-            if kinds[-1] not in request.fallback_on:
-                break
-            continue
-        reason = position_reason(reasons, failed, backend, route.name, router)
-        return Stream(router, backend, request, request_id, reason, failed, chunks, first,
-                      started, timeout)
-    raise router._exhausted(request, plan, reasons, failed, kinds, request_id, started,
-                            streamed=True)
+            if may_fall_back:
+                continue
+            break
+        return Stream(router, backend, request, attempts.request_id, attempts.reason(backend),
+                      attempts.failed, chunks, first, attempts.started, timeout)
+    raise attempts.exhausted(streamed=True)
 
 
 def sync_chunks(loop: LoopThread, opening: Coroutine[Any, Any, Stream]) -> Iterator[dict]:
