@@ -80,11 +80,31 @@ class Settings(BaseSettings):
     langfuse_secret_key: str | None = Field(None, validation_alias=_env("LANGFUSE_SECRET_KEY"))
 
     nats_url: str | None = Field(None, validation_alias=_env("NATS_URL"))
+    nats_host: str | None = Field(None, validation_alias=_env("NATS_HOST"))
+    nats_port: int = Field(4222, validation_alias=_env("NATS_CLIENT_PORT"))
+
+    # PostgreSQL (the workflow checkpointer's platform store); SQLite when unset.
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    postgres_host: str | None = Field(None, validation_alias=_env("POSTGRES_HOST"))
+    postgres_port: int = Field(5432, validation_alias=_env("POSTGRES_PORT"))
+    postgres_user: str | None = Field(None, validation_alias=_env("POSTGRES_USER"))
+    postgres_password: str | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD"))
+    postgres_db: str = Field("agentcycle", validation_alias=_env("POSTGRES_DB"))
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         if self.qdrant_url is None and self.qdrant_host:
             self.qdrant_url = f"http://{self.qdrant_host}:{self.qdrant_port}"
+        if self.nats_url is None and self.nats_host:
+            self.nats_url = f"nats://{self.nats_host}:{self.nats_port}"
+        if self.database_url is None and self.postgres_host:
+            from urllib.parse import quote
+
+            auth = quote(self.postgres_user or "postgres", safe="")
+            if self.postgres_password:
+                auth += ":" + quote(self.postgres_password, safe="")
+            self.database_url = (f"postgresql://{auth}@{self.postgres_host}:"
+                                 f"{self.postgres_port}/{self.postgres_db}")
         return self
 
     # -- derived locations -------------------------------------------------------
@@ -102,6 +122,16 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def nats_dir(self) -> Path:
+        """The embedded NATS server's JetStream store."""
+        return (self.home / "nats").resolve()
+
+    @property
+    def checkpoint_uri(self) -> str:
+        """The workflow checkpointer: the platform's PostgreSQL, or SQLite here."""
+        return self.database_url or f"sqlite:///{(self.home / 'workflows.db').resolve()}"
 
     @property
     def artifacts_dir(self) -> Path:
