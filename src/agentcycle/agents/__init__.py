@@ -8,5 +8,7 @@
 
 from agentcycle.agents._protocol import Agent, BaseAgent
 from agentcycle.agents._result import AgentResult, Source, Step, ToolCallRecord
+from agentcycle.agents.tools import Tool, ToolAgent, ToolError, tool
 
-__all__ = ["Agent", "AgentResult", "BaseAgent", "Source", "Step", "ToolCallRecord"]
+__all__ = ["Agent", "AgentResult", "BaseAgent", "Source", "Step", "Tool", "ToolAgent",
+           "ToolCallRecord", "ToolError", "tool"]

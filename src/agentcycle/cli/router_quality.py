@@ -20,8 +20,7 @@ def _default_model_path() -> Path:
 
 
 def _embedder():
-    from agentcycle.models import embedding_model_dir
-    from agentcycle.rag import Embedder
+    from agentcycle.models import Embedder, embedding_model_dir
 
     return Embedder(embedding_model_dir(settings()))
 

@@ -29,26 +29,13 @@ if TYPE_CHECKING:
 
 
 def _as_output(output: Any) -> Output:
-    from agentcycle.evals.types import Output
+    from agentcycle.evals.targets import TargetError, to_output
 
-    if isinstance(output, Output):
-        return output
-    if isinstance(output, str):
-        return Output(text=output)
-    if isinstance(output, dict):
-        return Output(**output)
-    if isinstance(getattr(output, "answer", None), str):  # the RAG agent's Answer
-        from agentcycle.evals.types import Context
-
-        contexts = [Context(source=f"{s.source} {s.heading}".strip(), text=s.text)
-                    for s in getattr(output, "sources", [])]
-        return Output(text=output.answer, contexts=contexts,
-                      latency_ms=getattr(output, "latency_ms", 0.0),
-                      cost_usd=getattr(output, "cost_usd", 0.0),
-                      prompt_tokens=getattr(output, "prompt_tokens", 0),
-                      completion_tokens=getattr(output, "completion_tokens", 0))
-    raise TypeError(f"assert_score needs a string, an Output, a dict or an Answer, "
-                    f"not {type(output)!r}")
+    try:
+        return to_output(output)
+    except (TargetError, ValueError) as exc:
+        raise TypeError(f"assert_score needs a string, an Output, a dict or an AgentResult, "
+                        f"not {type(output)!r}: {exc}") from None
 
 
 def _as_case(case: Any) -> Case:

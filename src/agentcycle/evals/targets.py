@@ -181,6 +181,7 @@ class RouterTarget:
         else:
             completion = await asyncio.to_thread(self.router.complete, messages, **params)
         return Output(text=completion.text.strip(), latency_ms=completion.latency_ms,
+                      tool_calls=[_tool_call(t) for t in completion.tool_calls],
                       prompt_tokens=completion.prompt_tokens,
                       completion_tokens=completion.completion_tokens,
                       cost_usd=completion.cost_usd, model=completion.backend)
@@ -233,27 +234,43 @@ class HttpAppTarget:
 
 
 def to_output(result: Any) -> Output:
-    """Whatever an agent returned -> an Output (a RAG Answer's sources become contexts)."""
+    """Whatever an agent returned -> an Output: the one converter the targets, the pytest
+    plugin and the demo share. An :class:`AgentResult` (or its JSON, as the app serves it)
+    keeps its sources as contexts, its tool calls with their results and errors, its steps,
+    usage and error."""
+    from agentcycle.agents import AgentResult
+
     if isinstance(result, Output):
         return result
     if isinstance(result, str):
         return Output(text=result)
-    if hasattr(result, "model_dump"):  # a RAG Answer, or any pydantic model
+    if isinstance(result, dict) and "answer" in result and "text" not in result:
+        try:
+            result = AgentResult.model_validate(result)
+        except ValueError as exc:
+            raise TargetError(f"the agent's result is not an AgentResult: {exc}") from None
+    if isinstance(result, AgentResult):
+        return _from_result(result)
+    if hasattr(result, "model_dump"):  # any other pydantic model
         result = result.model_dump()
     if not isinstance(result, dict):
         raise TargetError(f"the agent returned {type(result).__name__}; return str, dict, "
-                          "Output or Answer")
-    if "answer" in result and "text" not in result:  # the shape of agentcycle.rag.Answer
-        return Output(
-            text=str(result["answer"]).strip(),
-            contexts=[Context(source=section_id(s), text=s.get("text", ""))
-                      for s in result.get("sources") or []],
-            latency_ms=result.get("latency_ms") or 0.0,
-            prompt_tokens=result.get("prompt_tokens") or 0,
-            completion_tokens=result.get("completion_tokens") or 0,
-            cost_usd=result.get("cost_usd") or 0.0,
-            model=result.get("backend") or result.get("model") or "")
+                          "Output or AgentResult")
     return Output.model_validate(result)
+
+
+def _from_result(result: Any) -> Output:
+    return Output(
+        text=result.answer.strip(),
+        contexts=[Context(source=section_id(s.model_dump()), text=s.text)
+                  for s in result.sources],
+        tool_calls=[ToolCall(name=c.name, arguments=c.arguments, result=c.result,
+                             error=c.error) for c in result.tool_calls],
+        steps=max(1, sum(s.kind == "llm" for s in result.steps)),  # model calls taken
+        latency_ms=result.latency_ms,
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        cost_usd=result.cost_usd, model=result.backend or result.model,
+        error=result.error if result.status == "failed" else None)
 
 
 def section_id(source: dict[str, Any]) -> str:

@@ -19,6 +19,10 @@ class ToolCall(BaseModel):
 
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    # For calls the agent made: what came back, or why the call failed (the model named
+    # an unknown tool, its arguments did not validate, the tool raised or timed out).
+    result: Any = None
+    error: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -7,9 +7,11 @@ from agentcycle.models.bundled import (
     chat_model_dir,
     embedding_model_dir,
 )
+from agentcycle.models.embeddings import Embedder
 
 __all__ = [
     "BUNDLED_CHAT_NAME",
+    "Embedder",
     "bundled_embedding_dir",
     "bundled_gguf_path",
     "chat_model_dir",

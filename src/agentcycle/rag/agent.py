@@ -11,43 +11,29 @@ import threading
 import time
 from typing import Any, TypedDict
 
-from pydantic import BaseModel
-
+from agentcycle.agents import AgentResult, BaseAgent, Source, Step
+from agentcycle.models.embeddings import Embedder
 from agentcycle.observe.tracing import setup_tracking, span
-from agentcycle.rag.embeddings import Embedder
 from agentcycle.rag.prompt import build_messages
 from agentcycle.rag.store import ChunkStore, Hit
 from agentcycle.router import Completion, Router
 from agentcycle.settings import Settings
 
-
-class Source(BaseModel):
-    source: str
-    heading: str
-    score: float
-    text: str
-
-
-class Answer(BaseModel):
-    answer: str
-    sources: list[Source]
-    model: str
-    backend: str
-    latency_ms: float
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    route_reason: str = ""
+# The RAG agent's result is the one every agent returns; the old name stays importable.
+Answer = AgentResult
 
 
 class _State(TypedDict, total=False):
     question: str
     hits: list[Hit]
     completion: Completion
+    steps: list[Step]
 
 
-class RagAgent:
+class RagAgent(BaseAgent):
     """Answer questions from a Qdrant collection with citations."""
+
+    kind = "rag"
 
     def __init__(self, settings: Settings, collection: str, router: Router, *,
                  embedder: Embedder | None = None, top_k: int = 3, max_tokens: int = 64):
@@ -83,37 +69,46 @@ class RagAgent:
         return hits
 
     def _retrieve_node(self, state: _State) -> dict[str, Any]:
-        return {"hits": self.retrieve(state["question"])}
+        started = time.perf_counter()
+        hits = self.retrieve(state["question"])
+        step = Step(kind="retrieve", name="retrieve", latency_ms=_since(started),
+                    detail={"hits": len(hits), "collection": self.store.collection})
+        return {"hits": hits, "steps": [step]}
 
     def _generate_node(self, state: _State) -> dict[str, Any]:
         messages = build_messages(state["question"], state["hits"])
         completion = self.router.complete(messages, max_tokens=self.max_tokens, temperature=0)
-        return {"completion": completion}
+        step = Step(kind="llm", name="generate", latency_ms=round(completion.latency_ms, 1),
+                    detail={"backend": completion.backend, "reason": completion.reason})
+        return {"completion": completion, "steps": [*state.get("steps", []), step]}
 
-    def ask(self, question: str) -> Answer:
+    def run(self, task: str, **options: Any) -> AgentResult:
+        """Answer ``task`` (a question) from the collection, citing the passages used."""
         started = time.perf_counter()
-        with span("rag agent", "AGENT", inputs={"question": question},
+        with span("rag agent", "AGENT", inputs={"question": task},
                   settings=self.settings) as root:  # this agent's store, whatever the env
-            state = self.graph.invoke({"question": question})
-            answer = _to_answer(state, (time.perf_counter() - started) * 1000)
-            root.set_outputs({"answer": answer.answer,
-                              "sources": [s.source for s in answer.sources]})
-            root.set_attributes({"agentcycle.backend": answer.backend,
-                                 "agentcycle.cost_usd": answer.cost_usd})
-        return answer
+            state = self.graph.invoke({"question": task})
+            result = _to_result(state, _since(started), getattr(root, "trace_id", None))
+            root.set_outputs({"answer": result.answer,
+                              "sources": [s.source for s in result.sources]})
+            root.set_attributes({"agentcycle.backend": result.backend,
+                                 "agentcycle.cost_usd": result.cost_usd})
+        return result
+
+    def ask(self, question: str) -> AgentResult:
+        """The RAG agent's original name for :meth:`run`."""
+        return self.run(question)
 
 
-def _to_answer(state: _State, latency_ms: float) -> Answer:
-    completion = state["completion"]
-    return Answer(
-        answer=completion.text.strip(),
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _to_result(state: _State, latency_ms: float, trace_id: str | None) -> AgentResult:
+    result = AgentResult(
+        answer=state["completion"].text.strip(), kind="rag",
         sources=[Source(source=h.chunk.source, heading=h.chunk.heading, score=round(h.score, 4),
                         text=h.chunk.text) for h in state["hits"]],
-        model=completion.model,
-        backend=completion.backend,
-        latency_ms=round(latency_ms, 1),
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cost_usd=completion.cost_usd,
-        route_reason=completion.reason,
-    )
+        steps=state.get("steps", []), latency_ms=latency_ms, trace_id=trace_id)
+    result.add_usage(state["completion"])
+    return result

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentcycle.models.embeddings import Embedder
 from agentcycle.rag.documents import load_documents, split_documents
-from agentcycle.rag.embeddings import Embedder
 from agentcycle.rag.store import ChunkStore
 from agentcycle.settings import Settings
 

@@ -116,8 +116,7 @@ class QualityRouter:
     @property
     def embedder(self):
         if self._embedder is None:
-            from agentcycle.models import embedding_model_dir
-            from agentcycle.rag import Embedder
+            from agentcycle.models import Embedder, embedding_model_dir
 
             embedder = Embedder(embedding_model_dir())
             if embedder_name(embedder) != self.meta.get("embedder"):

@@ -151,6 +151,11 @@ class Router:
         known = ", ".join([*self.routes, *(self.by_name if self.expose_backends else [])])
         raise ConfigError(f"unknown model or route '{model}' (known: {known})")
 
+    def run_sync(self, coroutine: Any) -> Any:
+        """Run a coroutine that calls this router on the router's own loop thread (where
+        its pooled connections live): how an agent's sync ``run`` drives its async code."""
+        return self._loop.run(coroutine)
+
     def complete(self, messages: list[dict[str, Any]], **params: Any) -> Completion:
         """One chat completion from the first backend that answers (sync)."""
         return self._loop.run(self.acomplete(messages, **params))

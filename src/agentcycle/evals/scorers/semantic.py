@@ -24,8 +24,7 @@ def get_embedder(ctx: ScoreContext):
     if ctx.embedder is None:
         with _lock:
             if ctx.embedder is None:
-                from agentcycle.models import embedding_model_dir
-                from agentcycle.rag import Embedder
+                from agentcycle.models import Embedder, embedding_model_dir
 
                 ctx.embedder = Embedder(embedding_model_dir(ctx.settings))
     return ctx.embedder
