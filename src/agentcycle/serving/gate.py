@@ -4,7 +4,10 @@ Run as ``python -m agentcycle.serving.gate MODEL_DIR --port N --model-name NAME`
 starts ``transformers serve`` pinned to the model on a private port, then forwards
 every request to it after checking ``Authorization: Bearer <key>`` (the key comes from
 ``AGENTCYCLE_SERVE_API_KEY``) and rewriting the short model name to the engine's.
-Responses, streamed ones included, pass through byte for byte.
+Responses, streamed ones included, pass through byte for byte, except for requests
+that offer ``tools``: for models whose chat template ignores tools (SmolLM2), the gate
+presents them in the prompt and turns the model's ``<tool_call>`` text into OpenAI
+``tool_calls`` (:mod:`agentcycle.serving.toolcalls`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -25,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentcycle._hardware import native_bf16
+from agentcycle.serving import toolcalls
 
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization"}
 
@@ -34,7 +39,9 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 def build_gate(upstream: str, engine_model: str, model_name: str,
-               api_key: str | None) -> Starlette:
+               api_key: str | None, *, render_tools: bool = True) -> Starlette:
+    """``render_tools``: the gate presents tools and tool history in the prompt (for
+    templates that do not); off, the engine's template gets them as they came."""
     client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=5))
 
     def authorized(request: Request) -> bool:
@@ -58,6 +65,7 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         if not authorized(request):
             return _error(401, "invalid or missing API key", "authentication_error")
         body = await request.body()
+        tools_offered = False
         if body:
             try:
                 payload = json.loads(body)
@@ -67,6 +75,13 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
                 return _error(404, f"model '{payload.get('model')}' is not served here; "
                               f"use '{model_name}'", "invalid_request_error")
             payload["model"] = engine_model
+            if request.url.path.endswith("/chat/completions") and isinstance(payload, dict):
+                tools_offered = toolcalls.offers_tools(payload)
+                if render_tools and toolcalls.needs_rewrite(payload):
+                    try:
+                        payload = toolcalls.prepare_request(payload)
+                    except toolcalls.ToolRequestError as exc:
+                        return _error(400, str(exc), "invalid_request_error")
             body = json.dumps(payload).encode()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         upstream_request = client.build_request(
@@ -74,11 +89,14 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
             headers=headers, content=body)
         response = await client.send(upstream_request, stream=True)
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            return StreamingResponse(_renamed_stream(response, engine_model, model_name),
+            stream = _tool_stream if tools_offered else _renamed_stream
+            return StreamingResponse(stream(response, engine_model, model_name),
                                      response.status_code, media_type="text/event-stream")
         content = await response.aread()
         await response.aclose()
         content = _rename(content, engine_model, model_name)
+        if tools_offered and response.status_code == 200:
+            content = _with_tool_calls(content)
         return Response(content, response.status_code,
                         media_type=response.headers.get("content-type"))
 
@@ -105,6 +123,62 @@ async def _renamed_stream(response: httpx.Response, engine_model: str, model_nam
             yield _rename(line.encode(), engine_model, model_name) + b"\n"
     finally:
         await response.aclose()
+
+
+def _with_tool_calls(content: bytes) -> bytes:
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        return content
+    return json.dumps(toolcalls.rewrite_completion(data)).encode() if isinstance(
+        data, dict) else content
+
+
+def _sse(chunk: dict) -> bytes:
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def _tool_stream(response: httpx.Response, engine_model: str, model_name: str):
+    """The SSE stream with ``<tool_call>`` text rewritten into ``delta.tool_calls``."""
+    rewriter = toolcalls.StreamRewriter()
+    try:
+        async for line in response.aiter_lines():
+            line = _rename(line.encode(), engine_model, model_name).decode()
+            data = line[5:].strip() if line.startswith("data:") else None
+            if data is None:
+                if line:  # comments and event names pass; our chunks bring their own blank line
+                    yield line.encode() + b"\n"
+                continue
+            if data == "[DONE]":
+                for chunk in rewriter.close():
+                    yield _sse(chunk)
+                yield b"data: [DONE]\n\n"
+                continue
+            try:
+                chunks = rewriter.chunk(json.loads(data))
+            except (json.JSONDecodeError, AttributeError):
+                yield line.encode() + b"\n\n"
+                continue
+            for chunk in chunks:
+                yield _sse(chunk)
+        for chunk in rewriter.close():
+            yield _sse(chunk)
+    finally:
+        await response.aclose()
+
+
+def chat_template(model_dir: str | Path) -> str | None:
+    """The model directory's chat template text, if it has one."""
+    folder = Path(model_dir)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        template = json.loads((folder / "tokenizer_config.json").read_text()).get(
+            "chat_template")
+        # a list of named templates in older tokenizers: any of them may use tools
+        return template if isinstance(template, str) or template is None else json.dumps(
+            template)
+    return None
 
 
 def engine_options() -> list[str]:
@@ -139,7 +213,9 @@ def main(argv: list[str] | None = None) -> None:
 
     wait_for_health(f"http://127.0.0.1:{engine_port}", process=engine)
     app = build_gate(f"http://127.0.0.1:{engine_port}", args.model_dir, args.model_name,
-                     os.environ.get("AGENTCYCLE_SERVE_API_KEY") or None)
+                     os.environ.get("AGENTCYCLE_SERVE_API_KEY") or None,
+                     render_tools=not toolcalls.template_knows_tools(
+                         chat_template(args.model_dir)))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
