@@ -1,6 +1,8 @@
 from fastapi.testclient import TestClient
 
+from agentcycle.agents import AgentResult, BaseAgent, ToolCallRecord
 from agentcycle.app import create_app
+from agentcycle.errors import ConfigError
 
 
 def test_agent_app_answers_with_sources_and_meets_the_health_contract(legal_agent):
@@ -31,3 +33,53 @@ def test_a_failing_backend_is_a_503_with_the_reason(legal_agent):
     response = TestClient(create_app(legal_agent, ui=False)).post(
         "/v1/ask", json={"question": "Anything?"})
     assert response.status_code == 503 and "every model backend failed" in response.json()["detail"]
+
+
+class ScriptedWorkflow(BaseAgent):
+    """An agent with an approval step, as the workflow agent has."""
+
+    kind = "workflow"
+
+    def run(self, task, **options):
+        return AgentResult(answer="draft", kind=self.kind, status="interrupted",
+                           metadata={"thread_id": "t1"})
+
+    def resume(self, thread_id, decision):
+        if thread_id != "t1":
+            raise ConfigError(f"no workflow thread '{thread_id}'")
+        return AgentResult(answer=decision.get("text", "draft"), kind=self.kind,
+                           tool_calls=[ToolCallRecord(name="publish", arguments={"to": "x"})])
+
+
+def test_ready_names_each_dependency_and_fails_with_503_when_one_is_down():
+    def down():
+        raise ConnectionError("connection refused")
+
+    client = TestClient(create_app(ScriptedWorkflow(), ui=False,
+                                   ready_checks={"model": lambda: None, "nats": down}))
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "checks": {
+        "model": "ok", "nats": "unavailable: connection refused"}}
+    ok = TestClient(create_app(ScriptedWorkflow(), ui=False,
+                               ready_checks={"model": lambda: None}))
+    assert ok.get("/ready").json() == {"status": "ready", "checks": {"model": "ok"}}
+
+
+def test_a_workflow_agent_gets_a_resume_endpoint():
+    client = TestClient(create_app(ScriptedWorkflow(), ui=False))
+    first = client.post("/v1/ask", json={"question": "Draft a notice"}).json()
+    assert (first["status"], first["metadata"]["thread_id"]) == ("interrupted", "t1")
+    done = client.post("/v1/workflows/t1/resume", json={"decision": "edit", "text": "final"})
+    assert done.status_code == 200 and done.json()["answer"] == "final"
+    missing = client.post("/v1/workflows/nope/resume", json={"decision": "approve"})
+    assert missing.status_code == 400 and "no workflow thread 'nope'" in missing.json()["detail"]
+    assert client.post("/v1/workflows/t1/resume", json={"decision": "maybe"}).status_code == 422
+
+
+def test_the_ui_renders_tool_calls_sources_and_status():
+    from agentcycle.app.service import render
+
+    text = render(ScriptedWorkflow().resume("t1", {"text": "Done."}))
+    assert text.startswith("Done.") and "`publish(to='x')`" in text
+    assert "status: interrupted" in render(ScriptedWorkflow().run("x"))

@@ -3,6 +3,7 @@ an agent app over HTTP, Python functions, and the --target string syntax."""
 
 import pytest
 
+from agentcycle.agents import BaseAgent
 from agentcycle.errors import ConfigError
 from agentcycle.evals import (
     CallableTarget,
@@ -72,8 +73,10 @@ def answer(text="Within 21 days (§ 11)."):
                                   "deposit", score=0.8, text="The deposit must be returned")])
 
 
-class StubAgent:
-    def ask(self, question):
+class StubAgent(BaseAgent):
+    kind = "rag"
+
+    def run(self, task, **options):
         return answer()
 
 

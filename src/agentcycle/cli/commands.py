@@ -175,20 +175,30 @@ def traces(last: int = typer.Option(10, "--last", "-n"),
 
 @friendly_errors
 def app_command(
-    collection: str = typer.Option("marvale-tenancy", "--collection", "-c"),
+    agent: str = typer.Option("rag", "--agent", "-a", help="The agent kind to serve: rag, "
+                              "tools, multi, workflow, or a user's agent (module:function)."),
+    collection: str | None = typer.Option(None, "--collection", "-c",
+                                          help="Default: the legal example's."),
     model: str | None = typer.Option(
         None, help="Model dir (e.g. .agentcycle/demo/legal-tuned) or served model name."),
-    top_k: int = typer.Option(3, help="Passages retrieved per question (the demo's tuned "
-                                      "model was trained with 1)."),
+    top_k: int = typer.Option(3, min=1, help="Passages retrieved per question (the demo's "
+                                             "tuned model was trained with 1)."),
+    tool: list[str] = typer.Option([], "--tool", help="tools: a module:function to offer "
+                                                      "besides the legal tools (repeatable)."),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8080),
 ) -> None:
-    """Serve the RAG agent as a FastAPI app (/v1/ask, /health, /docs, Gradio at /ui)."""
+    """Serve an agent as a FastAPI app (/v1/ask, /health, /ready, /docs, Gradio at /ui)."""
     import uvicorn
 
     from agentcycle.app import create_app
-    from agentcycle.rag.session import agent_session
+    from agentcycle.session import AgentOptions, agent_session
 
-    with agent_session(settings(), collection, model=model, top_k=top_k) as agent:
-        console.print(f"agent app on http://{host}:{port} (UI at /ui, API docs at /docs)")
-        uvicorn.run(create_app(agent), host=host, port=port, log_level="warning")
+    stop_on_sigterm()
+    options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
+    with agent_session(settings(), agent, options) as session:
+        console.print(f"{agent} agent app on http://{host}:{port} (UI at /ui, API docs at "
+                      "/docs)")
+        app = create_app(session.agent, ready_checks=session.ready_checks,
+                         title=f"agentcycle {agent} agent")
+        uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentcycle.cli import evals, rag, router
+from agentcycle.cli import agents, evals, rag, router
 from agentcycle.cli._common import quiet_libraries
 from agentcycle.cli.commands import app_command, demo, doctor, finetune, serve, traces
 
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(rag.app, name="rag")
+app.add_typer(agents.app, name="agent")
 app.add_typer(router.app, name="router")
 app.add_typer(evals.app, name="eval")
 app.command()(demo)

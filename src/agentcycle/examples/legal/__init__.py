@@ -12,6 +12,12 @@ from typing import Literal
 from agentcycle.errors import DataError
 
 LEGAL_COLLECTION = "marvale-tenancy"
+# The tool agent's instructions for this domain (the tools come from legal.tools).
+LEGAL_TOOL_PROMPT = (
+    "You answer questions about the Marvale Residential Tenancy Act. Use a tool when the "
+    "question needs a section of the Act, a deadline or an amount: call it with exact "
+    "arguments. Answer greetings and questions about yourself directly, without tools. "
+    "After a tool's result, answer in one or two sentences and cite the section (§ N).")
 _HERE = Path(__file__).parent
 Split = Literal["train", "validation", "test"]
 

@@ -1,0 +1,98 @@
+"""`agentcycle agent run KIND TASK`: run any kind of agent once and show its result."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from agentcycle.cli._common import (
+    console,
+    friendly_errors,
+    print_json,
+    settings,
+    stop_on_sigterm,
+)
+
+app = typer.Typer(help="Run agents: rag, tools, multi, workflow, or your own.",
+                  no_args_is_help=True)
+
+KIND_HELP = ("rag, tools, multi, workflow, an entry point of the agentcycle.agents group, "
+             "or module:function (a factory(settings, options) returning an Agent)")
+
+
+def agent_options(collection: str | None, model: str | None, top_k: int, max_tokens: int,
+                  max_steps: int, tools: list[str], workers: int, max_iterations: int):
+    from agentcycle.session import AgentOptions
+
+    return AgentOptions(collection=collection, model=model, top_k=top_k,
+                        max_tokens=max_tokens, max_steps=max_steps, tools=tools,
+                        workers=workers, max_iterations=max_iterations)
+
+
+@app.command("run")
+@friendly_errors
+def run(
+    kind: str = typer.Argument(..., help=KIND_HELP),
+    task: str = typer.Argument(..., help="The question or task."),
+    collection: str | None = typer.Option(None, "--collection", "-c",
+                                          help="Default: the legal example's."),
+    model: str | None = typer.Option(
+        None, help="A model dir (served locally) or a name served at AGENTCYCLE_SERVER_URL "
+                   "/ LITELLM_ENDPOINT. Default: the bundled model."),
+    top_k: int = typer.Option(3, min=1, help="rag: passages retrieved."),
+    max_tokens: int = typer.Option(128, min=1),
+    max_steps: int = typer.Option(5, min=1, help="tools: model calls before giving up."),
+    tool: list[str] = typer.Option([], "--tool", help="tools: a module:function to offer "
+                                                      "besides the legal tools (repeatable)."),
+    workers: int = typer.Option(2, min=1, help="multi: workers started in this process."),
+    max_iterations: int = typer.Option(2, min=1, help="workflow: review rounds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the AgentResult as JSON."),
+) -> None:
+    """Run an agent on one task. Exit 1 when the run failed (its error is shown)."""
+    from agentcycle.session import agent_session
+
+    stop_on_sigterm()
+    options = agent_options(collection, model, top_k, max_tokens, max_steps, tool, workers,
+                            max_iterations)
+    with agent_session(settings(), kind, options) as session:
+        result = session.agent.run(task)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        show(result)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+def show(result) -> None:
+    console.print(result.answer or "[dim](no answer)[/dim]", highlight=False)
+    if result.tool_calls:
+        table = Table(title="tool calls", title_justify="left")
+        for column in ("tool", "arguments", "result", "ms"):
+            table.add_column(column, overflow="fold")
+        for call in result.tool_calls:
+            outcome = f"[red]{call.error}[/red]" if call.error else _short(call.result)
+            table.add_row(call.name, _short(call.arguments), outcome, f"{call.latency_ms:.0f}")
+        console.print(table)
+    if result.sources:
+        console.print("[bold]Sources[/bold]")
+        for i, source in enumerate(result.sources, start=1):
+            console.print(f"  [{i}] {source.source} {source.heading}", highlight=False)
+    if result.status != "completed":
+        thread = result.metadata.get("thread_id")
+        console.print(f"[yellow]status: {result.status}[/yellow]"
+                      + (f" thread {thread}" if thread else "")
+                      + (f": {result.error}" if result.error else ""), highlight=False)
+    console.print(f"[dim]{result.kind} agent, {result.model or '-'} via "
+                  f"{result.backend or '-'}, {len(result.steps)} steps, "
+                  f"{result.latency_ms:.0f} ms, {result.prompt_tokens}+"
+                  f"{result.completion_tokens} tokens, ${result.cost_usd:.6f}"
+                  + (f", trace {result.trace_id}" if result.trace_id else "") + "[/dim]",
+                  highlight=False)
+
+
+def _short(value, limit: int = 60) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,178 @@
+"""Build any kind of agent from the settings: the glue the CLI, the app and the eval
+targets share. ``agent_session(settings, kind)`` starts what the agent needs (the local
+model server, the embedded NATS server, the checkpointer) and stops it on exit.
+
+Kinds: ``rag``, ``tools``, ``multi``, ``workflow``, or a user's agent from the
+``agentcycle.agents`` entry-point group or a ``module:function`` factory reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentcycle.agents import Agent
+from agentcycle.errors import ConfigError
+from agentcycle.settings import Settings
+
+BUILTIN_KINDS = ("rag", "tools", "multi", "workflow")
+
+
+@dataclass
+class AgentOptions:
+    """What the command line or the app's config may set, whatever the kind."""
+
+    collection: str | None = None  # default: the legal example's
+    model: str | None = None  # a model dir, or a name served by the server / gateway
+    top_k: int = 3
+    max_tokens: int = 128
+    max_steps: int = 5
+    tools: list[str] = field(default_factory=list)  # module:function references
+    workers: int = 2  # multi-agent: workers started in this process
+    max_iterations: int = 2  # workflow: review -> revise rounds
+
+
+@dataclass
+class AgentSession:
+    """A running agent, and the checks ``/ready`` runs for what it depends on."""
+
+    agent: Agent
+    ready_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def agent_session(settings: Settings, kind: str,
+                  options: AgentOptions | None = None) -> Iterator[AgentSession]:
+    options = options or AgentOptions()
+    builders = {"rag": _rag, "tools": _tools, "multi": _multi, "workflow": _workflow}
+    builder = builders.get(kind)
+    if builder is None:
+        with _user_agent(settings, kind, options) as session:
+            yield session
+        return
+    with builder(settings, options) as session:
+        yield session
+
+
+def _collection(options: AgentOptions) -> str:
+    from agentcycle.examples import LEGAL_COLLECTION
+
+    return options.collection or LEGAL_COLLECTION
+
+
+@contextlib.contextmanager
+def _router(settings: Settings, options: AgentOptions) -> Iterator[Any]:
+    """The router over the local (or named) model, the cloud model last."""
+    from agentcycle.rag.session import local_backends
+    from agentcycle.router import Router
+    from agentcycle.router.backends import default_backends
+
+    with local_backends(settings, options.model) as primary:
+        router = Router(default_backends(settings, primary),
+                        energy_usd_per_hour=settings.energy_usd_per_hour)
+        try:
+            yield router
+        finally:
+            router.close()
+
+
+def model_check(router: Any) -> Callable[[], None]:
+    """Ready when the first backend's server answers ``/models`` (our gate, vLLM, LiteLLM)."""
+    import httpx
+
+    backend = router.backends[0]
+
+    def check() -> None:
+        if not backend.api_base:
+            return  # a provider model through the LiteLLM SDK: nothing local to probe
+        response = httpx.get(backend.api_base.rstrip("/") + "/models", timeout=3,
+                             headers={"Authorization": f"Bearer {backend.api_key or 'none'}"})
+        response.raise_for_status()
+    return check
+
+
+def qdrant_check(settings: Settings, collection: str) -> Callable[[], None]:
+    from agentcycle.rag.store import ChunkStore
+
+    def check() -> None:
+        ChunkStore(settings, collection).require()
+    return check
+
+
+@contextlib.contextmanager
+def _rag(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
+    from agentcycle.rag import RagAgent
+    from agentcycle.rag.store import ChunkStore
+
+    collection = _collection(options)
+    _ensure_legal(settings, collection)
+    ChunkStore(settings, collection).require()  # before paying for a server start
+    with _router(settings, options) as router:
+        agent = RagAgent(settings, collection, router, top_k=options.top_k,
+                         max_tokens=options.max_tokens)
+        yield AgentSession(agent, {"model": model_check(router),
+                                   "qdrant": qdrant_check(settings, collection)})
+
+
+def _ensure_legal(settings: Settings, collection: str) -> None:
+    """Zero-config for the shipped example: ingest the legal corpus on first use."""
+    from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
+    from agentcycle.rag import ChunkStore, ingest
+
+    if collection == LEGAL_COLLECTION and not ChunkStore(settings, collection).exists():
+        ingest(legal_corpus_dir(), collection, settings)
+
+
+def tool_set(settings: Settings, references: list[str]) -> list[Any]:
+    """The legal example's tools plus the user's (``module:function`` references)."""
+    from agentcycle.examples.legal.tools import legal_tools
+    from agentcycle.plugins import load_tool
+
+    return [*legal_tools(settings), *(load_tool(ref) for ref in references)]
+
+
+@contextlib.contextmanager
+def _tools(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
+    from agentcycle.agents import ToolAgent
+    from agentcycle.examples import LEGAL_TOOL_PROMPT
+
+    tools = tool_set(settings, options.tools)
+    with _router(settings, options) as router:
+        agent = ToolAgent(router, tools, system_prompt=LEGAL_TOOL_PROMPT,
+                          max_steps=options.max_steps, max_tokens=options.max_tokens,
+                          settings=settings)
+        yield AgentSession(agent, {"model": model_check(router),
+                                   "qdrant": qdrant_check(settings, _collection(options))})
+
+
+@contextlib.contextmanager
+def _multi(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
+    raise ConfigError("the multi-agent kind is not wired yet")
+    yield  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _workflow(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
+    raise ConfigError("the workflow kind is not wired yet")
+    yield  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _user_agent(settings: Settings, reference: str,
+                options: AgentOptions) -> Iterator[AgentSession]:
+    """A user's agent: ``factory(settings, options) -> Agent`` by entry point or reference."""
+    from agentcycle.plugins import load_agent_factory
+
+    factory = load_agent_factory(reference)
+    agent = factory(settings, options)
+    if not isinstance(agent, Agent):
+        raise ConfigError(f"agent '{reference}' returned {type(agent).__name__}, which has "
+                          "no run/arun: subclass agentcycle.agents.BaseAgent")
+    try:
+        yield AgentSession(agent)
+    finally:
+        close = getattr(agent, "close", None)
+        if callable(close):
+            close()
