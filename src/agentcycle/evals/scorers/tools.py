@@ -1,13 +1,17 @@
 """Tool-use scorers against ``case.expected_tools``: the right tool, its arguments,
-call-level F1, call order, and the number of steps taken."""
+call-level F1, call order, the number of steps taken; and for suites mixing cases that
+need a call with cases that need none: valid calls, right tool, exact arguments, the
+no-call decision, task success (and ``tool_use_figures`` for a run's figures)."""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 from agentcycle.errors import ConfigError
-from agentcycle.evals.scorers.text import normalize
+from agentcycle.evals.scorers.text import keywords, normalize
 from agentcycle.evals.scoring import ScoreContext, scorer
 from agentcycle.evals.types import Case, Output, Score, ToolCall
 
@@ -166,3 +170,154 @@ def step_count(case: Case, output: Output, ctx: ScoreContext, *,
     steps = max(output.steps, 0)
     value = 1.0 if steps <= limit else limit / steps
     return Score(value=value, passed=steps <= limit, explanation=f"{steps} steps, max {limit}")
+
+
+# The four figures of a tool-use suite (valid calls, right tool, exact arguments, no-call
+# precision) and task success. A case without expected_tools expects *no* call here (a
+# greeting, an out-of-scope question): these scorers, unlike tool_name and tool_args,
+# score such cases instead of refusing them, so one suite mixes both kinds.
+
+
+def _no_call_expected(case: Case, output: Output) -> Score | None:
+    """The verdict on a case that expects no call; None when the case expects one."""
+    if case.expected_tools:
+        return None
+    called = [c.name for c in output.tool_calls]
+    return Score(value=0.0 if called else 1.0, passed=not called,
+                 explanation=f"no call expected; called {called}" if called
+                 else "no call expected, none made")
+
+
+@scorer("valid_tool_calls", threshold=1.0)
+def valid_tool_calls(case: Case, output: Output, ctx: ScoreContext, *,
+                     tools: list[str] | None = None) -> Score:
+    """Every call the agent made was valid: its arguments parsed as JSON, it named an
+    offered tool and its arguments validated, i.e. the agent recorded no ``error`` on it
+    (and, given ``tools``, the offered names, its name is one). Value: the share of the
+    case's calls that were valid; 1 when it made none. The run's valid-call rate per
+    call is ``tool_use_figures(...)["valid_call_rate"]``."""
+    offered = set(tools) if tools is not None else None
+    problems = []
+    for call in output.tool_calls:
+        error = getattr(call, "error", None)
+        if error:
+            problems.append(f"{call.name or '?'}: {error}")
+        elif offered is not None and call.name not in offered:
+            problems.append(f"{call.name or '?'}: not an offered tool")
+    if not output.tool_calls:
+        return Score(value=1.0, passed=True, explanation="no calls made")
+    value = 1 - len(problems) / len(output.tool_calls)
+    return Score(value=value, passed=not problems,
+                 explanation="; ".join(problems)[:400] if problems
+                 else f"{len(output.tool_calls)} valid call(s)")
+
+
+@scorer("right_tool", threshold=1.0)
+def right_tool(case: Case, output: Output, ctx: ScoreContext, *,
+               allow_extra: bool = True) -> Score:
+    """The agent called the expected tool(s) (``tool_name``), or, on a case that expects
+    no call, called none. ``allow_extra=False``: a call to another tool counts against."""
+    verdict = _no_call_expected(case, output)
+    return verdict or tool_name(case, output, ctx, allow_extra=allow_extra)
+
+
+def _with_defaults(call: ToolCall, defaults: dict[str, dict[str, Any]]) -> ToolCall:
+    return ToolCall(name=call.name, arguments={**defaults.get(call.name, {}), **call.arguments})
+
+
+@scorer("exact_args", threshold=1.0)
+def exact_args(case: Case, output: Output, ctx: ScoreContext, *,
+               defaults: dict[str, dict[str, Any]] | None = None, tolerance: float = 1e-6,
+               exact: bool = False, strict: bool = False) -> Score:
+    """Each expected call was made with the expected arguments (``tool_args``; an
+    expected ``arguments: {}`` asks only for the call), or, on a case that expects no
+    call, none was made. ``defaults`` (tool -> {parameter: default}) fills the parameters
+    a call left out on both sides, so a default-valued parameter need not be written in
+    the case, and a call that sets it to something else (``business_days: true`` for a
+    calendar-day deadline) is wrong."""
+    verdict = _no_call_expected(case, output)
+    if verdict:
+        return verdict
+    if defaults:
+        case = case.model_copy(update={"expected_tools": [
+            _with_defaults(c, defaults) for c in case.expected_tools]})
+        output = output.model_copy(update={"tool_calls": [
+            _with_defaults(c, defaults) for c in output.tool_calls]})
+    return tool_args(case, output, ctx, tolerance=tolerance, exact=exact, strict=strict)
+
+
+def _check_defaults(defaults: Any = None, **_: Any) -> None:
+    if defaults is not None and not (isinstance(defaults, dict) and all(
+            isinstance(v, dict) for v in defaults.values())):
+        raise ConfigError("scorer 'exact_args': defaults must map each tool's name to "
+                          "{parameter: default}, e.g. {compute_deadline: {months: 0}}")
+
+
+exact_args.check = _check_defaults  # type: ignore[attr-defined]  # checked at suite load
+
+
+@scorer("no_call", threshold=1.0)
+def no_call(case: Case, output: Output, ctx: ScoreContext) -> Score:
+    """The decision whether to call a tool at all was right: no call where the case
+    expects none, at least one where it expects some.
+
+    Per case this is a pass or a fail; the run's figures come from it by tag (cases
+    tagged ``no-call`` expect no call, ``call`` the others): ``tag/no-call/no_call.mean``
+    is no-call recall (of the cases needing no call, the share left uncalled), and
+    no-call precision (of the cases the agent left uncalled, the share needing no call)
+    is TN / (TN + FN) with TN = that mean x the no-call cases and FN = (1 -
+    ``tag/call/no_call.mean``) x the call cases; ``tool_use_figures`` computes both."""
+    called = bool(output.tool_calls)
+    wanted = bool(case.expected_tools)
+    right = called == wanted
+    what = "a call" if wanted else "no call"
+    return Score(value=float(right), passed=right,
+                 explanation=f"{what} expected; {len(output.tool_calls)} made")
+
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+
+
+@scorer("task_success", threshold=1.0)
+def task_success(case: Case, output: Output, ctx: ScoreContext) -> Score:
+    """The answer holds every reference keyword (``keywords``; "1,800" and "1800" are
+    the same figure). A case without keywords, such as a greeting, passes: there is no
+    fact to check, and whether the agent kept from calling is ``no_call``'s to judge."""
+    if not case.keywords:
+        return Score(value=1.0, passed=True, explanation="no key facts to check")
+    plain = case.model_copy(update={"keywords": [_THOUSANDS.sub("", k) for k in case.keywords]})
+    text = output.model_copy(update={"text": _THOUSANDS.sub("", output.text)})
+    return keywords(plain, text, ctx)
+
+
+def tool_use_figures(results: list[Any], cases: list[Case]) -> dict[str, float | None]:
+    """A run's tool-use figures from its case results (``EvalRun.results``) and the suite's
+    cases: ``valid_call_rate`` (per call), ``right_tool`` and ``exact_args`` (share of
+    the cases expecting a call that passed), ``no_call_precision`` and
+    ``no_call_recall``, ``task_success`` (share of cases), with the counts behind them.
+    A figure without cases to measure it on is None; errored cases are left out."""
+    expects = {c.id: bool(c.expected_tools) for c in cases}
+    ok = [r for r in results if r.error is None and r.id in expects]
+    calls = sum(len(r.output.tool_calls) for r in ok)
+    valid = sum(r.scores["valid_tool_calls"].value * len(r.output.tool_calls)
+                for r in ok if "valid_tool_calls" in r.scores)
+    call_cases = [r for r in ok if expects[r.id]]
+    silent = [r for r in ok if not r.output.tool_calls]
+    quiet_cases = [r for r in ok if not expects[r.id]]
+
+    def share(items: list[Any], test: Callable[[Any], bool]) -> float | None:
+        return sum(map(test, items)) / len(items) if items else None
+
+    def passed(name: str) -> Callable[[Any], bool]:
+        return lambda r: name in r.scores and r.scores[name].passed
+
+    return {
+        "valid_call_rate": valid / calls if calls else None,
+        "right_tool": share(call_cases, passed("right_tool")),
+        "exact_args": share(call_cases, passed("exact_args")),
+        "no_call_precision": share(silent, lambda r: not expects[r.id]),
+        "no_call_recall": share(quiet_cases, lambda r: not r.output.tool_calls),
+        "task_success": share(ok, passed("task_success")),
+        "cases": len(ok), "call_cases": len(call_cases), "no_call_cases": len(quiet_cases),
+        "calls": calls, "uncalled_cases": len(silent),
+    }

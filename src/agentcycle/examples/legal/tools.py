@@ -1,0 +1,280 @@
+"""The legal example's tools: plain typed functions a tool-calling agent is offered.
+
+What tenants and landlords ask of the Marvale Residential Tenancy Act is mostly a
+section to read, a deadline ("within 21 days after the tenancy ends", "at least 90 days
+before") or an amount (the deposit cap, the rent-increase cap). Each tool's docstring is
+its description (first paragraph) and its parameters' (``Args:``); a bad argument raises
+:class:`LegalToolError` (a ``ValueError``) whose message tells the model how to fix it.
+
+``search_corpus`` needs a vector store, so it comes bound from :func:`legal_tools`; the
+others read the corpus files or compute, and are importable as they are.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import re
+import threading
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
+
+from agentcycle.errors import ConfigError
+from agentcycle.examples.legal import LEGAL_COLLECTION, legal_corpus_dir
+
+_PART = re.compile(r"^#\s+(.+?)\s*$")
+_SECTION = re.compile(r"^##\s+§\s*(\d+[a-z]?)\.\s*(.+?)\s*$")
+_NUMBER = re.compile(r"^(?:§+|sections?|sec\.?|s\.)?\s*(\d+[a-z]?)\.?$", re.IGNORECASE)
+_SECTION_ID = re.compile(r"§\s*(\d+[a-z]?)")
+# The Act's thresholds (§ 3, § 8, § 16), in one place for the calculators.
+PREMIUM_ANNUAL_RENT = 96_000
+KEY_DEPOSIT_PER_SET = 60
+MAX_TOP_K = 10
+
+
+class LegalToolError(ConfigError, ValueError):
+    """A tool argument the model can correct (the message says how)."""
+
+
+@functools.cache
+def _sections() -> dict[str, dict[str, str]]:
+    """Every section of the corpus by number: {"8": {section, heading, part, text}}."""
+    sections: dict[str, dict[str, str]] = {}
+    for path in sorted(legal_corpus_dir().glob("*.md")):
+        part, current = "", None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if match := _SECTION.match(line):
+                number, title = match.groups()
+                current = sections[number] = {
+                    "section": f"§ {number}", "heading": f"§ {number}. {title}",
+                    "title": title, "part": part, "text": ""}
+            elif match := _PART.match(line):
+                part, current = match.group(1), None
+            elif current is not None:
+                current["text"] += line + "\n"
+    for entry in sections.values():
+        entry["text"] = entry["text"].strip()
+    return sections
+
+
+def _range() -> str:
+    numbers = sorted(int(re.sub(r"\D", "", n)) for n in _sections())
+    return f"{numbers[0]}-{numbers[-1]}"
+
+
+def get_section(number: str) -> dict:
+    """Read one section of the Marvale Residential Tenancy Act in full.
+
+    Use it when the question names a section, or to quote the exact rule.
+
+    Args:
+        number: The section number, e.g. "8" (also accepted: "§ 8", "section 8").
+    """
+    match = _NUMBER.match(str(number).strip())
+    if not match:
+        raise LegalToolError(f"'{number}' is not a section number: give one like '8' "
+                             f"(sections are {_range()})")
+    key = match.group(1).lower()
+    section = _sections().get(key)
+    if section is None:
+        raise LegalToolError(f"no section {key}; sections are {_range()}")
+    return dict(section)
+
+
+def _parse_date(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise LegalToolError(f"{name} must be an ISO date like 2025-03-01 "
+                             f"(got '{value}')") from None
+
+
+def _add_months(start: date, months: int) -> date:
+    # 31 January + 1 month is the last day of February, as a calendar month is counted.
+    month_index = start.month - 1 + months
+    year, month = start.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
+
+
+def _add_business_days(start: date, days: int) -> date:
+    step, current, left = (1 if days > 0 else -1), start, abs(days)
+    while left:
+        current += timedelta(days=step)
+        if current.weekday() < 5:  # Monday-Friday; the Act names no public holidays
+            left -= 1
+    return current
+
+
+def compute_deadline(start_date: str, days: int = 0, business_days: bool = False,
+                     months: int = 0) -> dict:
+    """The date a period of days or months from a start date ends, and its weekday.
+
+    For the Act's deadlines: "within 21 days after the tenancy ends" is
+    start_date=<the day it ended>, days=21. A negative number counts back: notice
+    "at least 90 days before" an increase takes effect is due by start_date=<that date>,
+    days=-90. Give days or months, not both.
+
+    Args:
+        start_date: The day the period starts from, as an ISO date (YYYY-MM-DD).
+        days: How many days the period lasts (negative to count back).
+        business_days: Count working days (Monday to Friday) instead of calendar days.
+        months: How many calendar months the period lasts, e.g. 4 for a 4-month notice.
+    """
+    start = _parse_date(start_date, "start_date")
+    if days and months:
+        raise LegalToolError("give days or months, not both (e.g. days=21 or months=4)")
+    if not days and not months:
+        raise LegalToolError("give the length of the period: days=21, or months=4")
+    if months and business_days:
+        raise LegalToolError("business_days counts days: use days=, not months=")
+    try:
+        if months:
+            end = _add_months(start, months)
+        elif business_days:
+            end = _add_business_days(start, days)
+        else:
+            end = start + timedelta(days=days)
+    except (OverflowError, ValueError):
+        raise LegalToolError("the period is too long: keep it within a few years") from None
+    return {"start_date": start.isoformat(), "days": days, "months": months,
+            "business_days": business_days, "deadline": end.isoformat(),
+            "weekday": calendar.day_name[end.weekday()]}
+
+
+def days_between(start_date: str, end_date: str) -> dict:
+    """The number of calendar days from one date to another (negative if it is earlier).
+
+    For checking a notice or a delay, e.g. whether notice given on one date and ending
+    on another is the 34 days § 29 asks of a tenant.
+
+    Args:
+        start_date: The earlier date, as an ISO date (YYYY-MM-DD).
+        end_date: The later date, as an ISO date (YYYY-MM-DD).
+    """
+    start, end = _parse_date(start_date, "start_date"), _parse_date(end_date, "end_date")
+    days = (end - start).days
+    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "days": days,
+            "weeks": round(days / 7, 2)}
+
+
+def _amount(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise LegalToolError(f"{name} must be a positive amount in crowns (got {value!r})")
+    return float(value)
+
+
+def _crowns(value: float) -> float | int:
+    # Whole crowns read as 1500, not 1500.0: the model copies the figure into its answer.
+    rounded = round(value, 2)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def max_deposit(monthly_rent: float, pets: bool = False) -> dict:
+    """The largest security deposit a landlord may take for a monthly rent (§ 8).
+
+    The cap is 1.5 months' rent, or 1.75 months' rent where the tenant keeps a cat or
+    dog; a key deposit of at most 60 crowns per set of keys may be taken on top.
+
+    Args:
+        monthly_rent: The monthly rent in crowns.
+        pets: Whether the tenant keeps a cat or dog in the dwelling.
+    """
+    rent = _amount(monthly_rent, "monthly_rent")
+    months = 1.75 if pets else 1.5
+    return {"monthly_rent": _crowns(rent), "pets": pets, "months_of_rent": months,
+            "max_deposit": _crowns(rent * months),
+            "max_key_deposit_per_set": KEY_DEPOSIT_PER_SET, "section": "§ 8"}
+
+
+def max_rent_increase(current_rent: float, energy_band_b: bool = False,
+                      major_works_approved: bool = False) -> dict:
+    """The largest rent increase allowed on a monthly rent, and the new rent (§ 16).
+
+    The cap is 4% of the current rent, 6% where the landlord has raised the dwelling to
+    energy band B or better, and 11% where the Tribunal approved it after major works.
+    A premium tenancy (annual rent above 96,000 crowns) has no cap (§ 3). The increase
+    also needs 90 days' notice on Form T-5 (§ 17).
+
+    Args:
+        current_rent: The current monthly rent in crowns.
+        energy_band_b: Whether the landlord raised the dwelling to energy band B or better.
+        major_works_approved: Whether the Tribunal approved a larger increase after major
+            works under § 22.
+    """
+    rent = _amount(current_rent, "current_rent")
+    result: dict[str, Any] = {"current_rent": _crowns(rent), "notice_days": 90,
+                              "section": "§ 16"}
+    if rent * 12 > PREMIUM_ANNUAL_RENT:
+        return result | {"capped": False, "max_percent": None, "max_increase": None,
+                         "max_new_rent": None,
+                         "note": "a premium tenancy (annual rent above 96,000 crowns) is "
+                                 "exempt from the cap on rent increases (§ 3)"}
+    percent = 11 if major_works_approved else 6 if energy_band_b else 4
+    increase = rent * percent / 100
+    return result | {"capped": True, "max_percent": percent,
+                     "max_increase": _crowns(increase), "max_new_rent": _crowns(rent + increase)}
+
+
+class _Search:
+    """The corpus search, bound to one store and embedder (Qdrant local mode is not safe
+    across threads, and a tool agent may call tools from a thread pool)."""
+
+    def __init__(self, store: Any, embedder: Any):
+        self.store, self.embedder = store, embedder
+        self.lock = threading.Lock()
+
+    def __call__(self, query: str, top_k: int) -> list[dict]:
+        if not str(query).strip():
+            raise LegalToolError("query is empty: say what to look for, e.g. "
+                                 "'deposit return deadline'")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise LegalToolError(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
+        with self.lock:
+            vector = self.embedder.embed([str(query)])[0]
+            # A long section is several chunks: ask for more, keep each section's best.
+            hits = self.store.search(vector, top_k * 3)
+        results: dict[str, dict] = {}
+        for hit in hits:
+            match = _SECTION_ID.search(hit.chunk.heading)
+            section = f"§ {match.group(1)}" if match else hit.chunk.source
+            if section not in results:
+                results[section] = {"section": section, "heading": hit.chunk.heading,
+                                    "text": hit.chunk.text, "score": round(hit.score, 4)}
+        return list(results.values())[:top_k]
+
+
+def legal_tools(settings: Any = None, *, embedder: Any = None) -> list[Callable[..., Any]]:
+    """The legal example's tool set, ``search_corpus`` bound to the legal collection
+    (ingested first if it is missing, as the ``rag:`` target does)."""
+    from agentcycle.rag import ChunkStore, Embedder, ingest
+    from agentcycle.settings import Settings
+
+    settings = settings or Settings()
+    if embedder is None:
+        from agentcycle.models import embedding_model_dir
+
+        embedder = Embedder(embedding_model_dir(settings))
+    store = ChunkStore(settings, LEGAL_COLLECTION)
+    if not store.exists():
+        ingest(legal_corpus_dir(), LEGAL_COLLECTION, settings, embedder=embedder)
+    search = _Search(store, embedder)
+
+    def search_corpus(query: str, top_k: int = 3) -> list[dict]:
+        """Search the Marvale Residential Tenancy Act for the sections about a question.
+
+        Use it for any question on tenancies (deposits, rent, repairs, entry, notice,
+        the Tribunal) when the section is not known. Results come best first.
+
+        Args:
+            query: What to look for, in plain words, e.g. "deposit return deadline".
+            top_k: How many sections to return (1 to 10).
+        """
+        return search(query, top_k)
+
+    return [search_corpus, get_section, compute_deadline, days_between, max_deposit,
+            max_rent_increase]
+
+
+TOOL_NAMES = ("search_corpus", "get_section", "compute_deadline", "days_between",
+              "max_deposit", "max_rent_increase")
