@@ -176,3 +176,22 @@ def test_a_recycled_pid_is_not_taken_for_the_server(tmp_path):
                                                    "url": "nats://127.0.0.1:9"}))
     with NatsServer(store) as server:  # our own pid is alive but not a nats-server
         assert server.started_here and server.pid != os.getpid()
+
+
+def test_doctor_shows_nats_real_or_embedded(settings, monkeypatch):
+    from agentcycle.discovery import discover
+    from agentcycle.settings import Settings
+
+    def nats_row(current):
+        return next(r for r in discover(current, check=True) if r.service == "nats")
+
+    row = nats_row(settings)
+    assert (row.mode, row.location) == ("embedded", str(settings.nats_dir))
+    assert "started on demand" in row.detail
+    with nats_session(settings) as url:
+        assert nats_row(settings).detail.startswith(f"running at {url}")
+        monkeypatch.setenv("NATS_URL", url)
+        real = nats_row(Settings())
+        assert (real.mode, real.location, real.reachable) == ("real", url, True)
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:9")
+    assert nats_row(Settings()).reachable is False

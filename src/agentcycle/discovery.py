@@ -91,5 +91,19 @@ def discover(settings: Settings, check: bool = True) -> list[ServiceStatus]:
     if settings.nats_url:
         rows.append(_real("nats", settings.nats_url, probe(_tcp_ok, settings.nats_url)))
     else:
-        rows.append(ServiceStatus("nats", "off", "-", None, "not configured"))
+        rows.append(_embedded_nats(settings))
     return rows
+
+
+def _embedded_nats(settings: Settings) -> ServiceStatus:
+    """The embedded nats-server's store, and the server running on it, if one is."""
+    import json
+
+    detail = "nats-server with JetStream (started on demand)"
+    try:
+        state = json.loads((settings.nats_dir / "server.json").read_text())
+        if _tcp_ok(state["url"])[0]:
+            detail = f"running at {state['url']} (pid {state['pid']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return ServiceStatus("nats", "embedded", str(settings.nats_dir), None, detail)
