@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentcycle.errors import ConfigError
-from agentcycle.evals.scorers.text import keywords, normalize
+from agentcycle.evals.scorers.text import normalize
 from agentcycle.evals.scoring import ScoreContext, scorer
 from agentcycle.evals.types import Case, Output, Score, ToolCall
 
@@ -276,18 +276,32 @@ def no_call(case: Case, output: Output, ctx: ScoreContext) -> Score:
 
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _fact_in(fact: str, text: str) -> bool:
+    """A figure matches a whole number of the text ("1800" is in "1,800.00 crowns", not in
+    "18000"); any other fact is a substring of the normalized text."""
+    fact = _THOUSANDS.sub("", normalize(fact))
+    if _NUMBER.fullmatch(fact):
+        return any(float(n) == float(fact) for n in _NUMBER.findall(text))
+    return fact in text
 
 
 @scorer("task_success", threshold=1.0)
 def task_success(case: Case, output: Output, ctx: ScoreContext) -> Score:
-    """The answer holds every reference keyword (``keywords``; "1,800" and "1800" are
-    the same figure). A case without keywords, such as a greeting, passes: there is no
-    fact to check, and whether the agent kept from calling is ``no_call``'s to judge."""
+    """The answer holds every reference keyword, as ``keywords`` checks, but a keyword
+    that is a figure must be a whole number of the answer: "1,800" and "1800.0" match
+    1800, "18000" and "728" do not match 1800 and 28. A case without keywords (a
+    greeting) passes: there is no fact to check, and whether the agent rightly kept from
+    calling a tool is ``no_call``'s to judge. Value: the share of keywords present."""
     if not case.keywords:
         return Score(value=1.0, passed=True, explanation="no key facts to check")
-    plain = case.model_copy(update={"keywords": [_THOUSANDS.sub("", k) for k in case.keywords]})
-    text = output.model_copy(update={"text": _THOUSANDS.sub("", output.text)})
-    return keywords(plain, text, ctx)
+    text = _THOUSANDS.sub("", normalize(output.text))
+    missing = [k for k in case.keywords if not _fact_in(k, text)]
+    value = 1 - len(missing) / len(case.keywords)
+    return Score(value=value, passed=not missing,
+                 explanation=f"missing {missing!r}" if missing else "every key fact present")
 
 
 def tool_use_figures(results: list[Any], cases: list[Case]) -> dict[str, float | None]:
