@@ -51,10 +51,13 @@ def worker(
         with nats_session(current) if url is None else _given(url) as where:
             one = Worker(served, config, name=name, concurrency=concurrency, trace=trace,
                          settings=current, on_event=event)
-            console.print(f"worker {one.name} serving pool '{pool}' on {where}",
-                          highlight=False)
-            sys.stdout.flush()
-            asyncio.run(one.serve(where))
+
+            def ready() -> None:
+                console.print(f"worker {one.name} serving pool '{pool}' on {where}",
+                              highlight=False)
+                sys.stdout.flush()
+
+            asyncio.run(one.serve(where, ready=ready))
     finally:
         getattr(served, "close", lambda: None)()
 

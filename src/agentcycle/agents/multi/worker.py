@@ -77,13 +77,18 @@ class Worker:
                 await sub.unsubscribe()
         self._subs.clear()
 
-    async def serve(self, url: str, stop: asyncio.Event | None = None) -> None:
-        """Connect, serve until ``stop`` is set (or the task is cancelled), disconnect."""
+    async def serve(self, url: str, stop: asyncio.Event | None = None,
+                    ready: Callable[[], None] | None = None) -> None:
+        """Connect, serve until ``stop`` is set (or the task is cancelled), disconnect;
+        ``ready`` is called once the worker is subscribed."""
         from agentcycle.messaging import connect
 
         nc = await connect(url, name=f"agentcycle-worker-{self.name}")
         try:
             await self.start(nc)
+            await nc.flush()  # the subscriptions are at the server before we say ready
+            if ready:
+                ready()
             await (stop or asyncio.Event()).wait()
         finally:
             await self.stop()
