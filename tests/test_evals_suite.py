@@ -74,7 +74,7 @@ def test_the_legal_suite_ships_and_loads():
      ["suite.yaml:3", "case 0 (id 'a')", "field 'thresholds.keywords'"]),
     ("name: s\ncases: [{id: a, input: x}, {id: a, input: y}]\nscorers: [keywords]\n",
      ["case 1 (id 'a')", "duplicate"]),
-    ("name: s\ncases: [{id: a, input: x}\n", ["suite.yaml", "malformed YAML"]),
+    ("name: s\ncases: [{id: a, input: x}\n", ["suite.yaml:3", "invalid YAML"]),
     ("- just a list\n", ["a YAML mapping"]),
 ])
 def test_malformed_suites_name_file_case_field_and_line(tmp_path, body, fragments):

@@ -16,8 +16,9 @@ from typing import Any
 _EXPORTS = {
     "Case": "types", "Context": "types", "Output": "types", "Score": "types",
     "ToolCall": "types",
-    "BoundScorer": "scoring", "ScoreContext": "scoring", "resolve_scorer": "scoring",
-    "scorer": "scoring", "registered_scorers": "scoring",
+    "BoundScorer": "scoring", "ScoreContext": "scoring", "scorer": "scoring",
+    # Looked up through the package that registers the built-in scorers first.
+    "resolve_scorer": "scorers", "registered_scorers": "scorers",
     "Suite": "suite", "load_suite": "suite",
     "CallableTarget": "targets", "HttpAppTarget": "targets", "OpenAITarget": "targets",
     "RouterTarget": "targets", "Target": "targets", "TargetError": "targets",

@@ -69,7 +69,8 @@ def score(output: Any, scorer: str = "contains", *, case: Any = None,
           **options: Any) -> Score:
     """Run one registered scorer on ``output`` (a string, an ``Output`` or a dict) and
     return its Score, ``passed`` against ``threshold`` (default: the scorer's)."""
-    from agentcycle.evals.scoring import ScoreContext, resolve_scorer
+    from agentcycle.evals.scorers import resolve_scorer  # (registers the built-ins)
+    from agentcycle.evals.scoring import ScoreContext
 
     spec: dict[str, Any] = {"name": scorer, **options}
     if threshold is not None:
@@ -91,7 +92,7 @@ def assert_score(output: Any, scorer: str = "contains", *, case: Any = None,
     __tracebackhide__ = True
     result = score(output, scorer, case=case, threshold=threshold, ctx=ctx, **options)
     if not result.passed:
-        from agentcycle.evals.scoring import resolve_scorer
+        from agentcycle.evals.scorers import resolve_scorer
 
         limit = threshold if threshold is not None else resolve_scorer(scorer).threshold
         text = _as_output(output).text

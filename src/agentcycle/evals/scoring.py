@@ -7,8 +7,14 @@ registered under a name. A suite lists scorers by name, with options::
       - contains
       - {name: regex, pattern: "\\d+ days"}
       - {name: llm_judge, rubric: "Is the answer correct and grounded?", threshold: 0.7}
+      - my_scorers.py:cites_a_section       # a function beside the suite
+      - {name: my_pkg.scoring:tone, threshold: 0.8}
+      - cites                               # an entry point of agentcycle.scorers
 
 ``resolve_scorer`` turns one such entry into a ``BoundScorer`` the runner calls.
+
+The built-in scorers import this module (for ``@scorer``), so it never imports them:
+look names up through :mod:`agentcycle.evals.scorers`, which registers them first.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentcycle import plugins
 from agentcycle.errors import ConfigError
 from agentcycle.evals.types import Case, Output, Score
 
@@ -55,8 +62,8 @@ def scorer(name: str | None = None, *, threshold: float = 0.5) -> Callable[[Scor
 
 
 def registered_scorers() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    """Registered scorers and the entry points of ``agentcycle.scorers`` (not loaded)."""
+    return sorted({*_REGISTRY, *plugins.entry_point_names(plugins.SCORERS)})
 
 
 @dataclass
@@ -78,22 +85,46 @@ class BoundScorer:
                      explanation=result.explanation)
 
 
-def resolve_scorer(spec: str | dict[str, Any]) -> BoundScorer:
-    """One suite entry (a name, or a mapping with ``name`` and options) -> a BoundScorer."""
-    _load_builtins()
+def resolve_scorer(spec: str | dict[str, Any], base_dir: Any = None) -> BoundScorer:
+    """One suite entry (a name, or a mapping with ``name`` and options) -> a BoundScorer.
+
+    The name is a registered scorer, an entry point of ``agentcycle.scorers``, or a
+    ``module:function`` / ``file.py:function`` reference (relative to ``base_dir``)."""
     options = dict(spec) if isinstance(spec, dict) else {"name": spec}
     name = options.pop("name", None)
     if not isinstance(name, str):
         raise ConfigError(f"a scorer entry needs a 'name' (got {spec!r})")
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown scorer '{name}' (known: {', '.join(sorted(_REGISTRY))})")
-    fn, default_threshold = _REGISTRY[name]
+    name, fn, default_threshold = find_scorer(name, base_dir)
     try:
         threshold = float(options.pop("threshold", default_threshold))
     except (TypeError, ValueError):
         raise ConfigError(f"scorer '{name}': threshold must be a number") from None
     _check_options(name, fn, options)
     return BoundScorer(name, fn, threshold, options)
+
+
+def find_scorer(name: str, base_dir: Any = None) -> tuple[str, ScorerFn, float]:
+    """(the name results use, the function, its default threshold)."""
+    if name in _REGISTRY:
+        return (name, *_REGISTRY[name])
+    if plugins.is_reference(name):
+        fn = plugins.load_object(name, base_dir, kind="function")
+    else:
+        fn = plugins.entry_point_object(plugins.SCORERS, name)
+        if fn is None:
+            known = ", ".join(registered_scorers()) or (
+                "none: import agentcycle.evals.scorers to register the built-ins")
+            raise ConfigError(f"unknown scorer '{name}' (known: {known}; or "
+                              "module:function, file.py:function)")
+    if not callable(fn) or isinstance(fn, type):
+        what = f"the class {fn.__name__}" if isinstance(fn, type) else f"a {type(fn).__name__}"
+        raise ConfigError(f"scorer '{name}' is {what}, not a function "
+                          "(case, output, ctx, **options) -> Score")
+    # A function registered with @scorer keeps its threshold, and its name for a ref.
+    own_name, threshold = next(((n, t) for n, (f, t) in _REGISTRY.items() if f is fn),
+                               (getattr(fn, "__name__", name.rpartition(":")[2]), 0.5))
+    # Results and gates use a short name: an entry point's own, else the function's.
+    return (own_name if plugins.is_reference(name) else name), fn, threshold
 
 
 def _check_options(name: str, fn: ScorerFn, options: dict[str, Any]) -> None:
@@ -106,8 +137,3 @@ def _check_options(name: str, fn: ScorerFn, options: dict[str, Any]) -> None:
     check = getattr(fn, "check", None)
     if check is not None:
         check(**options)
-
-
-def _load_builtins() -> None:
-    # Importing the built-in scorer modules registers them (the decorator runs).
-    import agentcycle.evals.scorers  # noqa: F401

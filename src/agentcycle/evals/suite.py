@@ -9,7 +9,7 @@ name: legal-test
 dataset: {path: ../qa/test.jsonl, fields: {input: question, reference: answer}}
 cases:
   - {id: c1, input: "What is the deposit cap?", keywords: ["1.5 months"], tags: [deposits]}
-scorers: [keywords, {name: context_recall, threshold: 1.0}]
+scorers: [keywords, {name: context_recall, threshold: 1.0}, my_scorers.py:cites_a_section]
 target: "openai:http://127.0.0.1:8000/v1#base"
 gates: ["accuracy>=0.2"]
 ```
@@ -20,12 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from agentcycle._yaml import YamlDoc, load_yaml, relevant_errors
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.evals.datasets import TracesSpec, load_dataset, load_traces
-from agentcycle.evals.scoring import BoundScorer, resolve_scorer
+from agentcycle.evals.scorers import resolve_scorer  # (registers the built-ins)
+from agentcycle.evals.scoring import BoundScorer
 from agentcycle.evals.types import Case
 
 ScorerSpec = str | dict[str, Any]
@@ -61,15 +62,21 @@ class Suite(BaseModel):
     # The judge model for LLM-judged scorers, as a target string ("openai:URL#model").
     judge: str | None = None
     path: Path | None = Field(default=None, exclude=True)  # where it was loaded from
+    _doc: YamlDoc | None = PrivateAttr(None)  # its YAML, to name the line of an error
 
     def bound_scorers(self) -> list[BoundScorer]:
-        """The suite's scorers, resolved through the registry, with its thresholds."""
+        """The suite's scorers, resolved through the registry, the ``agentcycle.scorers``
+        entry points or ``module:function`` refs (a file beside the suite), with its
+        thresholds."""
         bound = []
+        base_dir = self.path.parent if self.path else None
         for index, spec in enumerate(self.scorers):
             try:
-                scorer = resolve_scorer(spec)
+                scorer = resolve_scorer(spec, base_dir)
             except ConfigError as exc:
-                raise ConfigError(f"{self.path or self.name}: scorers[{index}]: {exc}") from None
+                where = self._doc.where(("scorers", index)) if self._doc else (
+                    self.path or self.name)
+                raise ConfigError(f"{where}: scorers[{index}]: {exc}") from None
             if scorer.name in self.thresholds and not (isinstance(spec, dict)
                                                        and "threshold" in spec):
                 scorer.threshold = self.thresholds[scorer.name]
@@ -94,27 +101,19 @@ def load_suite(path: str | Path) -> Suite:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{file}: not UTF-8 text (byte {exc.start}): is it a YAML suite?") from None
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise DataError(f"{file}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-    data = yaml.safe_load(text) if node is not None else None
+    doc = load_yaml(text, str(file), error=DataError)
+    data = doc.data
     if not isinstance(data, dict):
         raise DataError(f"{file}: a suite is a YAML mapping with at least 'name' and 'scorers'")
-    try:
-        lines = _line_marks(node)
-    except DataError as exc:
-        raise DataError(f"{file}:{str(exc).removeprefix('line ')}") from None
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
         # The first errors, each with its line: a typo ('inptu') often comes with a
         # missing field ('input'), and naming both says what happened.
-        raise DataError("; ".join(_describe(file, data, lines, e)
-                                  for e in _relevant(exc.errors())[:3])) from None
+        raise DataError("; ".join(_describe(doc, e)
+                                  for e in relevant_errors(exc.errors(), doc)[:3])) from None
     suite.path = file
+    suite._doc = doc
     cases = list(suite.cases)
     for spec in _as_list(suite.dataset):
         cases += load_dataset(file.parent / spec.path, spec.fields, spec.tags, spec.limit)
@@ -142,55 +141,17 @@ def _check_unique(file: Path, cases: list[Case]) -> None:
         seen.add(case.id)
 
 
-def _line_marks(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
-    """Each key path of the YAML document -> its 1-based line (from compose's marks)."""
-    marks: dict[tuple, int] = {}
-    if node is None:
-        return marks
-    marks[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if (*path, key.value) in marks:  # YAML keeps the last silently; a typo'd copy
-                raise DataError(f"line {key.start_mark.line + 1}: key '{key.value}' appears "
-                                f"twice in the same mapping")
-            marks[(*path, key.value)] = key.start_mark.line + 1
-            marks.update({k: v for k, v in _line_marks(value, (*path, key.value)).items()
-                          if k != (*path, key.value)})
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            marks.update(_line_marks(item, (*path, index)))
-    return marks
-
-
-def _describe(file: Path, data: dict, lines: dict[tuple, int], error: dict) -> str:
+def _describe(doc: YamlDoc, error: dict) -> str:
     """file:line: case N (id 'x'): field 'input': message."""
-    loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
-    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
-    where = f"{file}:{line}" if line else str(file)
+    loc = error["loc"]
     field = loc
     prefix = ""
     if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
-        raw = data.get("cases") or []
+        raw = doc.data.get("cases") or []
         case_id = raw[loc[1]].get("id") if loc[1] < len(raw) and isinstance(
             raw[loc[1]], dict) else None
         prefix = f"case {loc[1]}" + (f" (id '{case_id}')" if case_id else "") + ": "
         field = loc[2:]
     name = ".".join(str(p) for p in field) or "(the case itself)"
     message = "unknown field (a typo?)" if error["type"] == "extra_forbidden" else error["msg"]
-    return f"{where}: {prefix}field '{name}': {message}"
-
-
-def _relevant(errors: list[dict]) -> list[dict]:
-    """Without a union's "should be a valid list" noise when another member of the same
-    union went deeper (``dataset: {limit: -1}`` is a mapping with a bad limit)."""
-    locs = [tuple(p for p in e["loc"] if not _is_union_tag(p)) for e in errors]
-    return [e for e, loc in zip(errors, locs, strict=True)
-            if not (e["type"].endswith("_type") and any(
-                len(other) > len(loc) and other[:len(loc)] == loc for other in locs))] or errors
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic adds the union member's type to the location ("str", "dict[str,any]").
-    return isinstance(part, str) and (part in ("str", "int", "float", "list[...]")
-                                      or part[:1].isupper()  # a model: "DatasetSpec"
-                                      or part.startswith(("dict[", "list[", "function-")))
+    return f"{doc.where(loc)}: {prefix}field '{name}': {message}"

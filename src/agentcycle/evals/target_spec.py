@@ -15,14 +15,13 @@ Options go after ``?``: ``rag:marvale-tenancy?top_k=1&max_tokens=48``,
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
+from agentcycle import plugins
 from agentcycle.errors import ConfigError
 from agentcycle.evals.targets import (
     CallableTarget,
@@ -90,27 +89,14 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
     return candidate
 
 
-def load_callable(ref: str, base_dir: Path | None = None):
+def load_callable(ref: str, base_dir: Path | None = None) -> Callable[..., Any]:
     """'pkg.module:function' or 'file.py:function' -> the function."""
-    module_ref, _, name = ref.rpartition(":")
-    if not module_ref or not name:
-        raise ConfigError(f"bad python target '{ref}': write python:module:function")
     try:
-        if module_ref.endswith(".py"):
-            path = _resolve(module_ref, base_dir)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or not path.is_file():
-                raise ConfigError(f"python target: no file {path}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules.setdefault(path.stem, module)
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            module = importlib.import_module(module_ref)
-    except ImportError as exc:
-        raise ConfigError(f"python target: cannot import '{module_ref}': {exc}") from None
-    fn = getattr(module, name, None)
+        fn = plugins.load_object(ref, base_dir, kind="function")
+    except ConfigError as exc:
+        raise ConfigError(f"python target: {exc}") from None
     if not callable(fn):
-        raise ConfigError(f"python target: '{module_ref}' has no function '{name}'")
+        raise ConfigError(f"python target: '{ref}' is a {type(fn).__name__}, not a function")
     return fn
 
 

@@ -1,7 +1,9 @@
 """The router's YAML config: backends, routes and their policies.
 
-Every error names the file, the line and the field: pydantic's error location is
-walked through the YAML node tree (``yaml.compose`` keeps each node's line).
+Every error names the file, the line and the field (``agentcycle._yaml`` maps pydantic's
+error location to the line). A policy is a built-in name, an entry point of the
+``agentcycle.policies`` group, or a ``module:Class`` / ``file.py:Class`` reference (the
+file beside this config).
 
     backends:
       tuned: {model: openai/legal-tuned, api_base: http://127.0.0.1:8001/v1, local: true}
@@ -9,7 +11,7 @@ walked through the YAML node tree (``yaml.compose`` keeps each node's line).
     routes:
       default:
         backends: [tuned, cloud]
-        policies: [least_latency, {budget: {usd_per_day: 1.0}}]
+        policies: [least_latency, {budget: {usd_per_day: 1.0}}, my_policies.py:PreferCloud]
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentcycle._yaml import YamlDoc, load_yaml, relevant_errors
 from agentcycle.errors import ConfigError
 from agentcycle.router.backends import Backend, Transport
+from agentcycle.router.policies import POLICIES, PolicyOptionError, validate_policy
 
-Loc = tuple[str | int, ...]
+__all__ = ["BackendConfig", "PolicyOptionError", "RouteConfig", "RouterConfig",
+           "load_config", "parse_config"]
 
 
 class _Strict(BaseModel):
@@ -108,94 +112,60 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RouterConfig:
         raise ConfigError(f"cannot read router config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read router config {path}: not UTF-8 text") from None
-    return parse_config(text, str(path), require_keys=require_keys)
+    return parse_config(text, str(path), require_keys=require_keys, base_dir=path.parent)
 
 
 def parse_config(text: str, source: str = "<router config>", *,
-                 require_keys: bool = True) -> RouterConfig:
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
+                 require_keys: bool = True, base_dir: str | Path | None = None) -> RouterConfig:
+    """Validate router YAML; ``base_dir`` (default: the working directory) is where a
+    policy's ``file.py:Class`` is looked for (load_config gives the file's folder)."""
+    doc = load_yaml(text, source)
+    if not isinstance(doc.data, dict):
         raise ConfigError(f"{source}: a router config is a mapping with `backends:` and "
                           "`routes:`")
-    errors = _Located(source, root)
     try:
-        config = RouterConfig.model_validate(data)
+        config = RouterConfig.model_validate(doc.data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise errors.at(first["loc"], first["msg"]) from None
+        first = relevant_errors(exc.errors(), doc)[0]
+        raise doc.error(first["loc"], first["msg"]) from None
     config.source = source
-    _check_references(config, errors, require_keys)
+    _check_references(config, doc, require_keys, Path(base_dir or ".").resolve())
     return config
 
 
-def _check_references(config: RouterConfig, errors: _Located, require_keys: bool) -> None:
-    from agentcycle.router.policies import validate_policy
-
+def _check_references(config: RouterConfig, doc: YamlDoc, require_keys: bool,
+                      base_dir: Path) -> None:
     for name, spec in config.backends.items():
         if require_keys and spec.api_key_env and not os.environ.get(spec.api_key_env):
-            raise errors.at(("backends", name, "api_key_env"),
+            raise doc.error(("backends", name, "api_key_env"),
                             f"the environment variable {spec.api_key_env} is not set")
     for route_name, route in config.routes.items():
         for i, backend in enumerate(route.backends):
             if backend not in config.backends:
-                raise errors.at(("routes", route_name, "backends", i),
+                raise doc.error(("routes", route_name, "backends", i),
                                 f"unknown backend '{backend}' (known: "
                                 f"{', '.join(config.backends)})")
         for i, item in enumerate(route.policies):
             try:
-                validate_policy(item, route.backends).check_resources()
+                validate_policy(item, route.backends, base_dir).check_resources()
             except PolicyOptionError as exc:
-                raise errors.at(("routes", route_name, "policies", i, *exc.loc),
+                raise doc.error(("routes", route_name, "policies", i, *exc.loc),
                                 exc.message) from None
+            # A user's file.py:Class is found from the config's folder, wherever the
+            # router is built from this config later.
+            route.policies[i] = _anchor(item, base_dir)
     if require_keys and config.proxy_key_env and not os.environ.get(config.proxy_key_env):
-        raise errors.at(("proxy_key_env",),
+        raise doc.error(("proxy_key_env",),
                         f"the environment variable {config.proxy_key_env} is not set")
 
 
-class PolicyOptionError(Exception):
-    """A policy entry is wrong; ``loc`` is relative to the entry."""
-
-    def __init__(self, loc: Loc, message: str):
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-
-class _Located:
-    """Turns a location in the parsed data into `file:line: field: message`."""
-
-    def __init__(self, source: str, root: yaml.Node | None):
-        self.source = source
-        self.root = root
-
-    def at(self, loc: Loc, message: str) -> ConfigError:
-        node, key, walked = self.root, None, list[str | int]()
-        for part in loc:
-            found = _child(node, part)
-            if found is None:
-                if isinstance(node, yaml.MappingNode):
-                    walked.append(part)  # a missing key: name it, point at its parent's key
-                    node = key or node
-                break  # pydantic's own loc parts (union tags) have no node
-            (key, node), walked = found, [*walked, part]
-        line = f":{node.start_mark.line + 1}" if node is not None else ""
-        field = ".".join(str(p) for p in (walked or loc))
-        return ConfigError(f"{self.source}{line}: {field}: {message}")
-
-
-def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
-    """(the key node or None, the value node) of one step into the YAML tree."""
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == str(part):
-                # A null value has no useful line of its own: point at the key.
-                return key, (value if value.tag != "tag:yaml.org,2002:null" else key)
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return None, node.value[part]
-    return None
+def _anchor(item: str | dict[str, Any], base_dir: Path) -> str | dict[str, Any]:
+    """The same entry with a relative ``file.py:Class`` made absolute from ``base_dir``."""
+    name = next(iter(item)) if isinstance(item, dict) and len(item) == 1 else item
+    if not isinstance(name, str) or name in POLICIES or ":" not in name:
+        return item
+    path, _, attr = name.rpartition(":")
+    if not path.endswith(".py") or Path(path).expanduser().is_absolute():
+        return item
+    anchored = f"{base_dir / path}:{attr}"
+    return {anchored: item[name]} if isinstance(item, dict) else anchored

@@ -2,7 +2,9 @@
 
 A route applies its policies in the order written; the router then tries the
 surviving candidates in order (fallback). Policies are registered by name with
-``@policy`` so users can add their own the same way the built-ins are added.
+``@policy`` so users can add their own the same way the built-ins are added; a route
+may also name a Policy subclass by an entry point of the ``agentcycle.policies`` group
+or by ``module:Class`` / ``file.py:Class`` (see :mod:`agentcycle.plugins`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentcycle import plugins
+from agentcycle.errors import ConfigError
 from agentcycle.router.backends import Backend
-from agentcycle.router.config import PolicyOptionError
 from agentcycle.router.pricing import prices_per_1k
 from agentcycle.router.state import RouterState
 
+Loc = tuple[str | int, ...]
 ErrorKind = Literal["error", "timeout", "rate_limit", "context_window", "bad_request"]
 ALL_KINDS: frozenset[str] = frozenset(
     {"error", "timeout", "rate_limit", "context_window", "bad_request"})
@@ -59,6 +63,15 @@ class RouteRequest:
                 chars = sum(len(str(m.get("content", ""))) for m in self.messages)
                 self._prompt_tokens = chars // 4
         return self._prompt_tokens
+
+
+class PolicyOptionError(Exception):
+    """A policy entry is wrong; ``loc`` is relative to the entry."""
+
+    def __init__(self, loc: Loc, message: str):
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
 
 
 class Options(BaseModel):
@@ -103,7 +116,32 @@ def policy(name: str):
     return register
 
 
-def validate_policy(item: str | dict[str, Any], route_backends: list[str]) -> Policy:
+def policy_class(name: str, base_dir: str | Path | None = None) -> type[Policy]:
+    """A registered name, an entry point of ``agentcycle.policies``, or ``module:Class`` /
+    ``file.py:Class`` (relative to ``base_dir``) -> the Policy subclass; ConfigError if not."""
+    cls = POLICIES.get(name)
+    if cls is not None:
+        return cls
+    if plugins.is_reference(name):
+        found = plugins.load_object(name, base_dir, kind="class")
+    else:
+        found = plugins.entry_point_object(plugins.POLICIES, name)
+        if found is None:
+            known = sorted({*POLICIES, *plugins.entry_point_names(plugins.POLICIES)})
+            raise ConfigError(f"unknown policy '{name}' (known: {', '.join(known)}; or "
+                              "module:Class, file.py:Class)")
+    if not (isinstance(found, type) and issubclass(found, Policy)):
+        what = f"the class {found.__name__}" if isinstance(found, type) else (
+            f"a {type(found).__name__}")
+        raise ConfigError(f"policy '{name}' is {what}, not a subclass of "
+                          "agentcycle.router.Policy")
+    if not found.name:  # not registered with @policy: known by what the config calls it
+        found.name = name.rpartition(":")[2]
+    return found
+
+
+def validate_policy(item: str | dict[str, Any], route_backends: list[str],
+                    base_dir: str | Path | None = None) -> Policy:
     """Build one policy from its YAML entry (a name, or ``{name: {options}}``)."""
     if isinstance(item, dict):
         if len(item) != 1:
@@ -111,10 +149,10 @@ def validate_policy(item: str | dict[str, Any], route_backends: list[str]) -> Po
         [(name, raw)] = item.items()
     else:
         name, raw = item, None
-    cls = POLICIES.get(name)
-    if cls is None:
-        raise PolicyOptionError((name,) if isinstance(item, dict) else (),
-                                f"unknown policy '{name}' (known: {', '.join(sorted(POLICIES))})")
+    try:
+        cls = policy_class(str(name), base_dir)
+    except ConfigError as exc:
+        raise PolicyOptionError((name,) if isinstance(item, dict) else (), str(exc)) from None
     try:
         options = cls.Options.model_validate(raw or {})
     except ValidationError as exc:

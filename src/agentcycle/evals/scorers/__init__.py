@@ -4,6 +4,10 @@ Split by concern: ``text`` (exact, contains, keywords, regex, json_schema), ``se
 (similarity), ``judge`` (llm_judge), ``rag`` (context_precision, context_recall,
 faithfulness), ``tools`` (tool_name, tool_args, tool_f1, tool_order, step_count),
 ``budgets`` (latency_budget, cost_budget, token_budget) and ``pii`` (pii_leak).
+
+Look scorers up here (``resolve_scorer``, ``registered_scorers``): importing this
+package registers the built-ins, which :mod:`agentcycle.evals.scoring` cannot do itself
+(the scorers import it for ``@scorer``).
 """
 
 from agentcycle.evals.scorers.budgets import cost_budget, latency_budget, token_budget
@@ -27,11 +31,13 @@ from agentcycle.evals.scorers.text import (
     regex,
 )
 from agentcycle.evals.scorers.tools import step_count, tool_args, tool_f1, tool_name, tool_order
+from agentcycle.evals.scoring import find_scorer, registered_scorers, resolve_scorer
 
 __all__ = [
     "contains", "context_precision", "context_recall", "cost_budget", "embedding_similarity",
-    "exact", "exact_match", "faithfulness", "find_pii", "json_schema", "keyword_match",
-    "keywords", "latency_budget", "llm_judge", "normalize", "openai_judge", "parse_verdict",
-    "pii_leak", "regex", "router_judge", "similarity", "step_count", "token_budget",
-    "tool_args", "tool_f1", "tool_name", "tool_order",
+    "exact", "exact_match", "faithfulness", "find_pii", "find_scorer", "json_schema",
+    "keyword_match", "keywords", "latency_budget", "llm_judge", "normalize", "openai_judge",
+    "parse_verdict", "pii_leak", "regex", "registered_scorers", "resolve_scorer",
+    "router_judge", "similarity", "step_count", "token_budget", "tool_args", "tool_f1",
+    "tool_name", "tool_order",
 ]
