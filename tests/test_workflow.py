@@ -314,13 +314,13 @@ def test_every_node_is_a_span(agent_factory):
 
 def test_unreachable_postgres_is_one_clear_error(monkeypatch):
     dead = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
-    with pytest.raises(ServiceError, match=r"PostgreSQL at 127\.0\.0\.1:\d+ is unreachable"
+    with pytest.raises(ServiceError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:\d+"
                        ) as caught:
         WorkflowAgent(Settings(database_url=dead))
     assert "secret" not in str(caught.value)
     monkeypatch.setenv("DATABASE_URL", dead)
     code, output = _cli("workflow", "list")
-    _clean_error(code, output, "is unreachable")
+    _clean_error(code, output, "cannot connect to PostgreSQL")
 
 
 def test_bad_options_are_config_errors(wf_settings, router):

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +23,7 @@ from agentcycle.agents.workflow.decisions import (
 )
 from agentcycle.agents.workflow.graph import NodeHook, Researcher, WorkflowGraph
 from agentcycle.agents.workflow.review import Reviewer, RuleReviewer
-from agentcycle.agents.workflow.store import Ledger, checkpointer
+from agentcycle.agents.workflow.store import Ledger, checkpointer, redact, store_errors
 from agentcycle.errors import AgentcycleError, ConfigError
 from agentcycle.settings import Settings
 
@@ -47,6 +49,15 @@ class ThreadInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _guarded(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(self: WorkflowAgent, *args: Any, **kwargs: Any) -> Any:
+        with store_errors(self.ledger.uri):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class WorkflowAgent(BaseAgent):
@@ -85,6 +96,7 @@ class WorkflowAgent(BaseAgent):
         self.close()
 
     # -- runs ----------------------------------------------------------------------------
+    @_guarded
     def run(self, task: str, thread_id: str | None = None, **options: Any) -> AgentResult:
         """Start a thread; returns ``interrupted`` at the approval (or ``failed``)."""
         if not task or not task.strip():
@@ -99,6 +111,7 @@ class WorkflowAgent(BaseAgent):
         return self._drive(thread_id, {"task": task.strip(), "status": "running",
                                        "max_iterations": self.workflow.max_iterations})
 
+    @_guarded
     def resume(self, thread_id: str, decision: Decision | dict | str | None = None
                ) -> AgentResult:
         """Continue a thread: with the human's decision when it waits for approval, without
@@ -180,6 +193,7 @@ class WorkflowAgent(BaseAgent):
             result.metadata["reason"] = values.get("reason", "")
         return result
 
+    @_guarded
     def show(self, thread_id: str) -> ThreadInfo:
         status, snapshot = self._status(thread_id)
         values = snapshot.values
@@ -192,6 +206,7 @@ class WorkflowAgent(BaseAgent):
             notes=(values.get("review") or {}).get("notes", []),
             steps=values.get("steps", []), outbox=self.ledger.delivered(thread_id))
 
+    @_guarded
     def threads(self) -> list[ThreadInfo]:
         """Every thread this store holds, oldest first, with its status."""
         listed = []
@@ -203,6 +218,7 @@ class WorkflowAgent(BaseAgent):
                                      iterations=snapshot.values.get("revisions", 0)))
         return listed
 
+    @_guarded
     def needs_model(self, thread_id: str) -> bool:
         """Whether resuming this thread calls a model (it stopped before the approval)."""
         status, snapshot = self._status(thread_id)
@@ -219,6 +235,4 @@ def thread_status(snapshot: Any) -> str:
 
 
 def _where(uri: str) -> str:
-    from agentcycle.agents.workflow.store import redact
-
     return redact(uri)

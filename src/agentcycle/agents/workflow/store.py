@@ -77,8 +77,23 @@ def _connect_postgres(uri: str) -> Any:
                                connect_timeout=5)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ServiceError(f"PostgreSQL at {where.hostname}:{where.port or 5432} is unreachable "
-                           f"({redact(uri)}): {reason}") from None
+        raise ServiceError(f"cannot connect to PostgreSQL at {where.hostname}:"
+                           f"{where.port or 5432} ({redact(uri)}): {reason}") from None
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A database failing after we connected (PostgreSQL restarted, a locked or full SQLite
+    file) is a ServiceError naming the store; the last checkpoint stays as it was."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise ServiceError(f"the workflow store {redact(uri)} failed: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            raise ServiceError(f"the workflow store {redact(uri)} failed: "
+                               f"{str(exc).strip() or type(exc).__name__}") from None
+        raise
 
 
 def _store_uri(settings: Settings) -> str:
