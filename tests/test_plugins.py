@@ -205,11 +205,16 @@ def test_references_to_a_module_and_a_file(tmp_path, site):
                  "(at bad.py:1)"),
     ("helper:f", "no module named 'helper' (for the file beside the config, write "
                  "helper.py:f)"),
+    ("lib.py:f", "running lib.py raised JSONDecodeError: Expecting value: line 1 column 1 "
+                 "(char 0) (at lib.py:2)"),  # the file's own line, not json's
+    ("multi.py:f", "running multi.py raised ValueError: first second (at multi.py:1)"),
 ])
 def test_every_failure_is_one_line(tmp_path, site, ref, message):
     (tmp_path / "boom.py").write_text("x = 1\ny = x / 0\n")
     (tmp_path / "bad.py").write_text("def f(:\n")
     (tmp_path / "helper.py").write_text("def f():\n    pass\n")
+    (tmp_path / "lib.py").write_text("import json\njson.loads('')\n")
+    (tmp_path / "multi.py").write_text("raise ValueError('first\\n  second')\n")
     assert message in error_of(plugins.load_object, ref, tmp_path)
 
 
@@ -312,6 +317,16 @@ def test_a_key_given_twice_in_a_router_config_is_an_error():
     text = "backends:\n  a: {model: openai/a}\n  a: {model: openai/b}\n"
     assert error_of(parse_config, text, "router.yaml") == (
         "router.yaml:3: key 'a' appears twice in the same mapping")
+
+
+def test_a_key_named_like_a_pydantic_type_keeps_its_place():
+    """pydantic adds union members ('str', 'DatasetSpec') to error locations; a backend
+    named 'Cloud' is in the file, so it stays in the field and the line."""
+    from agentcycle.router import parse_config
+
+    text = "backends:\n  ok: {model: openai/a}\n  Cloud:\n    model: openai/b\n    local: maybe\n"
+    assert error_of(parse_config, text, "router.yaml").startswith(
+        "router.yaml:5: backends.Cloud.local: Input should be a valid boolean")
 
 
 def _cli_env(site: Path) -> dict[str, str]:

@@ -112,7 +112,7 @@ def _load_file(ref: str, file_ref: str, base_dir: str | Path | None) -> ModuleTy
     except Exception as exc:
         sys.modules.pop(name, None)
         raise ConfigError(f"cannot load '{ref}': running {path.name} raised "
-                          f"{_where(exc)}") from None
+                          f"{_where(exc, path)}") from None
     return module
 
 
@@ -125,14 +125,17 @@ def _module_name(path: Path) -> str:
     return f"{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
 
 
-def _where(exc: BaseException) -> str:
-    """'ValueError: boom (at plugin.py:3)': the error and the user's line that raised it."""
+def _where(exc: BaseException, path: Path | None = None) -> str:
+    """'ValueError: boom (at plugin.py:3)': the error and the user's line that raised it
+    (the loaded file's own line when a library it called raised)."""
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg} (at {Path(exc.filename or '?').name}:{exc.lineno})"
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "importlib" not in f.filename]
-    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{at}"
+              if "importlib" not in f.filename and f.filename != __file__]
+    own = [f for f in frames if path is not None and f.filename == str(path)]
+    frame = (own or frames or [None])[-1]
+    at = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}{at}"  # one line, always
 
 
 def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
