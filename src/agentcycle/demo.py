@@ -136,7 +136,7 @@ def _evaluate(progress: Progress, title: str, agent: RagAgent, suite: Suite,
     """One evaluation is one eval run of the legal suite (JSON, HTML, MLflow), uncached:
     the demo's models are new each time."""
     task = progress.add_task(title, total=len(suite.cases))
-    target = CallableTarget(agent.ask, key=f"demo:{label}")
+    target = CallableTarget(agent.run, key=f"demo:{label}")
     run = run_suite_sync(suite, target, concurrency=options.concurrency, retries=1,
                          context=context, label=f"demo-{label}",
                          progress=lambda done, total: progress.update(task, completed=done))

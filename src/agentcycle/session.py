@@ -103,16 +103,13 @@ def qdrant_check(settings: Settings, collection: str) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def _rag(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
-    from agentcycle.rag import RagAgent
-    from agentcycle.rag.store import ChunkStore
+    from agentcycle.rag.session import agent_session as rag_session
 
     collection = _collection(options)
     _ensure_legal(settings, collection)
-    ChunkStore(settings, collection).require()  # before paying for a server start
-    with _router(settings, options) as router:
-        agent = RagAgent(settings, collection, router, top_k=options.top_k,
-                         max_tokens=options.max_tokens)
-        yield AgentSession(agent, {"model": model_check(router),
+    with rag_session(settings, collection, model=options.model, top_k=options.top_k,
+                     max_tokens=options.max_tokens) as agent:
+        yield AgentSession(agent, {"model": model_check(agent.router),
                                    "qdrant": qdrant_check(settings, collection)})
 
 

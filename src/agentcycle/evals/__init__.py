@@ -22,6 +22,7 @@ _EXPORTS = {
     "Suite": "suite", "load_suite": "suite",
     "CallableTarget": "targets", "HttpAppTarget": "targets", "OpenAITarget": "targets",
     "RouterTarget": "targets", "Target": "targets", "TargetError": "targets",
+    "to_output": "targets",
     "open_target": "target_spec",
     "OutputCache": "cache",
     "run_suite": "runner", "run_suite_sync": "runner",

@@ -5,8 +5,12 @@
 - ``router:router.yaml#route``: the agentcycle Router from a router config file;
 - ``app:http://host:8080``: an agent app (``POST /v1/ask``);
 - ``python:package.module:function`` or ``python:path/to/file.py:function``;
-- ``rag:COLLECTION``: the RAG agent over a collection, on the configured or bundled
-  model (the legal example's collection is ingested on first use).
+- ``agent:KIND``: any agent (``rag``, ``tools``, ``multi``, ``workflow``, or a user's
+  from the ``agentcycle.agents`` entry points or ``module:function``) on the configured
+  or bundled model, options ``collection, model, top_k, max_tokens, max_steps, workers,
+  max_iterations, tool`` (comma-separated module:function references);
+- ``rag:COLLECTION``: the RAG agent over a collection (the legal example's collection
+  is ingested on first use).
 
 Options go after ``?``: ``rag:marvale-tenancy?top_k=1&max_tokens=48``,
 ``openai:URL#model?max_tokens=64&system=Answer briefly.``
@@ -29,9 +33,10 @@ from agentcycle.evals.targets import (
     OpenAITarget,
     RouterTarget,
     Target,
+    digest,
 )
 
-KINDS = ("openai", "router", "app", "python", "rag")
+KINDS = ("openai", "router", "app", "python", "rag", "agent")
 
 
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -57,6 +62,9 @@ def open_target(spec: str, settings=None, *, base_dir: Path | None = None) -> It
         yield CallableTarget(load_callable(rest, base_dir))
     elif kind == "router":
         with _router(rest, options, base_dir) as target:
+            yield target
+    elif kind == "agent":
+        with _agent(rest, options, settings, base_dir) as target:
             yield target
     else:
         with _rag(rest, options, settings) as target:
@@ -113,21 +121,37 @@ def _router(rest: str, options: dict[str, str], base_dir: Path | None) -> Iterat
         router.close()  # flush its accounting log
 
 
+_AGENT_OPTIONS = {"collection": str, "model": str, "top_k": int, "max_tokens": int,
+                  "max_steps": int, "workers": int, "max_iterations": int, "tool": str}
+
+
 @contextlib.contextmanager
-def _rag(collection: str, options: dict[str, str], settings) -> Iterator[Target]:
-    from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
-    from agentcycle.rag import ChunkStore, ingest
-    from agentcycle.rag.session import agent_session
+def _agent(kind: str, options: dict[str, str], settings, base_dir: Path | None
+           ) -> Iterator[Target]:
+    """Any agent kind through the one interface (``agent:tools?max_steps=4``)."""
+    from agentcycle.session import AgentOptions, agent_session
     from agentcycle.settings import Settings
 
-    settings = settings or Settings()
-    collection = collection or LEGAL_COLLECTION
-    if collection == LEGAL_COLLECTION and not ChunkStore(settings, collection).exists():
-        ingest(legal_corpus_dir(), collection, settings)  # zero-config for the shipped suite
-    top_k, max_tokens = _int(options, "top_k", 3), _int(options, "max_tokens", 128)
-    model = options.get("model")
-    with agent_session(settings, collection, model=model, top_k=top_k,
-                       max_tokens=max_tokens) as agent:
-        served = ",".join(f"{b.name}={b.model}" for b in agent.router.backends)
-        yield CallableTarget(agent.ask, key=f"rag:{collection}:{served}:"
-                                            f"top_k={top_k}:max_tokens={max_tokens}")
+    unknown = sorted(set(options) - set(_AGENT_OPTIONS))
+    if unknown:
+        raise ConfigError(f"agent target: unknown option {', '.join(unknown)} (known: "
+                          f"{', '.join(_AGENT_OPTIONS)})")
+    if not kind:
+        raise ConfigError("agent target: name the kind, e.g. agent:tools or agent:rag")
+    values: dict[str, Any] = {k: _int(options, k, 0) if t is int else options[k]
+                              for k, t in _AGENT_OPTIONS.items() if k in options}
+    tools = values.pop("tool", None)
+    agent_options = AgentOptions(**values, tools=tools.split(",") if tools else [])
+    with agent_session(settings or Settings(), kind, agent_options) as session:
+        router = getattr(session.agent, "router", None)
+        served = ",".join(f"{b.name}={b.model}" for b in getattr(router, "backends", []))
+        yield CallableTarget(session.agent.arun,
+                             key=f"agent:{kind}:{served}:" + digest(sorted(options.items())))
+
+
+@contextlib.contextmanager
+def _rag(collection: str, options: dict[str, str], settings) -> Iterator[Target]:
+    """``rag:COLLECTION``: the RAG agent (``agent:rag?collection=...``) under its old name."""
+    with _agent("rag", {**options, **({"collection": collection} if collection else {})},
+                settings, None) as target:
+        yield target

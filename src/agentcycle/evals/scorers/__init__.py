@@ -2,7 +2,8 @@
 
 Split by concern: ``text`` (exact, contains, keywords, regex, json_schema), ``semantic``
 (similarity), ``judge`` (llm_judge), ``rag`` (context_precision, context_recall,
-faithfulness), ``tools`` (tool_name, tool_args, tool_f1, tool_order, step_count),
+faithfulness), ``tools`` (tool_name, tool_args, tool_f1, tool_order, step_count, and the tool-use
+figures valid_tool_calls, right_tool, exact_args, no_call, task_success),
 ``budgets`` (latency_budget, cost_budget, token_budget) and ``pii`` (pii_leak).
 
 Look scorers up here (``resolve_scorer``, ``registered_scorers``): importing this
@@ -30,14 +31,27 @@ from agentcycle.evals.scorers.text import (
     normalize,
     regex,
 )
-from agentcycle.evals.scorers.tools import step_count, tool_args, tool_f1, tool_name, tool_order
+from agentcycle.evals.scorers.tools import (
+    exact_args,
+    no_call,
+    right_tool,
+    step_count,
+    task_success,
+    tool_args,
+    tool_f1,
+    tool_name,
+    tool_order,
+    tool_use_figures,
+    valid_tool_calls,
+)
 from agentcycle.evals.scoring import find_scorer, registered_scorers, resolve_scorer
 
 __all__ = [
     "contains", "context_precision", "context_recall", "cost_budget", "embedding_similarity",
-    "exact", "exact_match", "faithfulness", "find_pii", "find_scorer", "json_schema",
-    "keyword_match", "keywords", "latency_budget", "llm_judge", "normalize", "openai_judge",
+    "exact", "exact_args", "exact_match", "faithfulness", "find_pii", "find_scorer", "json_schema",
+    "keyword_match", "keywords", "latency_budget", "llm_judge", "no_call", "normalize",
+    "openai_judge",
     "parse_verdict", "pii_leak", "regex", "registered_scorers", "resolve_scorer",
-    "router_judge", "similarity", "step_count", "token_budget", "tool_args", "tool_f1",
-    "tool_name", "tool_order",
+    "right_tool", "router_judge", "similarity", "step_count", "task_success", "token_budget",
+    "tool_args", "tool_f1", "tool_name", "tool_order", "tool_use_figures", "valid_tool_calls",
 ]
