@@ -366,6 +366,19 @@ def test_langchain_bind_tools_gets_tool_calls(gate, scripted):
         ("get_weather", {"city": "Paris"})]
 
 
+def test_the_router_through_litellm_gets_tool_calls(gate, scripted):
+    """LiteLLM's openai/ provider: the path our Router and CrewAI take to a local server."""
+    from agentcycle.router import Router
+    from agentcycle.router.backends import local_backend
+
+    scripted(CALL)
+    router = Router([local_backend("local", f"{gate.url}/v1", "base", "k")])
+    completion = router.complete([{"role": "user", "content": "Paris weather?"}],
+                                 tools=[WEATHER])
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+            for c in completion.tool_calls] == [("get_weather", {"city": "Paris"})]
+
+
 # --- the real model --------------------------------------------------------------------
 
 @pytest.mark.slow

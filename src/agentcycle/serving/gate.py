@@ -75,7 +75,7 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
                 return _error(404, f"model '{payload.get('model')}' is not served here; "
                               f"use '{model_name}'", "invalid_request_error")
             payload["model"] = engine_model
-            if request.url.path.endswith("/chat/completions") and isinstance(payload, dict):
+            if request.url.path.endswith("/chat/completions"):
                 tools_offered = toolcalls.offers_tools(payload)
                 if render_tools and toolcalls.needs_rewrite(payload):
                     try:
