@@ -152,6 +152,10 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
             result = await self._run_agent(task, traceparent, deliveries)
+        except asyncio.CancelledError:  # stopping: hand the task back now, not at ack_wait
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
         except Exception as exc:
             heartbeat.cancel()
             await self._failed(msg, task, traceparent, _describe(exc), deliveries)
