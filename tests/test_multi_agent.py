@@ -339,9 +339,9 @@ def test_no_workers_is_a_failed_result_not_a_hang(nats, config):
 
 
 def test_bad_agent_reference_is_one_clear_error():
-    for reference, message in [("nope", "expected module:function"),
+    for reference, message in [("nope", "unknown agent 'nope'"),
                                ("no_such_module_xyz:make", "cannot import"),
-                               ("json:no_such", "has no attribute"),
+                               ("json:no_such", "has no attribute 'no_such'"),
                                ("os:getcwd", "not an agent"),
                                ("/no/such/file.py:make", "no file")]:
         with pytest.raises(ConfigError, match=message):
