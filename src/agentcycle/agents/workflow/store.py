@@ -76,9 +76,10 @@ def _connect_postgres(uri: str) -> Any:
         return psycopg.connect(uri, autocommit=True, prepare_threshold=0, row_factory=dict_row,
                                connect_timeout=5)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise ServiceError(f"cannot connect to PostgreSQL at {where.hostname}:"
-                           f"{where.port or 5432} ({redact(uri)}): {reason}") from None
+                           f"{where.port or 5432} ({redact(uri)}): {reason or type(exc).__name__}"
+                           ) from None
 
 
 @contextlib.contextmanager
