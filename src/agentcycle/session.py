@@ -31,6 +31,7 @@ class AgentOptions:
     max_steps: int = 5
     tools: list[str] = field(default_factory=list)  # module:function references
     workers: int = 2  # multi-agent: workers started in this process
+    worker: str = "rag"  # multi-agent: the kind each worker is (rag or tools)
     max_iterations: int = 2  # workflow: review -> revise rounds
 
 
@@ -146,14 +147,46 @@ def _tools(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
 
 @contextlib.contextmanager
 def _multi(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
-    raise ConfigError("the multi-agent kind is not wired yet")
-    yield  # pragma: no cover
+    """A coordinator over NATS (the platform's, or the embedded server) and
+    ``options.workers`` workers in this process, each answering with the ``worker``
+    kind (RAG by default). More workers: ``agentcycle multi worker`` elsewhere."""
+    from agentcycle.agents.multi import MultiAgent, run_workers
+    from agentcycle.messaging import nats_session
+
+    if options.worker not in ("rag", "tools"):
+        raise ConfigError(f"unknown worker kind '{options.worker}': use rag or tools")
+    builder = _rag if options.worker == "rag" else _tools
+    with nats_session(settings) as url, builder(settings, options) as inner:
+        # One agent shared by the workers: Qdrant local mode admits one client.
+        with run_workers([inner.agent] * options.workers, url):
+            agent = MultiAgent(settings, url=url)
+            yield AgentSession(agent, {**inner.ready_checks, "nats": nats_check(url)})
+
+
+def nats_check(url: str) -> Callable[[], None]:
+    def check() -> None:
+        import asyncio
+
+        from agentcycle.messaging import connect
+
+        async def probe() -> None:
+            connection = await connect(url, timeout=2, max_reconnect_attempts=0)
+            await connection.close()
+        asyncio.run(probe())
+    return check
 
 
 @contextlib.contextmanager
 def _workflow(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
-    raise ConfigError("the workflow kind is not wired yet")
-    yield  # pragma: no cover
+    from agentcycle.agents.workflow import build_workflow_agent
+
+    with _router(settings, options) as router:
+        agent = build_workflow_agent(settings, router, max_iterations=options.max_iterations,
+                                     max_tokens=options.max_tokens)
+        try:
+            yield AgentSession(agent, {"model": model_check(router)})
+        finally:
+            agent.close()
 
 
 @contextlib.contextmanager

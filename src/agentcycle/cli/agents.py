@@ -20,15 +20,6 @@ KIND_HELP = ("rag, tools, multi, workflow, an entry point of the agentcycle.agen
              "or module:function (a factory(settings, options) returning an Agent)")
 
 
-def agent_options(collection: str | None, model: str | None, top_k: int, max_tokens: int,
-                  max_steps: int, tools: list[str], workers: int, max_iterations: int):
-    from agentcycle.session import AgentOptions
-
-    return AgentOptions(collection=collection, model=model, top_k=top_k,
-                        max_tokens=max_tokens, max_steps=max_steps, tools=tools,
-                        workers=workers, max_iterations=max_iterations)
-
-
 @app.command("run")
 @friendly_errors
 def run(
@@ -45,15 +36,17 @@ def run(
     tool: list[str] = typer.Option([], "--tool", help="tools: a module:function to offer "
                                                       "besides the legal tools (repeatable)."),
     workers: int = typer.Option(2, min=1, help="multi: workers started in this process."),
+    worker: str = typer.Option("rag", help="multi: what each worker is (rag or tools)."),
     max_iterations: int = typer.Option(2, min=1, help="workflow: review rounds."),
     as_json: bool = typer.Option(False, "--json", help="Print the AgentResult as JSON."),
 ) -> None:
     """Run an agent on one task. Exit 1 when the run failed (its error is shown)."""
-    from agentcycle.session import agent_session
+    from agentcycle.session import AgentOptions, agent_session
 
     stop_on_sigterm()
-    options = agent_options(collection, model, top_k, max_tokens, max_steps, tool, workers,
-                            max_iterations)
+    options = AgentOptions(collection=collection, model=model, top_k=top_k,
+                           max_tokens=max_tokens, max_steps=max_steps, tools=tool,
+                           workers=workers, worker=worker, max_iterations=max_iterations)
     with agent_session(settings(), kind, options) as session:
         result = session.agent.run(task)
     if as_json:

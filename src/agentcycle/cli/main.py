@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentcycle.cli import agents, evals, rag, router, workflow
+from agentcycle.cli import agents, evals, multi, rag, router, workflow
 from agentcycle.cli._common import quiet_libraries
 from agentcycle.cli.commands import app_command, demo, doctor, finetune, serve, traces
 
@@ -17,7 +17,7 @@ app.add_typer(rag.app, name="rag")
 app.add_typer(agents.app, name="agent")
 app.add_typer(router.app, name="router")
 app.add_typer(evals.app, name="eval")
-app.add_typer(__import__("agentcycle.cli.multi", fromlist=["app"]).app, name="multi")
+app.add_typer(multi.app, name="multi")
 app.add_typer(workflow.app, name="workflow")
 app.command()(demo)
 app.command()(doctor)

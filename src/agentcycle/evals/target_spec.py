@@ -122,7 +122,8 @@ def _router(rest: str, options: dict[str, str], base_dir: Path | None) -> Iterat
 
 
 _AGENT_OPTIONS = {"collection": str, "model": str, "top_k": int, "max_tokens": int,
-                  "max_steps": int, "workers": int, "max_iterations": int, "tool": str}
+                  "max_steps": int, "workers": int, "worker": str, "max_iterations": int,
+                  "tool": str}
 
 
 @contextlib.contextmanager
