@@ -39,6 +39,7 @@ def test_any_hf_directory_replaces_a_bundled_model(monkeypatch, tmp_path, embedd
 
 def test_public_api_is_deliberate():
     """Names leave or join the public surface on purpose (httpx keeps the same test)."""
+    import agentcycle.agents
     import agentcycle.evals
     import agentcycle.finetune
     import agentcycle.observe
@@ -47,7 +48,10 @@ def test_public_api_is_deliberate():
     import agentcycle.serving
 
     assert agentcycle.__all__ == ["AgentcycleError", "Settings", "__version__"]
-    for module in (agentcycle.evals, agentcycle.finetune, agentcycle.observe, agentcycle.rag,
-                   agentcycle.router, agentcycle.serving):
+    assert agentcycle.agents.__all__ == [
+        "Agent", "AgentResult", "BaseAgent", "Source", "Step", "Tool", "ToolAgent",
+        "ToolCallRecord", "ToolError", "tool"]
+    for module in (agentcycle.agents, agentcycle.evals, agentcycle.finetune,
+                   agentcycle.observe, agentcycle.rag, agentcycle.router, agentcycle.serving):
         assert all(hasattr(module, name) for name in module.__all__), module.__name__
         assert sorted(module.__all__) == sorted(set(module.__all__))

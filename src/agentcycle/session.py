@@ -128,7 +128,8 @@ def tool_set(settings: Settings, references: list[str]) -> list[Any]:
     from agentcycle.examples.legal.tools import legal_tools
     from agentcycle.plugins import load_tool
 
-    return [*legal_tools(settings), *(load_tool(ref) for ref in references)]
+    user_tools = [load_tool(ref) for ref in references]  # a bad reference fails first
+    return [*legal_tools(settings), *user_tools]
 
 
 @contextlib.contextmanager
@@ -156,11 +157,13 @@ def _multi(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
     if options.worker not in ("rag", "tools"):
         raise ConfigError(f"unknown worker kind '{options.worker}': use rag or tools")
     builder = _rag if options.worker == "rag" else _tools
-    with nats_session(settings) as url, builder(settings, options) as inner:
-        # One agent shared by the workers: Qdrant local mode admits one client.
-        with run_workers([inner.agent] * options.workers, url):
-            agent = MultiAgent(settings, url=url)
-            yield AgentSession(agent, {**inner.ready_checks, "nats": nats_check(url)})
+    with nats_session(settings) as url:
+        nats_check(url)()  # unreachable: say so before paying for a model start
+        with builder(settings, options) as inner:
+            # One agent shared by the workers: Qdrant local mode admits one client.
+            with run_workers([inner.agent] * options.workers, url):
+                yield AgentSession(MultiAgent(settings, url=url),
+                                   {**inner.ready_checks, "nats": nats_check(url)})
 
 
 def nats_check(url: str) -> Callable[[], None]:

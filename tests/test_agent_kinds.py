@@ -1,0 +1,119 @@
+"""Every agent kind through one door: `agentcycle agent run KIND`, the app's /ready, and
+the `agent:KIND` eval target, on the real bundled model (the session's server, named by
+AGENTCYCLE_SERVER_URL as the platform would), the real NATS server and SQLite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from agentcycle.cli._common import quiet_libraries
+from agentcycle.cli.main import app
+
+runner = CliRunner()
+quiet_libraries()  # as `agentcycle` does: no library progress bars in the output
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def assert_clean_error(code, output, *fragments):
+    assert code == 1, output
+    assert "Traceback" not in output and output.strip().startswith("error:"), output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+@pytest.fixture
+def served(monkeypatch, base_server, embedder):
+    """The real model server, reached by name as a deployed agent reaches it."""
+    from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
+    from agentcycle.rag import ingest
+    from agentcycle.settings import Settings
+
+    monkeypatch.setenv("AGENTCYCLE_SERVER_URL", base_server.base_url)
+    monkeypatch.setenv("THINKUBE_API_TOKEN", "test-key")
+    ingest(legal_corpus_dir(), LEGAL_COLLECTION, Settings(), embedder=embedder)
+
+
+def test_unknown_kinds_and_tools_are_one_error_line():
+    assert_clean_error(*run("agent", "run", "nope", "q"), "nope")
+    assert_clean_error(*run("agent", "run", "tools", "q", "--tool", "no_such_mod:fn"),
+                       "no_such_mod")
+
+
+def test_multi_with_nats_unreachable_is_one_error_line(monkeypatch):
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:9")
+    assert_clean_error(*run("agent", "run", "multi", "q"), "NATS at nats://127.0.0.1:9 is "
+                       "unreachable")
+
+
+@pytest.mark.slow
+def test_tools_kind_offers_the_legal_tools_to_the_real_model(served):
+    code, output = run("agent", "run", "tools", "What does section 8 say?", "--json",
+                       "--max-tokens", "24", "--max-steps", "2")
+    result = json.loads(output)
+    assert result["kind"] == "tools" and result["steps"][0]["kind"] == "llm"
+    # Six tool schemas in the prompt (the gate renders them): well over a bare question.
+    assert result["prompt_tokens"] > 800
+    assert code == (1 if result["status"] == "failed" else 0)
+
+
+@pytest.mark.slow
+def test_multi_kind_merges_two_workers_answers_over_embedded_nats(served):
+    code, output = run("agent", "run", "multi", "How long does a landlord have to return the "
+                       "deposit? How much can the rent go up?", "--json", "--max-tokens", "16")
+    assert code == 0, output
+    result = json.loads(output)
+    assert result["kind"] == "multi" and result["status"] == "completed"
+    assert len(result["metadata"]["subtasks"]) == 2 and result["sources"]
+    assert result["trace_id"] and result["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_workflow_kind_waits_for_approval_then_finishes(served):
+    code, output = run("agent", "run", "workflow", "Draft a reply on the deposit deadline.",
+                       "--json", "--max-tokens", "16", "--max-iterations", "1")
+    assert code == 0, output
+    pending = json.loads(output)
+    assert pending["status"] == "interrupted"
+    thread = pending["metadata"]["thread_id"]
+    code, output = run("workflow", "approve", thread, "--json")
+    assert code == 0, output
+    assert json.loads(output)["status"] == "completed"
+    assert_clean_error(*run("workflow", "approve", thread), thread)
+
+
+@pytest.mark.slow
+def test_the_app_serves_the_tool_agent_and_is_ready(served):
+    from fastapi.testclient import TestClient
+
+    from agentcycle.app import create_app
+    from agentcycle.session import AgentOptions, agent_session
+    from agentcycle.settings import Settings
+
+    with agent_session(Settings(), "tools", AgentOptions(max_tokens=16, max_steps=1)) as s:
+        client = TestClient(create_app(s.agent, ui=False, ready_checks=s.ready_checks))
+        ready = client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"model": "ok", "qdrant": "ok"}
+        body = client.post("/v1/ask", json={"question": "Hello!"}).json()
+        assert body["kind"] == "tools" and body["steps"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["multi", "workflow"])
+def test_multi_and_workflow_runs_are_eval_targets(served, kind):
+    from agentcycle.evals import Case, Suite, open_target
+    from agentcycle.evals.runner import run_suite_sync
+
+    suite = Suite(name="kinds", scorers=["step_count"], cases=[
+        Case(id="deposit", input="How long does a landlord have to return the deposit?")])
+    with open_target(f"agent:{kind}?max_tokens=16&max_iterations=1") as target:
+        eval_run = run_suite_sync(suite, target, concurrency=1, retries=0)
+    [case] = eval_run.results
+    assert case.error is None and case.output.text and case.output.completion_tokens > 0
