@@ -148,3 +148,48 @@ def openai_fake_app(answer: str = "The deposit must be returned within 21 days."
 
     return app
 
+
+
+def chat_app(respond, usage: tuple[int, int] = (100, 20)) -> FastAPI:
+    """OpenAI chat completions whose message is ``respond(body)`` (a dict: the assistant
+    message, with ``tool_calls`` or ``content``), or a Response ``respond`` returns as it
+    is (an error status). ``app.state.requests`` records the bodies."""
+    from fastapi.responses import Response
+
+    app = FastAPI()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        app.state.requests.append(body)
+        message = respond(body)
+        if isinstance(message, Response):
+            return message
+        return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", **message},
+                             "finish_reason": "tool_calls" if message.get("tool_calls")
+                             else "stop"}],
+                "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                          "total_tokens": sum(usage)}}
+
+    return app
+
+
+def cli_run(*args) -> tuple[int, str]:
+    """`agentcycle ARGS` in this process: (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from agentcycle.cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def assert_clean_error(code: int, output: str, *fragments: str) -> None:
+    """Bad input's contract: exit 1, one `error:` line, no traceback."""
+    assert code == 1, output
+    assert "Traceback" not in output and output.strip().startswith("error:"), output
+    for fragment in fragments:
+        assert fragment in output, output

@@ -7,25 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from agentcycle.cli._common import quiet_libraries
-from agentcycle.cli.main import app
+from helpers import assert_clean_error, cli_run
 
-runner = CliRunner()
 quiet_libraries()  # as `agentcycle` does: no library progress bars in the output
-
-
-def run(*args):
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def assert_clean_error(code, output, *fragments):
-    assert code == 1, output
-    assert "Traceback" not in output and output.strip().startswith("error:"), output
-    for fragment in fragments:
-        assert fragment in output, output
+run = cli_run
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@ resume after an interrupted run. Targets are real HTTP servers or Python functio
 
 import asyncio
 import json
-import time
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from agentcycle.evals import (
@@ -22,29 +21,20 @@ from agentcycle.evals import (
 )
 from agentcycle.evals.results import Journal, runs_dir
 from agentcycle.evals.runner import run_suite_sync
-from helpers import BackgroundServer
+from helpers import BackgroundServer, chat_app
 
 
 def echo_chat_app(fail_on: str | None = None) -> FastAPI:
     """OpenAI chat completions answering with the last user message, HTTP 500 when it
     contains ``fail_on``; ``app.state.requests`` counts the calls."""
-    app = FastAPI()
-    app.state.requests = []
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        app.state.requests.append(body)
+    def respond(body: dict):
         question = body["messages"][-1]["content"]
         if fail_on and fail_on in question:
             return JSONResponse({"error": {"message": "engine crashed"}}, status_code=500)
-        return {"id": "chatcmpl-echo", "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": f"echo: {question}"}}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        return {"content": f"echo: {question}"}
 
-    return app
+    return chat_app(respond, usage=(10, 5))
 
 
 @scorer("mentions_even", threshold=1.0)

@@ -8,13 +8,13 @@ import json
 import time
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from agentcycle.agents import AgentResult, Tool, ToolAgent, tool
 from agentcycle.evals.targets import to_output
 from agentcycle.router import Router
 from agentcycle.router.backends import local_backend
-from helpers import BackgroundServer, dead_url
+from helpers import BackgroundServer, chat_app, dead_url
 
 
 def get_section(number: str) -> dict:
@@ -50,19 +50,13 @@ def say(text: str) -> dict:
 
 def scripted_app(script: list[dict]) -> FastAPI:
     """Answers each request with the next scripted message; records the requests."""
-    app = FastAPI()
-    app.state.requests = []
+    app = None
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        app.state.requests.append(body)
+    def respond(body: dict) -> dict:
         message = script[min(len(app.state.requests), len(script)) - 1]
-        return {"id": "x", "object": "chat.completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason":
-                             "tool_calls" if message.get("tool_calls") else "stop"}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}}
+        return {k: v for k, v in message.items() if k != "role"}
 
+    app = chat_app(respond, usage=(50, 10))
     return app
 
 

@@ -11,12 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, Request
-from typer.testing import CliRunner
+from fastapi import FastAPI
 
 from agentcycle.agents import AgentResult
 from agentcycle.agents.workflow import (
@@ -31,7 +29,7 @@ from agentcycle.agents.workflow import (
 from agentcycle.errors import ConfigError, ServiceError
 from agentcycle.serving.server import free_port
 from agentcycle.settings import Settings
-from helpers import BackgroundServer
+from helpers import BackgroundServer, assert_clean_error, chat_app, cli_run
 
 DRAFT = "Deposits are returned after the tenancy ends."
 REVISED = "Deposits are returned within 21 days after the tenancy ends [1]."
@@ -42,22 +40,12 @@ _STORE_VARS = ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER"
 def scripted_app() -> FastAPI:
     """OpenAI chat completions whose answer depends only on the prompt: a first draft, or
     the revision once a reviewer's notes are in it, so every process gets the same text."""
-    app = FastAPI()
-    app.state.requests = []
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        app.state.requests.append(body)
+    def respond(body: dict) -> dict:
         prompt = body["messages"][-1]["content"]
-        answer = REVISED if "A reviewer found these problems" in prompt else DRAFT
-        return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": answer}}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}
+        return {"content": REVISED if "A reviewer found these problems" in prompt else DRAFT}
 
-    return app
+    return chat_app(respond)
 
 
 @pytest.fixture(scope="session")
@@ -351,22 +339,7 @@ def test_llm_reviewer_counts_its_calls(agent_factory):
     assert result.prompt_tokens == 4 * 100  # draft, review, revise, review
 
 
-_runner = CliRunner()
-
-
-def _cli(*args):
-    from agentcycle.cli.main import app
-
-    result = _runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def _clean_error(code, output, *fragments):
-    assert code == 1, output
-    assert "Traceback" not in output and output.strip().startswith("error:")
-    assert len(output.strip().splitlines()) == 1, output
-    for fragment in fragments:
-        assert fragment in output
+_cli, _clean_error = cli_run, assert_clean_error
 
 
 def test_cli_list_show_approve_reject(agent_factory):
