@@ -3,7 +3,7 @@ arguments, no-call precision and task success, for a model behind the tool agent
 (default: the bundled base model, served locally behind our gate).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/tool_agent.py [--limit N]
-        [--model DIR_OR_NAME] [--concurrency 4] [--json out.json]
+        [--model DIR_OR_NAME] [--concurrency 1] [--json out.json]
 
 The fine-tuning issue trains the model on tool use; this records the figures to beat.
 Results go in docs/benchmarks.md.
@@ -32,12 +32,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--concurrency", type=int, default=4)
+    # transformers serve's continuous batching slows badly on several ~1.4K-token prompts
+    # at once here (4 together: 410 s, one alone: ~9 s), so one case at a time.
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=4)
+    # A call fits in ~40 tokens; the 135M model rarely stops by itself.
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    from agentcycle.evals import load_suite, open_target
+    from agentcycle.evals import ScoreContext, load_suite, open_target
     from agentcycle.evals.runner import run_suite_sync
     from agentcycle.evals.scorers import tool_use_figures
     from agentcycle.settings import Settings
@@ -45,13 +49,14 @@ def main() -> None:
     suite = load_suite(SUITE)
     if args.limit:
         suite.cases = suite.cases[: args.limit]
-    spec = f"agent:tools?max_steps={args.max_steps}&max_tokens=128" + (
+    spec = f"agent:tools?max_steps={args.max_steps}&max_tokens={args.max_tokens}" + (
         f"&model={args.model}" if args.model else "")
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="tool-bench-")),
                         cache_dir=REPO / ".agentcycle" / "models")
     started = time.perf_counter()
     with open_target(spec, settings) as target:
-        run = run_suite_sync(suite, target, concurrency=args.concurrency, retries=0)
+        run = run_suite_sync(suite, target, concurrency=args.concurrency, retries=0,
+                             context=ScoreContext(settings=settings))
     elapsed = time.perf_counter() - started
     figures = tool_use_figures(run.results, suite.cases)
     errored = sum(r.error is not None for r in run.results)
