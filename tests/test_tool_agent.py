@@ -172,3 +172,20 @@ def test_a_name_given_to_two_tools_is_an_error():
 
     with pytest.raises(ConfigError, match="two tools are named 'get_section'"):
         ToolAgent(None, [get_section, get_section])
+
+
+def test_a_failed_run_is_recorded_in_its_trace(scripted, settings):
+    import mlflow
+
+    from agentcycle.observe.tracing import setup_tracking
+
+    agent, _ = scripted([call("get_section", {"number": "8"})], max_steps=1)
+    agent.settings = settings
+    setup_tracking(settings)
+    result = agent.run("q")
+    mlflow.flush_trace_async_logging()
+    trace = mlflow.get_trace(result.trace_id)
+    assert trace.info.state.value == "ERROR"
+    root = next(s for s in trace.data.spans if s.name == "tool agent")
+    assert root.attributes["agentcycle.error"] == result.error
+    assert [s.name for s in trace.data.spans if s.span_type == "TOOL"] == ["tool get_section"]

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from agentcycle.agents import AgentResult, ToolCallRecord
 from agentcycle.errors import ConfigError, ServiceError
 from agentcycle.evals.types import Case, Context, Output, ToolCall
 
@@ -125,22 +126,28 @@ class OpenAITarget:
         usage = data.get("usage") or {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(
             usage.get("completion_tokens") or 0)
-        return Output(text=(message.get("content") or "").strip(), latency_ms=latency_ms,
-                      tool_calls=[_tool_call(t) for t in message.get("tool_calls") or []],
-                      prompt_tokens=prompt, completion_tokens=completion,
-                      cost_usd=list_price(data.get("model") or self.model, prompt, completion),
-                      model=data.get("model") or self.model)
+        model = data.get("model") or self.model
+        return to_output(AgentResult(
+            answer=message.get("content") or "", kind="model", latency_ms=latency_ms,
+            tool_calls=[_tool_call(t) for t in message.get("tool_calls") or []],
+            prompt_tokens=prompt, completion_tokens=completion,
+            cost_usd=list_price(model, prompt, completion), model=model, backend=model))
 
 
-def _tool_call(raw: dict) -> ToolCall:
+def _tool_call(raw: dict) -> ToolCallRecord:
+    """A tool call as the model asked for it (a model target runs no tool)."""
     function = raw.get("function") or {}
     arguments = function.get("arguments") or {}
+    error = None
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments or "{}")
         except json.JSONDecodeError:
-            arguments = {"_raw": arguments}
-    return ToolCall(name=function.get("name", ""), arguments=arguments)
+            arguments, error = {"_raw": arguments}, "the arguments are not valid JSON"
+    if not isinstance(arguments, dict):
+        arguments, error = {"_raw": arguments}, "the arguments are not a JSON object"
+    return ToolCallRecord(id=raw.get("id") or "", name=function.get("name", ""),
+                          arguments=arguments, error=error)
 
 
 def list_price(model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -180,11 +187,11 @@ class RouterTarget:
             completion = await self.router.acomplete(messages, **params)
         else:
             completion = await asyncio.to_thread(self.router.complete, messages, **params)
-        return Output(text=completion.text.strip(), latency_ms=completion.latency_ms,
-                      tool_calls=[_tool_call(t) for t in completion.tool_calls],
-                      prompt_tokens=completion.prompt_tokens,
-                      completion_tokens=completion.completion_tokens,
-                      cost_usd=completion.cost_usd, model=completion.backend)
+        result = AgentResult(answer=completion.text, kind="model",
+                             latency_ms=completion.latency_ms,
+                             tool_calls=[_tool_call(t) for t in completion.tool_calls])
+        result.add_usage(completion)
+        return to_output(result)
 
 
 class CallableTarget:
@@ -238,8 +245,6 @@ def to_output(result: Any) -> Output:
     plugin and the demo share. An :class:`AgentResult` (or its JSON, as the app serves it)
     keeps its sources as contexts, its tool calls with their results and errors, its steps,
     usage and error."""
-    from agentcycle.agents import AgentResult
-
     if isinstance(result, Output):
         return result
     if isinstance(result, str):

@@ -61,6 +61,9 @@ class ToolAgent(BaseAgent):
                               "tool_calls": [c.name for c in result.tool_calls]})
             root.set_attributes({"agentcycle.backend": result.backend,
                                  "agentcycle.cost_usd": result.cost_usd})
+            if result.error:  # the trace shows the failed run and why
+                root.set_attributes({"agentcycle.error": result.error})
+                root.set_status("ERROR")
         return result
 
     async def _loop(self, messages: list[dict[str, Any]], result: AgentResult) -> None:
