@@ -57,3 +57,12 @@ def test_discovery_reports_embedded_and_real_services(monkeypatch):
     assert rows["litellm"].mode == "real" and rows["litellm"].reachable is False
     assert rows["mlflow"].mode == "embedded" and rows["mlflow"].location.startswith("sqlite:")
     assert rows["langfuse"].mode == "off"
+
+
+def test_settings_given_in_code_are_not_ignored(monkeypatch, tmp_path):
+    from agentcycle.settings import Settings
+
+    monkeypatch.setenv("AGENTCYCLE_HOME", str(tmp_path / "env"))
+    assert Settings().home == tmp_path / "env"
+    assert Settings(home=tmp_path / "code").home == tmp_path / "code"
+    assert Settings(nats_url="nats://x:1").nats_url == "nats://x:1"

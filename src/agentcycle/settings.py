@@ -9,7 +9,7 @@ Nothing reads the environment at import time: build ``Settings()`` when you need
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,10 +19,22 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+def _variable(name: str) -> str:
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field else None
+    return str(alias.choices[0]) if isinstance(alias, AliasChoices) else name
+
+
 class Settings(BaseSettings):
     """Where each service lives: the platform's real one, or the embedded default."""
 
     model_config = SettingsConfigDict(extra="ignore")
+
+    def __init__(self, **values: Any):
+        # Settings(home=...) in code must work, not be silently ignored: a field name
+        # becomes its variable's name. (populate_by_name would also read a variable named
+        # after the field: HOME for home.)
+        super().__init__(**{_variable(name): value for name, value in values.items()})
 
     home: Path = Field(Path(".agentcycle"), validation_alias=_env("AGENTCYCLE_HOME"))
     cache_dir: Path | None = Field(
