@@ -93,3 +93,17 @@ def test_assert_score_reads_the_rag_agents_answer():
     assert_score(answer, "context_recall", case={"reference_sources": ["§ 11"]})
     assert_score(answer, "latency_budget", max_ms=200)
     assert_score(answer, "faithfulness", embeddings=False)
+
+
+def test_an_agent_result_is_scored_with_its_tool_calls(agent_eval):
+    from agentcycle.agents import AgentResult, ToolCallRecord
+
+    result = AgentResult(answer="The deposit is capped at 1800 crowns (§ 8).", kind="tools",
+                         tool_calls=[ToolCallRecord(name="max_deposit",
+                                                    arguments={"monthly_rent": 1200})])
+    case = {"expected_tools": [{"name": "max_deposit", "arguments": {"monthly_rent": 1200}}]}
+    agent_eval.assert_score(result, "exact_args", case=case)
+    agent_eval.assert_score(result, "valid_tool_calls", case=case)
+    wrong = result.model_copy(update={"tool_calls": [ToolCallRecord(
+        name="max_deposit", arguments={"monthly_rent": 1000})]})
+    assert not agent_eval.score(wrong, "exact_args", case=case).passed
