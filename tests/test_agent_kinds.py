@@ -33,6 +33,42 @@ def test_unknown_kinds_and_tools_are_one_error_line():
                        "no_such_mod")
 
 
+USER_AGENTS = """
+from agentcycle.agents import AgentResult, BaseAgent
+
+class Echo(BaseAgent):
+    kind = "echo"
+
+    def run(self, task, **options):
+        return AgentResult(answer=task.upper(), kind=self.kind)
+
+def make(settings, options):          # the documented factory
+    return Echo()
+
+def broken(settings, options):
+    raise RuntimeError("boom in factory")
+"""
+
+
+def test_a_users_agent_by_file_reference_documented_factory_class_or_broken(tmp_path):
+    (tmp_path / "mine.py").write_text(USER_AGENTS)
+    for name in ("make", "Echo"):  # make(settings, options), and an Agent class
+        code, output = run("agent", "run", f"{tmp_path}/mine.py:{name}", "hi", "--json")
+        assert code == 0 and json.loads(output)["answer"] == "HI", output
+    assert_clean_error(*run("agent", "run", f"{tmp_path}/mine.py:broken", "hi"),
+                       "the factory raised RuntimeError: boom in factory")
+
+
+def test_a_multi_worker_takes_the_documented_factory(tmp_path):
+    from agentcycle.agents.multi import load_agent
+    from agentcycle.session import AgentOptions
+    from agentcycle.settings import Settings
+
+    (tmp_path / "mine.py").write_text(USER_AGENTS)
+    agent = load_agent(f"{tmp_path}/mine.py:make", Settings(), AgentOptions())
+    assert agent.run("hi").answer == "HI"
+
+
 def test_multi_with_nats_unreachable_is_one_error_line(monkeypatch):
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:9")
     assert_clean_error(*run("agent", "run", "multi", "q"), "NATS at nats://127.0.0.1:9 is "

@@ -196,13 +196,9 @@ def _workflow(settings: Settings, options: AgentOptions) -> Iterator[AgentSessio
 def _user_agent(settings: Settings, reference: str,
                 options: AgentOptions) -> Iterator[AgentSession]:
     """A user's agent: ``factory(settings, options) -> Agent`` by entry point or reference."""
-    from agentcycle.plugins import load_agent_factory
+    from agentcycle.agents.multi.factory import load_agent
 
-    factory = load_agent_factory(reference)
-    agent = factory(settings, options)
-    if not isinstance(agent, Agent):
-        raise ConfigError(f"agent '{reference}' returned {type(agent).__name__}, which has "
-                          "no run/arun: subclass agentcycle.agents.BaseAgent")
+    agent = load_agent(reference, settings, options, label="")
     try:
         yield AgentSession(agent)
     finally:

@@ -36,11 +36,12 @@ def worker(
     from agentcycle.agents.multi import QueueConfig, Worker, load_agent
     from agentcycle.cli._common import stop_on_sigterm
     from agentcycle.messaging import nats_session
+    from agentcycle.session import AgentOptions
 
     stop_on_sigterm()
     config = QueueConfig(pool=pool, ack_wait=ack_wait, max_deliver=max_deliver)
     current = settings()
-    served = load_agent(agent, current)
+    served = load_agent(agent, current, AgentOptions())  # make(settings, options)
 
     def event(kind: str, task, deliveries: int) -> None:
         # One line per event, flushed: tests and log collectors follow this stream.
