@@ -66,3 +66,19 @@ def test_settings_given_in_code_are_not_ignored(monkeypatch, tmp_path):
     assert Settings().home == tmp_path / "env"
     assert Settings(home=tmp_path / "code").home == tmp_path / "code"
     assert Settings(nats_url="nats://x:1").nats_url == "nats://x:1"
+
+
+def test_doctor_shows_where_workflow_checkpoints_live(monkeypatch):
+    from agentcycle.serving.server import free_port
+
+    [row] = [r for r in discover(Settings()) if r.service == "postgresql"]
+    assert (row.mode, row.reachable) == ("embedded", None)
+    assert row.location.endswith("workflows.db")
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("POSTGRES_HOST", "127.0.0.1")
+    monkeypatch.setenv("POSTGRES_PORT", str(port))
+    monkeypatch.setenv("POSTGRES_PASSWORD", "s3cret")
+    [row] = [r for r in discover(Settings()) if r.service == "postgresql"]
+    assert row.mode == "real" and row.reachable is False
+    assert row.location == f"postgresql://127.0.0.1:{port}/agentcycle"  # no password shown
+    assert "s3cret" not in str(row.as_dict())

@@ -33,10 +33,11 @@ def _http_ok(url: str, headers: dict | None = None) -> tuple[bool, str]:
     return response.status_code < 500, f"HTTP {response.status_code}"
 
 
-def _tcp_ok(url: str) -> tuple[bool, str]:
+def _tcp_ok(url: str, default_port: int = 4222) -> tuple[bool, str]:
     parsed = urlparse(url if "://" in url else f"nats://{url}")
     try:
-        with socket.create_connection((parsed.hostname, parsed.port or 4222), timeout=3):
+        with socket.create_connection((parsed.hostname, parsed.port or default_port),
+                                      timeout=3):
             return True, "TCP open"
     except OSError as exc:
         return False, type(exc).__name__
@@ -92,7 +93,20 @@ def discover(settings: Settings, check: bool = True) -> list[ServiceStatus]:
         rows.append(_real("nats", settings.nats_url, probe(_tcp_ok, settings.nats_url)))
     else:
         rows.append(_embedded_nats(settings))
+    rows.append(_checkpoints(settings, probe))
     return rows
+
+
+def _checkpoints(settings: Settings, probe) -> ServiceStatus:
+    """Where workflow checkpoints live: the platform's PostgreSQL, or SQLite here."""
+    if not settings.database_url:
+        path = settings.checkpoint_uri.removeprefix("sqlite:///")
+        return ServiceStatus("postgresql", "embedded", path, None, "SQLite workflow checkpoints")
+    parsed = urlparse(settings.database_url)
+    shown = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 5432}{parsed.path}"
+    status = _real("postgresql", shown, probe(_tcp_ok, settings.database_url, 5432))
+    status.detail = f"workflow checkpoints; {status.detail}"
+    return status
 
 
 def _embedded_nats(settings: Settings) -> ServiceStatus:
