@@ -55,6 +55,8 @@ def test_a_users_agent_by_file_reference_documented_factory_class_or_broken(tmp_
     for name in ("make", "Echo"):  # make(settings, options), and an Agent class
         code, output = run("agent", "run", f"{tmp_path}/mine.py:{name}", "hi", "--json")
         assert code == 0 and json.loads(output)["answer"] == "HI", output
+    code, output = run("agent", "run", f"{tmp_path}/mine.py:make", "[user's name] [/b]")
+    assert code == 0 and "[USER'S NAME] [/B]" in output, output  # text, not Rich markup
     assert_clean_error(*run("agent", "run", f"{tmp_path}/mine.py:broken", "hi"),
                        "the factory raised RuntimeError: boom in factory")
 

@@ -374,6 +374,19 @@ def test_cli_resume_waiting_thread_asks_for_a_decision(agent_factory):
     assert code == 0 and "c-3" in output and "interrupted" in output
 
 
+def test_cli_prints_model_text_verbatim_and_whole_thread_ids(agent_factory):
+    """Brackets in a task or an answer are text, not Rich markup ("[/b]" raised, "[name]"
+    vanished), and `list` shows an id that `approve` can take, however long."""
+    thread = "thread-with-a-long-id-0123456789abcdef"
+    agent_factory().run("Reply to [user's name] about [/b] deposits", thread_id=thread)
+    code, output = _cli("workflow", "list")
+    assert code == 0 and thread in output, output
+    code, output = _cli("workflow", "show", thread)
+    assert code == 0 and "Reply to [user's name] about [/b] deposits" in output, output
+    code, output = _cli("workflow", "approve", thread, "--text", "Dear [user's name], [/b]")
+    assert code == 0 and "Dear [user's name], [/b]" in output, output
+
+
 @pytest.mark.slow
 def test_real_model_reaches_the_approval(wf_settings, base_server):
     from agentcycle.router import Router

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentcycle.cli._common import (
@@ -58,24 +59,30 @@ def run(
 
 
 def show(result) -> None:
-    console.print(result.answer or "[dim](no answer)[/dim]", highlight=False)
+    # Model and tool text is printed with its brackets escaped: Rich would drop "[name]"
+    # and raise on "[/x]".
+    console.print(escape(result.answer) if result.answer else "[dim](no answer)[/dim]",
+                  highlight=False)
     if result.tool_calls:
         table = Table(title="tool calls", title_justify="left")
         for column in ("tool", "arguments", "result", "ms"):
             table.add_column(column, overflow="fold")
         for call in result.tool_calls:
-            outcome = f"[red]{call.error}[/red]" if call.error else _short(call.result)
-            table.add_row(call.name, _short(call.arguments), outcome, f"{call.latency_ms:.0f}")
+            outcome = (f"[red]{escape(call.error)}[/red]" if call.error
+                       else escape(_short(call.result)))
+            table.add_row(escape(call.name), escape(_short(call.arguments)), outcome,
+                          f"{call.latency_ms:.0f}")
         console.print(table)
     if result.sources:
         console.print("[bold]Sources[/bold]")
         for i, source in enumerate(result.sources, start=1):
-            console.print(f"  [{i}] {source.source} {source.heading}", highlight=False)
+            console.print(f"  [{i}] {source.source} {source.heading}", highlight=False,
+                          markup=False)
     if result.status != "completed":
         thread = result.metadata.get("thread_id")
         console.print(f"[yellow]status: {result.status}[/yellow]"
                       + (f" thread {thread}" if thread else "")
-                      + (f": {result.error}" if result.error else ""), highlight=False)
+                      + (f": {escape(result.error)}" if result.error else ""), highlight=False)
     console.print(f"[dim]{result.kind} agent, {result.model or '-'} via "
                   f"{result.backend or '-'}, {len(result.steps)} steps, "
                   f"{result.latency_ms:.0f} ms, {result.prompt_tokens}+"

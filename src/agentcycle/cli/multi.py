@@ -84,7 +84,7 @@ def ask(
     if as_json:
         print_json(result.model_dump(exclude={"sources": {"__all__": {"text"}}}))
     else:
-        console.print(result.answer, highlight=False)
+        console.print(result.answer, highlight=False, markup=False)
         console.print(f"\n[dim]{len(result.metadata['subtasks'])} subtasks, workers "
                       f"{', '.join(result.metadata['workers']) or '-'}, trace "
                       f"{result.trace_id}[/dim]", highlight=False)
@@ -124,7 +124,7 @@ def dead(
         console.print(f"no dead letters for pool '{pool}'")
     for letter in letters:
         console.print(f"{letter['task']['id']}  {letter['deliveries']} deliveries  "
-                      f"{letter['error']}", highlight=False)
+                      f"{letter['error']}", highlight=False, markup=False)
 
 
 class _given:

@@ -54,11 +54,11 @@ def ask(
     if as_json:
         print_json(answer.model_dump(exclude={"sources": {"__all__": {"text"}}}))
         return
-    console.print(answer.answer, highlight=False)
+    console.print(answer.answer, highlight=False, markup=False)
     console.print("\n[bold]Sources[/bold]")
     for i, source in enumerate(answer.sources, start=1):
         console.print(f"  [{i}] {source.source} {source.heading} (score {source.score:.2f})",
-                      highlight=False)
+                      highlight=False, markup=False)
     console.print(f"[dim]{answer.model} via {answer.backend}, {answer.latency_ms:.0f} ms, "
                   f"{answer.prompt_tokens}+{answer.completion_tokens} tokens, "
                   f"${answer.cost_usd:.6f}[/dim]")

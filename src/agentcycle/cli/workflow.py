@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from agentcycle.cli._common import console, friendly_errors, print_json, settings
 
@@ -55,15 +56,16 @@ def _print_result(result: Any, as_json: bool) -> None:
     thread_id = result.metadata["thread_id"]
     console.print(f"thread [bold]{thread_id}[/bold]: {result.status}", highlight=False)
     if result.status == "interrupted":
-        console.print(f"\n{result.metadata['draft']}\n", highlight=False)
+        console.print(f"\n{result.metadata['draft']}\n", highlight=False, markup=False)
         for note in result.metadata.get("notes", []):
-            console.print(f"  review: {note}", highlight=False)
+            console.print(f"  review: {note}", highlight=False, markup=False)
         console.print(f"[dim]agentcycle workflow approve {thread_id} [--text EDITED] | "
                       f"reject {thread_id} --reason WHY[/dim]", highlight=False)
     elif result.status == "completed":
-        console.print(f"\n{result.answer}", highlight=False)
+        console.print(f"\n{result.answer}", highlight=False, markup=False)
     elif result.status == "rejected":
-        console.print(f"reason: {result.metadata.get('reason', '')}", highlight=False)
+        console.print(f"reason: {result.metadata.get('reason', '')}", highlight=False,
+                      markup=False)
 
 
 @app.command("list")
@@ -81,10 +83,14 @@ def list_threads(as_json: bool = _JSON) -> None:
     if not threads:
         console.print("no workflow threads yet")
         return
-    table = Table("thread", "status", "next", "revisions", "created", "task")
+    table = Table()
+    # The id is what approve/show take: it never folds or gets an ellipsis.
+    table.add_column("thread", no_wrap=True, min_width=12)
+    for column in ("status", "next", "revisions", "created", "task"):
+        table.add_column(column)
     for t in threads:
         table.add_row(t.thread_id, t.status, ", ".join(t.next), str(t.iterations), t.created_at,
-                      t.task if len(t.task) <= 60 else t.task[:57] + "...")
+                      escape(t.task if len(t.task) <= 60 else t.task[:57] + "..."))
     console.print(table)
 
 
@@ -100,17 +106,17 @@ def show(thread_id: str = typer.Argument(..., help="The thread id."),
         return
     console.print(f"thread [bold]{info.thread_id}[/bold]: {info.status}"
                   + (f" (next: {', '.join(info.next)})" if info.next else ""), highlight=False)
-    console.print(f"task: {info.task}", highlight=False)
+    console.print(f"task: {info.task}", highlight=False, markup=False)
     console.print(f"revisions: {info.iterations}", highlight=False)
     if info.draft:
-        console.print(f"draft:\n{info.draft}", highlight=False)
+        console.print(f"draft:\n{info.draft}", highlight=False, markup=False)
     for note in info.notes:
-        console.print(f"  review: {note}", highlight=False)
+        console.print(f"  review: {note}", highlight=False, markup=False)
     if info.reason:
-        console.print(f"rejected: {info.reason}", highlight=False)
+        console.print(f"rejected: {info.reason}", highlight=False, markup=False)
     if info.outbox:
         console.print(f"outbox ({info.outbox['created_at']}):\n{info.outbox['answer']}",
-                      highlight=False)
+                      highlight=False, markup=False)
     steps = ", ".join(f"{s['name']} {s['latency_ms']:.0f} ms" for s in info.steps)
     console.print(f"[dim]nodes: {steps}[/dim]", highlight=False)
 
