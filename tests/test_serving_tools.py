@@ -339,6 +339,22 @@ def test_bad_tool_choice_is_a_clear_400(gate, scripted):
     assert "'x'" in response.json()["error"]["message"] and not state.requests
 
 
+@pytest.mark.parametrize("body, message", [
+    ([1], "must be a JSON object"),
+    ({"model": "base"}, "'messages' must be a list"),
+    ({"model": "base", "messages": "hi"}, "'messages' must be a list"),
+    ({"model": "base", "messages": ["hi"], "tool_choice": "auto"}, "'messages' must be a list"),
+    ({"model": "base", "messages": [{"role": "assistant", "tool_calls": "x"}]}, "'tool_calls'"),
+    ({"model": "base", "messages": [{"role": "assistant", "tool_calls": ["x"]}]}, "'tool_calls'"),
+])
+def test_malformed_bodies_are_a_clear_400_not_a_500(gate, scripted, body, message):
+    state = scripted("unused")
+    response = httpx.post(f"{gate.url}/v1/chat/completions", json=body,
+                          headers={"Authorization": "Bearer k"})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"] and not state.requests
+
+
 def test_langchain_bind_tools_gets_tool_calls(gate, scripted):
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI

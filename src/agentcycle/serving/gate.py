@@ -71,6 +71,9 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
                 payload = json.loads(body)
             except json.JSONDecodeError:
                 return _error(400, "the request body is not valid JSON", "invalid_request_error")
+            problem = _malformed(payload, request.url.path)
+            if problem:  # the engine answers these with a bare 500, the rewriting would too
+                return _error(400, problem, "invalid_request_error")
             if payload.get("model") not in (None, model_name, engine_model):
                 return _error(404, f"model '{payload.get('model')}' is not served here; "
                               f"use '{model_name}'", "invalid_request_error")
@@ -110,6 +113,24 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         Route("/v1/models", models),
         Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"]),
     ], lifespan=lifespan)
+
+
+def _malformed(payload: object, path: str) -> str | None:
+    """What makes a request body unusable, in OpenAI's terms, or None."""
+    if not isinstance(payload, dict):
+        return "the request body must be a JSON object"
+    if not path.endswith("/chat/completions"):
+        return None
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        return "'messages' must be a list of objects, each with a 'role'"
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(
+                isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls)):
+            return "'tool_calls' must be a list of {\"type\": \"function\", \"function\": {...}}"
+    return None
 
 
 def _rename(content: bytes, engine_model: str, model_name: str) -> bytes:
