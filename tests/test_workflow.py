@@ -387,6 +387,27 @@ def test_cli_prints_model_text_verbatim_and_whole_thread_ids(agent_factory):
     assert code == 0 and "Dear [user's name], [/b]" in output, output
 
 
+def test_the_app_resume_endpoint_takes_the_documented_body(agent_factory):
+    """POST /v1/workflows/{id}/resume with {"decision": ..., "text": ..., "reason": ...}
+    on the real workflow agent (the app's own body was refused: "action" missing)."""
+    from fastapi.testclient import TestClient
+
+    from agentcycle.app import create_app
+
+    client = TestClient(create_app(agent_factory(), ui=False))
+    thread = client.post("/v1/ask", json={"question": "When is the deposit returned?"}).json()
+    assert thread["status"] == "interrupted", thread
+    url = f"/v1/workflows/{thread['metadata']['thread_id']}/resume"
+    no_reason = client.post(url, json={"decision": "reject"})
+    assert no_reason.status_code == 400 and "needs a reason" in no_reason.json()["detail"]
+    done = client.post(url, json={"decision": "edit", "text": "Within 21 days."})
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["answer"]) == ("completed", "Within 21 days.")
+    assert client.post(url, json={"decision": "approve"}).status_code == 409
+    assert client.post("/v1/workflows/nope/resume",
+                       json={"decision": "approve"}).status_code == 404
+
+
 @pytest.mark.slow
 def test_real_model_reaches_the_approval(wf_settings, base_server):
     from agentcycle.router import Router

@@ -68,7 +68,9 @@ def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent"
     if callable(resume):
         @app.post("/v1/workflows/{thread_id}/resume", response_model=AgentResult)
         def resume_workflow(thread_id: str, request: ResumeRequest) -> AgentResult:
-            decision = request.model_dump(exclude_none=True)
+            # The workflow's Decision names the choice "action"; the API says "decision".
+            decision = {"action": request.decision, "text": request.text,
+                        "reason": request.reason}
             return _answer(lambda: resume(thread_id, decision))
 
     if ui:
@@ -96,8 +98,13 @@ def _answer(call: Callable[[], AgentResult]) -> AgentResult:
 
 
 def _status(exc: AgentcycleError) -> int:
+    from agentcycle.agents.workflow.decisions import ThreadFinished, ThreadNotFound
     from agentcycle.errors import ConfigError, DataError
 
+    if isinstance(exc, ThreadNotFound):
+        return 404
+    if isinstance(exc, ThreadFinished):
+        return 409  # the thread is there, in a state that admits no decision
     return 400 if isinstance(exc, ConfigError | DataError) else 503
 
 
