@@ -62,7 +62,7 @@ def test_a_users_agent_by_file_reference_documented_factory_class_or_broken(tmp_
 
 
 def test_a_multi_worker_takes_the_documented_factory(tmp_path):
-    from agentcycle.agents.multi import load_agent
+    from agentcycle.plugins import load_agent
     from agentcycle.session import AgentOptions
     from agentcycle.settings import Settings
 

@@ -23,7 +23,6 @@ from agentcycle.agents.multi import (
     QueueConfig,
     Task,
     ensure_queue,
-    load_agent,
     new_job_id,
     publish_tasks,
     run_workers,
@@ -31,6 +30,7 @@ from agentcycle.agents.multi import (
 )
 from agentcycle.errors import ConfigError, ServiceError
 from agentcycle.messaging import NatsServer, connect, new_traceparent, parse_traceparent
+from agentcycle.plugins import load_agent
 
 
 class Scripted(BaseAgent):

@@ -196,7 +196,7 @@ def _workflow(settings: Settings, options: AgentOptions) -> Iterator[AgentSessio
 def _user_agent(settings: Settings, reference: str,
                 options: AgentOptions) -> Iterator[AgentSession]:
     """A user's agent: ``factory(settings, options) -> Agent`` by entry point or reference."""
-    from agentcycle.agents.multi.factory import load_agent
+    from agentcycle.plugins import load_agent
 
     agent = load_agent(reference, settings, options, label="")
     try:

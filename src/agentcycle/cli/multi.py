@@ -18,8 +18,9 @@ _URL = typer.Option(None, help="NATS URL; default NATS_URL, or the embedded serv
 @app.command()
 @friendly_errors
 def worker(
-    agent: str = typer.Option(..., help="module:function (or file.py:function) returning an "
-                                        "Agent; it may take the Settings as its argument."),
+    agent: str = typer.Option(..., help="module:function, file.py:function or an "
+                                        "agentcycle.agents entry point: a factory(settings, "
+                                        "options) returning an Agent (both optional)."),
     pool: str = _POOL,
     url: str | None = _URL,
     name: str | None = typer.Option(None, help="This worker's name in results and logs."),
@@ -33,9 +34,10 @@ def worker(
     """Serve an agent as a worker of a pool until stopped (Ctrl-C, SIGTERM)."""
     import asyncio
 
-    from agentcycle.agents.multi import QueueConfig, Worker, load_agent
+    from agentcycle.agents.multi import QueueConfig, Worker
     from agentcycle.cli._common import stop_on_sigterm
     from agentcycle.messaging import nats_session
+    from agentcycle.plugins import load_agent
     from agentcycle.session import AgentOptions
 
     stop_on_sigterm()

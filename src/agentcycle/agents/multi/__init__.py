@@ -9,12 +9,11 @@
 
 from agentcycle.agents.multi.background import run_workers
 from agentcycle.agents.multi.coordinator import MultiAgent, publish_tasks
-from agentcycle.agents.multi.factory import load_agent
 from agentcycle.agents.multi.planner import LLMPlanner, Planner, split_questions
 from agentcycle.agents.multi.protocol import QueueConfig, Task, ensure_queue, new_job_id
 from agentcycle.agents.multi.reporter import Reporter, merge_results
 from agentcycle.agents.multi.worker import Worker
 
 __all__ = ["LLMPlanner", "MultiAgent", "Planner", "QueueConfig", "Reporter", "Task", "Worker",
-           "ensure_queue", "load_agent", "merge_results", "new_job_id", "publish_tasks",
+           "ensure_queue", "merge_results", "new_job_id", "publish_tasks",
            "run_workers", "split_questions"]
