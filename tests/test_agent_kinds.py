@@ -71,6 +71,20 @@ def test_a_multi_worker_takes_the_documented_factory(tmp_path):
     assert agent.run("hi").answer == "HI"
 
 
+def test_bad_agent_targets_are_one_error_line_before_any_model_starts():
+    from agentcycle.errors import ConfigError
+    from agentcycle.evals import open_target
+
+    for target, message in [("agent:nope", "unknown agent 'nope'"),
+                            ("agent:", "name the kind"),
+                            ("agent:tools?bogus=1", "unknown option bogus"),
+                            ("agent:tools?max_steps=abc", "must be a whole number"),
+                            ("agent:tools?max_steps=0", "'max_steps' must be at least 1"),
+                            ("agent:rag?top_k=-2", "'top_k' must be at least 1")]:
+        with pytest.raises(ConfigError, match=message), open_target(target):
+            pass
+
+
 def test_multi_with_nats_unreachable_is_one_error_line(monkeypatch):
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:9")
     assert_clean_error(*run("agent", "run", "multi", "q"), "NATS at nats://127.0.0.1:9 is "

@@ -19,8 +19,8 @@ def run(
     suite_file: Path = typer.Argument(..., metavar="SUITE", help="The suite's YAML file."),
     target: str | None = typer.Option(
         None, "--target", "-t", help="openai:URL#model | router:FILE#route | app:URL | "
-                                     "python:module:function | rag:COLLECTION (default: the "
-                                     "suite's)."),
+                                     "python:module:function | rag:COLLECTION | "
+                                     "agent:KIND?max_steps=4 (default: the suite's)."),
     gate: list[str] = typer.Option([], "--gate", "-g", help="e.g. 'accuracy>=0.7' (repeat; "
                                                             "added to the suite's gates)."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", min=1),

@@ -141,6 +141,9 @@ def _agent(kind: str, options: dict[str, str], settings, base_dir: Path | None
         raise ConfigError("agent target: name the kind, e.g. agent:tools or agent:rag")
     values: dict[str, Any] = {k: _int(options, k, 0) if t is int else options[k]
                               for k, t in _AGENT_OPTIONS.items() if k in options}
+    small = [k for k, v in values.items() if isinstance(v, int) and v < 1]
+    if small:  # as on the command line (min=1): 0 steps would fail every case, not the gate
+        raise ConfigError(f"target option '{small[0]}' must be at least 1")
     tools = values.pop("tool", None)
     agent_options = AgentOptions(**values, tools=tools.split(",") if tools else [])
     with agent_session(settings or Settings(), kind, agent_options) as session:
