@@ -77,6 +77,17 @@ def test_a_workflow_agent_gets_a_resume_endpoint():
     assert client.post("/v1/workflows/t1/resume", json={"decision": "maybe"}).status_code == 422
 
 
+def test_a_bad_body_is_a_422_that_does_not_echo_a_huge_input():
+    client = TestClient(create_app(ScriptedWorkflow(), ui=False))
+    huge = client.post("/v1/ask", json={"question": "x" * 2_000_000})
+    assert huge.status_code == 422 and len(huge.content) < 2000, len(huge.content)
+    assert huge.json()["detail"][0]["type"] == "string_too_long"
+    wrong = client.post("/v1/ask", json={"question": 5})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["input"] == 5
+    invalid = client.post("/v1/ask", content=b"{bad", headers={"content-type": "application/json"})
+    assert invalid.status_code == 422 and invalid.json()["detail"][0]["type"] == "json_invalid"
+
+
 def test_the_ui_renders_tool_calls_sources_and_status():
     from agentcycle.app.service import render
 

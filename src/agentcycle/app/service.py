@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -49,6 +51,12 @@ def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent"
     app = FastAPI(title=title, version="0.1.0",
                   description=f"A {kind} agent served by agentcycle.")
     checks = dict(ready_checks or {})
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI echoes each bad value whole: a 2 MB question came back as a 2 MB 422.
+        errors = [{**e, "input": _clip(e.get("input"))} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -123,6 +131,12 @@ def render(result: AgentResult) -> str:
         parts.append(f"_status: {result.status}_" + (f" (thread `{thread}`)" if thread else "")
                      + (f": {result.error}" if result.error else ""))
     return "\n\n".join(parts)
+
+
+def _clip(value: Any, limit: int = 200) -> Any:
+    text = value if isinstance(value, str) else None
+    return text[:limit] + f"... ({len(text)} characters)" if text and len(text) > limit \
+        else value
 
 
 def _args(arguments: dict[str, Any]) -> str:
