@@ -110,6 +110,24 @@ def test_unknown_scorer_names_the_suite_and_entry(tmp_path):
         suite.bound_scorers()
 
 
+def test_a_file_scorer_with_the_wrong_signature_says_so(tmp_path):
+    (tmp_path / "mine.py").write_text("def has_hi(output, case):\n    return True\n"
+                                      "def opts(case, output, ctx, *, n=1):\n    return True\n")
+    for ref, message in [("./mine.py:has_hi", r"'has_hi' takes \(output, case\): a scorer is "
+                                              r"\(case, output, ctx, \*\*options\)"),
+                         ({"name": "./mine.py:opts", "m": 2}, r"bad options \['m'\]")]:
+        suite = Suite(name="s", cases=[], scorers=[ref], path=tmp_path / "suite.yaml")
+        with pytest.raises(ConfigError, match=message):
+            suite.bound_scorers()
+    import asyncio
+
+    from agentcycle.evals import Case, Output
+    bound = Suite(name="s", cases=[], scorers=["./mine.py:opts"],
+                  path=tmp_path / "suite.yaml").bound_scorers()[0]
+    with pytest.raises(TypeError, match="it returned bool, not a Score"):
+        asyncio.run(bound.score(Case(id="a", input="q"), Output(text="a"), None))
+
+
 def test_thresholds_and_duplicate_scorers():
     suite = Suite(name="s", scorers=["keywords", {"name": "contains", "value": "a"},
                                      {"name": "contains", "value": "b", "threshold": 0.2}],

@@ -79,6 +79,8 @@ class BoundScorer:
         result = self.fn(case, output, ctx, **self.options)
         if inspect.isawaitable(result):
             result = await result
+        if not isinstance(result, Score):
+            raise TypeError(f"it returned {type(result).__name__}, not a Score(value=...)")
         threshold = case.thresholds.get(self.name, self.threshold)
         # Scorers report a value; the pass mark is the suite's (or the case's) to set.
         return Score(value=result.value, passed=result.value >= threshold,
@@ -130,8 +132,14 @@ def find_scorer(name: str, base_dir: Any = None) -> tuple[str, ScorerFn, float]:
 def _check_options(name: str, fn: ScorerFn, options: dict[str, Any]) -> None:
     """Unknown or bad options fail when the suite loads, before any model call: at
     scoring time they would mark every case errored, one by one."""
+    signature = inspect.signature(fn)
     try:
-        inspect.signature(fn).bind(None, None, None, **options)
+        signature.bind_partial(None, None, None)
+    except TypeError:  # the function itself, not the options, is wrong
+        raise ConfigError(f"scorer '{name}' takes {signature}: a scorer is "
+                          "(case, output, ctx, **options) -> Score") from None
+    try:
+        signature.bind(None, None, None, **options)
     except TypeError as exc:
         raise ConfigError(f"scorer '{name}': bad options {sorted(options)}: {exc}") from None
     check = getattr(fn, "check", None)
