@@ -61,6 +61,19 @@ def test_a_users_agent_by_file_reference_documented_factory_class_or_broken(tmp_
                        "the factory raised RuntimeError: boom in factory")
 
 
+def test_app_and_serve_on_a_taken_port_are_one_error_line(tmp_path):
+    import socket
+
+    (tmp_path / "mine.py").write_text(USER_AGENTS)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert_clean_error(*run("app", "--agent", f"{tmp_path}/mine.py:make", "--port", port),
+                           f"127.0.0.1:{port}")
+        assert_clean_error(*run("serve", "--port", port), f"127.0.0.1:{port}")
+
+
 def test_a_multi_worker_takes_the_documented_factory(tmp_path):
     from agentcycle.plugins import load_agent
     from agentcycle.session import AgentOptions

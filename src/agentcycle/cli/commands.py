@@ -79,8 +79,10 @@ def serve(
 ) -> None:
     """Serve a base or fine-tuned model over OpenAI-compatible HTTP until Ctrl-C."""
     from agentcycle.models import chat_model_dir
+    from agentcycle.router.proxy import check_port
     from agentcycle.serving import ModelServer
 
+    check_port(host, port)  # before the model loads: a taken port is one error line
     folder = model_dir or chat_model_dir(settings())
     server = ModelServer(folder, port=port, host=host, api_key=api_key, model_name=model_name,
                          engine=engine)
@@ -192,8 +194,10 @@ def app_command(
     import uvicorn
 
     from agentcycle.app import create_app
+    from agentcycle.router.proxy import check_port
     from agentcycle.session import AgentOptions, agent_session
 
+    check_port(host, port)  # before the model starts: a taken port is one error line
     stop_on_sigterm()
     options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
     with agent_session(settings(), agent, options) as session:
