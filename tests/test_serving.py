@@ -85,3 +85,45 @@ def test_serve_command_prints_the_url_and_enforces_the_key(base_model_dir):
         process.wait(timeout=30)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_a_killed_parent_leaves_no_model_server_behind(base_model_dir, tmp_path):
+    """SIGKILL gives the parent no chance to stop its server: the gate notices it was
+    re-parented and takes the engine down with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from agentcycle.serving import ModelServer\n"
+        f"server = ModelServer({str(base_model_dir)!r}).start()\n"
+        "print(server._process.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    gate = int(parent.stdout.readline())
+    group = os.getpgid(gate)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _group_alive(group):
+        time.sleep(0.5)
+    assert not _group_alive(group), "the gate or its engine outlived the killed parent"
+
+
+def _group_alive(group: int) -> bool:
+    """A live (not zombie) process in the group: the test's pid 1 may never reap."""
+    from pathlib import Path
+
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # fields: state, ppid, pgrp
+            return True
+    return False

@@ -222,7 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-name", required=True)
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="Stop (with the engine) when this process dies.")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _stop_with_parent(args.parent_pid)
 
     engine_port = free_port()
     engine = subprocess.Popen([
@@ -242,6 +246,24 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         engine.terminate()
         engine.wait(timeout=15)
+
+
+def _stop_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
+    """A parent killed without cleanup (SIGKILL, or SIGTERM to a script that never
+    catches it) must not leave the gate and its ~1 GB engine running: when this process
+    is re-parented, signal our whole process group (the gate and the engine)."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        os.killpg(os.getpgid(0), signal.SIGTERM)  # uvicorn stops; the engine too
+        time.sleep(10)
+        os.killpg(os.getpgid(0), signal.SIGKILL)  # whatever ignored the SIGTERM
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -106,7 +106,8 @@ class ModelServer:
                    "--port", str(self.port), "--served-model-name", self.model_name]
             return cmd + (["--api-key", self.api_key] if self.api_key else [])
         return [sys.executable, "-m", "agentcycle.serving.gate", str(self.model_dir),
-                "--host", self.host, "--port", str(self.port), "--model-name", self.model_name]
+                "--host", self.host, "--port", str(self.port), "--model-name", self.model_name,
+                "--parent-pid", str(os.getpid())]
 
     def start(self, timeout: float = 180.0) -> ModelServer:
         env = dict(os.environ)
