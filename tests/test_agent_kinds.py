@@ -47,6 +47,10 @@ def make(settings, options):          # the documented factory
 
 def broken(settings, options):
     raise RuntimeError("boom in factory")
+
+class Raising(BaseAgent):
+    def run(self, task, **options):
+        raise ValueError("a bug in run")
 """
 
 
@@ -59,6 +63,8 @@ def test_a_users_agent_by_file_reference_documented_factory_class_or_broken(tmp_
     assert code == 0 and "[USER'S NAME] [/B]" in output, output  # text, not Rich markup
     assert_clean_error(*run("agent", "run", f"{tmp_path}/mine.py:broken", "hi"),
                        "the factory raised RuntimeError: boom in factory")
+    assert_clean_error(*run("agent", "run", f"{tmp_path}/mine.py:Raising", "hi"),
+                       "raised ValueError: a bug in run", "AGENTCYCLE_DEBUG=1")
 
 
 def test_app_and_serve_on_a_taken_port_are_one_error_line(tmp_path):

@@ -8,11 +8,13 @@ from rich.table import Table
 
 from agentcycle.cli._common import (
     console,
+    debug_enabled,
     friendly_errors,
     print_json,
     settings,
     stop_on_sigterm,
 )
+from agentcycle.errors import AgentcycleError
 
 app = typer.Typer(help="Run agents: rag, tools, multi, workflow, or your own.",
                   no_args_is_help=True)
@@ -49,7 +51,15 @@ def run(
                            max_tokens=max_tokens, max_steps=max_steps, tools=tool,
                            workers=workers, worker=worker, max_iterations=max_iterations)
     with agent_session(settings(), kind, options) as session:
-        result = session.agent.run(task)
+        try:
+            result = session.agent.run(task)
+        except AgentcycleError:
+            raise
+        except Exception as exc:  # a bug in the agent (often a user's): one line, not a trace
+            if debug_enabled():
+                raise
+            raise AgentcycleError(f"the agent '{kind}' raised {type(exc).__name__}: {exc} "
+                                  "(AGENTCYCLE_DEBUG=1 shows the traceback)") from None
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:
