@@ -355,6 +355,18 @@ def test_malformed_bodies_are_a_clear_400_not_a_500(gate, scripted, body, messag
     assert message in response.json()["error"]["message"] and not state.requests
 
 
+def test_models_and_health_say_503_when_the_engine_is_gone():
+    """/ready probes /v1/models: it said "ok" (and /health was a 500) with the engine dead."""
+    from agentcycle.serving.server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    with BackgroundServer(build_gate(dead, ENGINE, "base", "k")) as alone:
+        models = httpx.get(f"{alone.url}/v1/models", headers={"Authorization": "Bearer k"})
+        assert models.status_code == 503 and "not answering" in models.json()["error"]["message"]
+        health = httpx.get(f"{alone.url}/health")
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+
+
 def test_langchain_bind_tools_gets_tool_calls(gate, scripted):
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI

@@ -51,13 +51,23 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         return secrets.compare_digest(given, api_key)
 
     async def health(request: Request) -> Response:
-        upstream_health = await client.get("/health")
+        try:
+            upstream_health = await client.get("/health", timeout=5)
+        except httpx.HTTPError as exc:  # the engine died: say so, not a 500
+            return JSONResponse({"status": "unhealthy", "error": _engine_error(exc)}, 503)
         return Response(upstream_health.content, upstream_health.status_code,
                         media_type="application/json")
 
     async def models(request: Request) -> Response:
         if not authorized(request):
             return _error(401, "invalid or missing API key", "authentication_error")
+        try:  # answered here, but only while the engine is up: /ready probes this
+            engine = await client.get("/health", timeout=5)
+        except httpx.HTTPError as exc:
+            return _error(503, _engine_error(exc), "service_unavailable")
+        if engine.status_code >= 500:
+            return _error(503, f"the model engine behind the gate answers "
+                          f"{engine.status_code}", "service_unavailable")
         return JSONResponse({"object": "list", "data": [
             {"id": model_name, "object": "model", "created": 0, "owned_by": "agentcycle"}]})
 
@@ -113,6 +123,10 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         Route("/v1/models", models),
         Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"]),
     ], lifespan=lifespan)
+
+
+def _engine_error(exc: Exception) -> str:
+    return f"the model engine behind the gate is not answering ({type(exc).__name__})"
 
 
 def _malformed(payload: object, path: str) -> str | None:
