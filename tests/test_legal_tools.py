@@ -263,3 +263,15 @@ def test_the_reference_behaviour_passes_every_scorer_and_silence_fails(suite):
             for name in ("right_tool", "exact_args", "no_call"):
                 bound = next(b for b in scorers if b.name == name)
                 assert not asyncio.run(bound.score(case, silent, ctx)).passed, (case.id, name)
+
+
+def test_the_suite_gates_fail_an_agent_that_never_calls_a_tool(suite):
+    """valid_tool_calls alone is vacuous without calls: the gates must not pass silence."""
+    from agentcycle.evals import CallableTarget, check_gates
+    from agentcycle.evals.runner import run_suite_sync
+
+    silent = run_suite_sync(suite, CallableTarget(lambda q: "I cannot say.", key="silent"),
+                            concurrency=4, retries=0)
+    assert silent.metrics["valid_tool_calls.mean"] == 1.0  # nothing invalid: nothing called
+    failed = {r.gate.metric for r in check_gates(silent.metrics, suite.gates) if not r.passed}
+    assert {"right_tool.mean", "exact_args.mean"} <= failed
