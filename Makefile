@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install lint clean bench
+.PHONY: demo test install lint clean bench crewai-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +38,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/demo_targets.py
 
+# CrewAI in its own environment: its pins (openai<3, aiosqlite~=0.21, portalocker==2.7)
+# conflict with ours. CrewAgent runs crews with it; tests/test_crewai.py uses it.
+CREWAI_VENV ?= .venv-crewai
+crewai-venv: $(CREWAI_VENV)/bin/crewai-ok
+$(CREWAI_VENV)/bin/crewai-ok:
+	$(PYTHON) -m venv $(CREWAI_VENV)
+	$(CREWAI_VENV)/bin/pip install --quiet crewai
+	touch $@
+
 clean:
-	rm -rf $(VENV) .agentcycle .pytest_cache
+	rm -rf $(VENV) $(CREWAI_VENV) .agentcycle .pytest_cache
