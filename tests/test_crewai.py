@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 CREWAI_PYTHON = REPO / ".venv-crewai" / "bin" / "python"
 
 needs_crewai = pytest.mark.skipif(
-    not CREWAI_PYTHON.is_file(),
+    not (CREWAI_PYTHON.parent / "crewai-ok").is_file(),  # written once crewai installed
     reason="no CrewAI environment: run `make crewai-venv` (CI builds it)")
 
 
