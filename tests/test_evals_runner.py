@@ -175,3 +175,16 @@ def test_assert_score_errors_are_not_chained_to_a_loop_probe():
     with pytest.raises(ConfigError) as error:
         assert_score("x", "keywords", case={"input": "q"})
     assert error.value.__context__ is None and "needs key facts" in str(error.value)
+
+
+def test_run_ids_sort_by_start_time_within_one_second():
+    import time
+
+    from agentcycle.evals.results import new_run_id
+
+    ids = []
+    for _ in range(5):
+        ids.append(new_run_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert len(ids[0]) == len("20261201-210549-3894c0")

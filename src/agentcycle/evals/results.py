@@ -59,7 +59,11 @@ class EvalRun(BaseModel):
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex()
+    """Sortable by start time: the suffix starts with the milliseconds, so two runs in
+    one second (a CI job, a script) still list newest first."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}" + os.urandom(
+        2).hex()[:3]
 
 
 def now_iso() -> str:
