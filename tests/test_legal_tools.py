@@ -169,11 +169,12 @@ def test_search_corpus_on_the_ingested_collection(tools):
 def test_legal_tools_reuse_an_existing_collection(embedder, tmp_path):
     """Ingesting happens only when the collection is missing (the module's tool set, on
     a fresh home, found the real corpus above); one that exists is searched as it is."""
+    from agentcycle.examples import LEGAL_COLLECTION
     from agentcycle.rag import Chunk, ChunkStore
     from agentcycle.settings import Settings
 
     settings = Settings(AGENTCYCLE_HOME=tmp_path / "home")
-    ChunkStore(settings, legal.LEGAL_COLLECTION).replace(
+    ChunkStore(settings, LEGAL_COLLECTION).replace(
         [Chunk(text="only chunk", source="x.md", index=0, heading="§ 99. Test")],
         [embedder.embed(["only chunk"])[0]])
     tools = {fn.__name__: fn for fn in legal_tools(settings, embedder=embedder)}

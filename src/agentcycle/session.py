@@ -65,18 +65,10 @@ def _collection(options: AgentOptions) -> str:
 
 @contextlib.contextmanager
 def _router(settings: Settings, options: AgentOptions) -> Iterator[Any]:
-    """The router over the local (or named) model, the cloud model last."""
-    from agentcycle.rag.session import local_backends
-    from agentcycle.router import Router
-    from agentcycle.router.backends import default_backends
+    from agentcycle.rag.session import router_session
 
-    with local_backends(settings, options.model) as primary:
-        router = Router(default_backends(settings, primary),
-                        energy_usd_per_hour=settings.energy_usd_per_hour)
-        try:
-            yield router
-        finally:
-            router.close()
+    with router_session(settings, options.model) as router:
+        yield router
 
 
 def model_check(router: Any) -> Callable[[], None]:
@@ -116,11 +108,10 @@ def _rag(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
 
 def _ensure_legal(settings: Settings, collection: str) -> None:
     """Zero-config for the shipped example: ingest the legal corpus on first use."""
-    from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
-    from agentcycle.rag import ChunkStore, ingest
+    from agentcycle.examples.legal import LEGAL_COLLECTION, ensure_legal_collection
 
-    if collection == LEGAL_COLLECTION and not ChunkStore(settings, collection).exists():
-        ingest(legal_corpus_dir(), collection, settings)
+    if collection == LEGAL_COLLECTION:
+        ensure_legal_collection(settings)
 
 
 def tool_set(settings: Settings, references: list[str]) -> list[Any]:

@@ -62,12 +62,23 @@ def local_backends(settings: Settings, model: str | None = None) -> Iterator[lis
 
 
 @contextlib.contextmanager
+def router_session(settings: Settings, model: str | None = None) -> Iterator[Router]:
+    """A router over ``model``'s backend(s) (a local server started if needed), the cloud
+    model last; closed (its accounting log flushed) when the block ends."""
+    with local_backends(settings, model) as primary:
+        router = Router(default_backends(settings, primary),
+                        energy_usd_per_hour=settings.energy_usd_per_hour)
+        try:
+            yield router
+        finally:
+            router.close()
+
+
+@contextlib.contextmanager
 def agent_session(settings: Settings, collection: str, *, model: str | None = None,
                   top_k: int = 3, max_tokens: int = 128) -> Iterator[RagAgent]:
     from agentcycle.rag.store import ChunkStore
 
     ChunkStore(settings, collection).require()  # before paying for a server start
-    with local_backends(settings, model) as primary:
-        router = Router(default_backends(settings, primary),
-                        energy_usd_per_hour=settings.energy_usd_per_hour)
+    with router_session(settings, model) as router:
         yield RagAgent(settings, collection, router, top_k=top_k, max_tokens=max_tokens)

@@ -26,6 +26,17 @@ def legal_corpus_dir() -> Path:
     return _HERE / "corpus"
 
 
+def ensure_legal_collection(settings, *, embedder=None):
+    """The legal corpus's Qdrant collection, ingested on first use (zero-config for the
+    shipped suites, tools and agents); returns its ChunkStore."""
+    from agentcycle.rag import ChunkStore, ingest
+
+    store = ChunkStore(settings, LEGAL_COLLECTION)
+    if not store.exists():
+        ingest(legal_corpus_dir(), LEGAL_COLLECTION, settings, embedder=embedder)
+    return store
+
+
 def legal_split(split: Split) -> Path:
     if split not in ("train", "validation", "test"):
         raise DataError(f"unknown split '{split}': use train, validation or test")

@@ -21,7 +21,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from agentcycle.errors import ConfigError
-from agentcycle.examples.legal import LEGAL_COLLECTION, legal_corpus_dir
+from agentcycle.examples.legal import legal_corpus_dir
 
 _PART = re.compile(r"^#\s+(.+?)\s*$")
 _SECTION = re.compile(r"^##\s+§\s*(\d+[a-z]?)\.\s*(.+?)\s*$")
@@ -247,18 +247,13 @@ class _Search:
 def legal_tools(settings: Any = None, *, embedder: Any = None) -> list[Callable[..., Any]]:
     """The legal example's tool set, ``search_corpus`` bound to the legal collection
     (ingested first if it is missing, as the ``rag:`` target does)."""
-    from agentcycle.rag import ChunkStore, Embedder, ingest
+    from agentcycle.examples.legal import ensure_legal_collection
+    from agentcycle.models import Embedder, embedding_model_dir
     from agentcycle.settings import Settings
 
     settings = settings or Settings()
-    if embedder is None:
-        from agentcycle.models import embedding_model_dir
-
-        embedder = Embedder(embedding_model_dir(settings))
-    store = ChunkStore(settings, LEGAL_COLLECTION)
-    if not store.exists():
-        ingest(legal_corpus_dir(), LEGAL_COLLECTION, settings, embedder=embedder)
-    search = _Search(store, embedder)
+    embedder = embedder or Embedder(embedding_model_dir(settings))
+    search = _Search(ensure_legal_collection(settings, embedder=embedder), embedder)
 
     def search_corpus(query: str, top_k: int = 3) -> list[dict]:
         """Search the Marvale Residential Tenancy Act for the sections about a question.
