@@ -3,6 +3,7 @@ workflow): the app serves it, the eval targets score it, the demo reports it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -78,3 +79,8 @@ class AgentResult(BaseModel):
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()``), as results report them."""
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -12,6 +12,7 @@ import time
 from typing import Any, TypedDict
 
 from agentcycle.agents import AgentResult, BaseAgent, Source, Step
+from agentcycle.agents._result import elapsed_ms
 from agentcycle.models.embeddings import Embedder
 from agentcycle.observe.tracing import setup_tracking, span
 from agentcycle.rag.prompt import build_messages
@@ -71,7 +72,7 @@ class RagAgent(BaseAgent):
     def _retrieve_node(self, state: _State) -> dict[str, Any]:
         started = time.perf_counter()
         hits = self.retrieve(state["question"])
-        step = Step(kind="retrieve", name="retrieve", latency_ms=_since(started),
+        step = Step(kind="retrieve", name="retrieve", latency_ms=elapsed_ms(started),
                     detail={"hits": len(hits), "collection": self.store.collection})
         return {"hits": hits, "steps": [step]}
 
@@ -88,7 +89,7 @@ class RagAgent(BaseAgent):
         with span("rag agent", "AGENT", inputs={"question": task},
                   settings=self.settings) as root:  # this agent's store, whatever the env
             state = self.graph.invoke({"question": task})
-            result = _to_result(state, _since(started), getattr(root, "trace_id", None))
+            result = _to_result(state, elapsed_ms(started), getattr(root, "trace_id", None))
             root.set_outputs({"answer": result.answer,
                               "sources": [s.source for s in result.sources]})
             root.set_attributes({"agentcycle.backend": result.backend,
@@ -98,10 +99,6 @@ class RagAgent(BaseAgent):
     def ask(self, question: str) -> AgentResult:
         """The RAG agent's original name for :meth:`run`."""
         return self.run(question)
-
-
-def _since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def _to_result(state: _State, latency_ms: float, trace_id: str | None) -> AgentResult:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcycle.agents._protocol import BaseAgent
-from agentcycle.agents._result import AgentResult, Step
+from agentcycle.agents._result import AgentResult, Step, elapsed_ms
 from agentcycle.errors import ConfigError, ServiceError
 
 _RUNNER = Path(__file__).with_name("_runner.py")
@@ -47,7 +47,7 @@ class CrewAgent(BaseAgent):
     def run(self, task: str, **options: Any) -> AgentResult:
         started = time.perf_counter()
         data = self._kickoff(task)
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        latency_ms = elapsed_ms(started)
         usage = data.get("usage") or {}
         return AgentResult(
             answer=str(data.get("answer", "")).strip(), kind=self.kind,

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from agentcycle.agents import AgentResult, BaseAgent, Step
+from agentcycle.agents._result import elapsed_ms
 from agentcycle.agents.multi.planner import Planner, split_questions
 from agentcycle.agents.multi.protocol import (
     MSG_ID,
@@ -63,7 +64,7 @@ class MultiAgent(BaseAgent):
             results = await self.dispatch(subtasks, traceparent, **options)
             result = self.reporter(task, subtasks, results)
             result.kind, result.trace_id = "multi", trace_id_of(traceparent)
-            result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            result.latency_ms = elapsed_ms(started)
             planner_usage = getattr(self.planner, "last_completion", None)
             if planner_usage is not None:
                 result.prompt_tokens += planner_usage.prompt_tokens

@@ -15,8 +15,8 @@ import uuid
 from typing import Any
 
 from agentcycle.agents._protocol import BaseAgent
-from agentcycle.agents._result import AgentResult, Source, Step, ToolCallRecord
-from agentcycle.agents.tools._tool import Tool, ToolError, as_tools, since_ms
+from agentcycle.agents._result import AgentResult, Source, Step, ToolCallRecord, elapsed_ms
+from agentcycle.agents.tools._tool import Tool, ToolError, as_tools
 from agentcycle.observe.tracing import span
 from agentcycle.settings import Settings
 
@@ -56,7 +56,7 @@ class ToolAgent(BaseAgent):
                   settings=self.settings) as root:
             result.trace_id = getattr(root, "trace_id", None)
             await self._loop(messages, result)
-            result.latency_ms = since_ms(started)
+            result.latency_ms = elapsed_ms(started)
             root.set_outputs({"answer": result.answer, "status": result.status,
                               "tool_calls": [c.name for c in result.tool_calls]})
             root.set_attributes({"agentcycle.backend": result.backend,
@@ -113,7 +113,7 @@ class ToolAgent(BaseAgent):
             except ToolError as exc:
                 record.error = str(exc)
                 current.set_attributes({"agentcycle.tool_error": record.error})
-        record.latency_ms = since_ms(started)
+        record.latency_ms = elapsed_ms(started)
         result.tool_calls.append(record)
         result.steps.append(Step(kind="tool", name=name or "?", latency_ms=record.latency_ms,
                                  detail={"error": record.error} if record.error else {}))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +121,3 @@ def _langchain_callable(lc_tool: Any) -> Callable[..., Any]:
     def call(**arguments: Any) -> Any:
         return lc_tool.invoke(arguments)
     return call
-
-
-def since_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
