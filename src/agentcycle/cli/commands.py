@@ -69,7 +69,8 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @friendly_errors
 def serve(
-    model_dir: Path | None = typer.Argument(None, help="HF model dir (default: bundled)."),
+    model_dir: str | None = typer.Argument(None, help="HF model dir or models:/NAME@ALIAS "
+                                                      "(default: bundled)."),
     port: int = typer.Option(8000),
     host: str = typer.Option("127.0.0.1"),
     api_key: str | None = typer.Option(None, envvar="AGENTCYCLE_API_KEY",
@@ -78,12 +79,13 @@ def serve(
     engine: str = typer.Option("auto", help="auto | transformers | vllm"),
 ) -> None:
     """Serve a base or fine-tuned model over OpenAI-compatible HTTP until Ctrl-C."""
+    from agentcycle.finetune.registry import resolve_model
     from agentcycle.models import chat_model_dir
     from agentcycle.router.proxy import check_port
     from agentcycle.serving import ModelServer
 
     check_port(host, port)  # before the model loads: a taken port is one error line
-    folder = model_dir or chat_model_dir(settings())
+    folder = resolve_model(model_dir, settings()) if model_dir else chat_model_dir(settings())
     server = ModelServer(folder, port=port, host=host, api_key=api_key, model_name=model_name,
                          engine=engine)
     console.print(f"starting {server.engine} for {server.model_dir} ...")

@@ -68,6 +68,10 @@ def check_model_dir(path: str | Path, what: str = "model") -> Path:
 def chat_model_dir(settings: Settings | None = None) -> Path:
     """The chat model's HF directory: the configured one, or the converted bundled one."""
     settings = settings or Settings()
+    if settings.chat_model and settings.chat_model.startswith("models:/"):
+        from agentcycle.finetune.registry import resolve_model_uri  # MLflow's registry
+
+        return resolve_model_uri(settings.chat_model, settings)
     if settings.chat_model:
         return check_model_dir(settings.chat_model, "chat model")
     target = settings.models_dir / BUNDLED_CHAT_NAME

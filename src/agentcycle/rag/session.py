@@ -36,9 +36,12 @@ def served_models(base_url: str, api_key: str | None = None) -> list[str]:
 @contextlib.contextmanager
 def local_backends(settings: Settings, model: str | None = None) -> Iterator[list[Backend]]:
     """The primary backend(s) for ``model``, starting a local server when needed."""
+    from agentcycle.finetune.registry import is_model_uri, resolve_model_uri
     from agentcycle.models import chat_model_dir
     from agentcycle.serving import ModelServer
 
+    if is_model_uri(model):  # models:/NAME@ALIAS: a registered version, served locally
+        model = str(resolve_model_uri(model, settings))
     if model and Path(model).expanduser().is_dir() or not model and not settings.server_url:
         model_dir = Path(model).expanduser() if model else chat_model_dir(settings)
         with ModelServer(model_dir) as server:
