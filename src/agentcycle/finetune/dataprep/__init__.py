@@ -1,5 +1,30 @@
 """Dataset preparation: generate, collect, check and split fine-tuning data."""
 
+from agentcycle.finetune.dataprep._io import write_jsonl
+from agentcycle.finetune.dataprep.card import render_card, report_tables, write_card
+from agentcycle.finetune.dataprep.generate import (
+    GenerationReport,
+    generate_offline,
+    generate_with_teacher,
+    parse_teacher_reply,
+)
 from agentcycle.finetune.dataprep.leakage import Leak, find_leaks, normalise
+from agentcycle.finetune.dataprep.preference import check_pair, dpo_from_eval, dpo_from_feedback
+from agentcycle.finetune.dataprep.split import split_records
+from agentcycle.finetune.dataprep.traces import (
+    Collected,
+    from_langfuse,
+    from_mlflow,
+    mlflow_calls,
+    router_feedback,
+    sft_from_eval,
+)
+from agentcycle.finetune.dataprep.validate import DatasetReport, validate_dataset
 
-__all__ = ["Leak", "find_leaks", "normalise"]
+__all__ = [
+    "Collected", "DatasetReport", "GenerationReport", "Leak", "check_pair", "dpo_from_eval",
+    "dpo_from_feedback", "find_leaks", "from_langfuse", "from_mlflow", "generate_offline",
+    "generate_with_teacher", "mlflow_calls", "normalise", "parse_teacher_reply",
+    "render_card", "report_tables", "router_feedback", "sft_from_eval", "split_records",
+    "validate_dataset", "write_card", "write_jsonl",
+]
