@@ -1,0 +1,232 @@
+"""A fast LoRA SFT loop for CPUs: frozen lower layers computed once, logits on answers.
+
+With LoRA on the top ``K`` decoder layers only, the lower layers are frozen and their
+output for an example never changes: we compute it once (no grad, bf16) and every
+epoch starts from that cache, so an epoch costs K layers forward and backward instead
+of the whole model. The loss needs logits only where a label is set (the answer
+tokens), so the vocabulary projection (49K x 576 on SmolLM2, the size of ~4 layers)
+runs on ~30 positions per example instead of all ~300. Batches are length-grouped
+and right-padded: under a causal mask no real token attends to padding, so no padding
+mask is needed.
+
+The adapter it trains is an ordinary PEFT LoRA adapter: saved, merged and served like
+the one TRL's SFTTrainer writes (method ``lora-trl``, the baseline it is measured against
+in benchmarks/finetune_speed.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentcycle.errors import ConfigError
+from agentcycle.finetune.tokenize import IGNORE_INDEX, TokenizedExample, tokenize_examples
+
+StepCallback = Callable[[int, int, float | None], None]
+_CHECKPOINT = "fast-checkpoint.pt"
+
+
+@dataclass
+class FastOutput:
+    model: Any  # the PeftModel, adapter not merged
+    tokenizer: Any
+    losses: list[tuple[int, float]]
+    steps: int
+    tokens: int  # real (non-padding) tokens trained on, summed over epochs
+    seconds: float
+    resumed_from: int = 0
+
+
+@dataclass
+class _Batch:
+    hidden: Any  # [B, T, H] bf16: the output of the frozen lower layers
+    labels: Any  # [B, T] long
+    tokens: int
+
+
+def train_lora_fast(examples: list[dict], base_model_dir: str | Path, params: Any, *,
+                    work_dir: Path | None = None, resume: bool = False, save_steps: int = 0,
+                    on_step: StepCallback | None = None,
+                    on_loss: Callable[[int, float], None] | None = None) -> FastOutput:
+    """Train a LoRA adapter on ``examples`` (prompt/completion pairs); see the module doc."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    torch.manual_seed(params.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    tokenized = tokenize_examples(tokenizer, examples, params.max_length)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    layers = model.config.num_hidden_layers
+    split = layers - min(params.top_layers or layers, layers)
+    model = _with_lora(model, params, range(split, layers))
+    decoder = model.get_base_model().model
+    batches = _cache_lower_layers(decoder, tokenized, split, params.batch_size,
+                                  tokenizer.pad_token_id or 0)
+    total = _total_steps(params, len(batches))
+    schedule = _batch_schedule(len(batches), total, params.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.0)
+    scheduler = _cosine(optimizer, total)
+    losses: list[tuple[int, float]] = []
+    start = 0
+    checkpoint = work_dir / _CHECKPOINT if work_dir else None
+    if resume and checkpoint and checkpoint.exists():
+        start = _load_checkpoint(checkpoint, model, optimizer, scheduler, losses,
+                                 _identity(base_model_dir, params, len(examples)))
+    model.train()
+    tokens = 0
+    for step in range(start, total):
+        batch = batches[schedule[step]]
+        loss = _step(model, decoder, batch, split, trainable, optimizer, scheduler)
+        tokens += batch.tokens
+        losses.append((step + 1, loss))
+        if on_loss:
+            on_loss(step + 1, loss)
+        if on_step:
+            on_step(step + 1, total, loss)
+        if checkpoint and save_steps and (step + 1) % save_steps == 0 and step + 1 < total:
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, step + 1, losses,
+                             _identity(base_model_dir, params, len(examples)))
+    model.eval()
+    return FastOutput(model=model, tokenizer=tokenizer, losses=losses, steps=total,
+                      tokens=tokens, seconds=time.perf_counter() - started, resumed_from=start)
+
+
+def _with_lora(model, params, layer_ids):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                        target_modules=list(params.target_modules), task_type="CAUSAL_LM",
+                        layers_to_transform=list(layer_ids))
+    return get_peft_model(model, config)
+
+
+def _autocast():
+    import torch
+
+    from agentcycle._hardware import native_bf16
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if native_bf16() else nullcontext()
+
+
+def _run_layers(decoder, hidden, layer_range):
+    """Run decoder layers ``layer_range`` on ``hidden`` under a plain causal mask."""
+    import torch
+    from transformers.masking_utils import create_causal_mask
+
+    positions = torch.arange(hidden.shape[1]).unsqueeze(0)
+    mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=None,
+                              cache=None, position_ids=positions)
+    rotary = decoder.rotary_emb(hidden, position_ids=positions)
+    for index in layer_range:
+        hidden = decoder.layers[index](hidden, attention_mask=mask, position_embeddings=rotary,
+                                       position_ids=positions)
+    return hidden
+
+
+def _cache_lower_layers(decoder, tokenized: list[TokenizedExample], split: int,
+                        batch_size: int, pad_id: int) -> list[_Batch]:
+    """Length-grouped batches with the frozen layers' output computed once."""
+    import torch
+
+    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i]))
+    batches = []
+    for begin in range(0, len(order), batch_size):
+        group = [tokenized[i] for i in order[begin:begin + batch_size]]
+        width = max(len(example) for example in group)
+        ids = torch.tensor([e.input_ids + [pad_id] * (width - len(e)) for e in group])
+        labels = torch.tensor([e.labels + [IGNORE_INDEX] * (width - len(e)) for e in group])
+        with torch.no_grad(), _autocast():
+            hidden = _run_layers(decoder, decoder.embed_tokens(ids), range(split))
+        batches.append(_Batch(hidden=hidden.to(torch.bfloat16), labels=labels,
+                              tokens=sum(len(e) for e in group)))
+    return batches
+
+
+def _step(model, decoder, batch: _Batch, split: int, trainable, optimizer, scheduler) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    with _autocast():
+        hidden = _run_layers(decoder, batch.hidden.float(), range(split, len(decoder.layers)))
+        hidden = decoder.norm(hidden)
+        targets = batch.labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = model.get_base_model().lm_head(hidden[:, :-1][keep])
+    loss = F.cross_entropy(logits.float(), targets[keep])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _total_steps(params, batches: int) -> int:
+    if params.max_steps and params.max_steps > 0:
+        return params.max_steps
+    return max(1, math.ceil(params.epochs * batches))
+
+
+def _batch_schedule(batches: int, total: int, seed: int) -> list[int]:
+    """Every epoch visits every batch once, in a seeded order: a resumed run replays it."""
+    rng = random.Random(seed)
+    schedule: list[int] = []
+    while len(schedule) < total:
+        epoch = list(range(batches))
+        rng.shuffle(epoch)
+        schedule.extend(epoch)
+    return schedule[:total]
+
+
+def _cosine(optimizer, total: int):
+    from transformers import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=min(2, total // 10),
+                                           num_training_steps=total)
+
+
+def _identity(base_model_dir, params, examples: int) -> dict:
+    """What a checkpoint must match to be resumed: same base, data size and recipe."""
+    return {"base_model": str(Path(base_model_dir).resolve()), "examples": examples,
+            "rank": params.rank, "top_layers": params.top_layers, "seed": params.seed,
+            "batch_size": params.batch_size, "learning_rate": params.learning_rate,
+            "epochs": params.epochs, "max_steps": params.max_steps}
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses, identity):
+    import torch
+    from peft import get_peft_model_state_dict
+
+    state = {"identity": identity, "step": step, "losses": list(losses),
+             "adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict()}
+    partial = path.with_suffix(".tmp")
+    torch.save(state, partial)
+    os.replace(partial, path)  # a kill mid-save leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, losses, identity) -> int:
+    import torch
+    from peft import set_peft_model_state_dict
+
+    state = torch.load(path, weights_only=False)
+    changed = {k: (state["identity"].get(k), v) for k, v in identity.items()
+               if state["identity"].get(k) != v}
+    if changed:
+        names = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(f"cannot resume from {path}: the run differs ({names}); "
+                          "start without --resume")
+    set_peft_model_state_dict(model, state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    losses.extend(state["losses"])
+    return int(state["step"])
