@@ -77,21 +77,27 @@ def serve(
                                        help="Refuse requests without this bearer key."),
     model_name: str | None = typer.Option(None, help="The name clients ask for."),
     engine: str = typer.Option("auto", help="auto | transformers | vllm"),
+    adapter: list[str] = typer.Option(
+        [], "--adapter", help="NAME=PATH: a LoRA adapter (or a tuned model dir with "
+        "adapter/) served unmerged over the base as model NAME; repeatable."),
 ) -> None:
     """Serve a base or fine-tuned model over OpenAI-compatible HTTP until Ctrl-C."""
     from agentcycle.finetune.registry import resolve_model
     from agentcycle.models import chat_model_dir
     from agentcycle.router.proxy import check_port
     from agentcycle.serving import ModelServer
+    from agentcycle.serving.adapters import parse_adapter_options
 
     check_port(host, port)  # before the model loads: a taken port is one error line
     folder = resolve_model(model_dir, settings()) if model_dir else chat_model_dir(settings())
     server = ModelServer(folder, port=port, host=host, api_key=api_key, model_name=model_name,
-                         engine=engine)
+                         engine=engine, adapters=parse_adapter_options(
+                             adapter, model_name or "base") if adapter else None)
     console.print(f"starting {server.engine} for {server.model_dir} ...")
     stop_on_sigterm()
     with server:
-        console.print(f"serving '{server.model_name}' at {server.base_url}"
+        console.print(f"serving {', '.join(repr(n) for n in server.model_names)} at "
+                      f"{server.base_url}"
                       + (" (API key required)" if api_key else ""))
         console.print(server.base_url, highlight=False, soft_wrap=True)
         try:

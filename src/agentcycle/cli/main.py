@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from agentcycle.cli import agents, data, evals, multi, rag, router, workflow
+from agentcycle.cli import export as export_cli
 from agentcycle.cli import registry as registry_cli
 from agentcycle.cli._common import quiet_libraries
 from agentcycle.cli.commands import app_command, demo, doctor, finetune, serve, traces
@@ -22,6 +23,7 @@ app.add_typer(multi.app, name="multi")
 app.add_typer(workflow.app, name="workflow")
 app.add_typer(data.app, name="data")
 app.add_typer(registry_cli.app, name="registry")
+app.add_typer(export_cli.app, name="export")
 app.command(name="finetune-job")(registry_cli.finetune_job)
 app.command()(demo)
 app.command()(doctor)

@@ -39,9 +39,13 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 def build_gate(upstream: str, engine_model: str, model_name: str,
-               api_key: str | None, *, render_tools: bool = True) -> Starlette:
+               api_key: str | None, *, render_tools: bool = True,
+               models: dict[str, str] | None = None) -> Starlette:
     """``render_tools``: the gate presents tools and tool history in the prompt (for
-    templates that do not); off, the engine's template gets them as they came."""
+    templates that do not); off, the engine's template gets them as they came.
+    ``models``: every name served, to the engine's name for it (default: ``model_name``
+    for ``engine_model``); a request without a model gets ``model_name``."""
+    served = dict(models or {model_name: engine_model})
     client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=5))
 
     def authorized(request: Request) -> bool:
@@ -69,13 +73,15 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
             return _error(503, f"the model engine behind the gate answers "
                           f"{engine.status_code}", "service_unavailable")
         return JSONResponse({"object": "list", "data": [
-            {"id": model_name, "object": "model", "created": 0, "owned_by": "agentcycle"}]})
+            {"id": name, "object": "model", "created": 0, "owned_by": "agentcycle"}
+            for name in served]})
 
     async def forward(request: Request) -> Response:
         if not authorized(request):
             return _error(401, "invalid or missing API key", "authentication_error")
         body = await request.body()
         tools_offered = False
+        engine_name, shown = engine_model, model_name
         if body:
             try:
                 payload = json.loads(body)
@@ -84,10 +90,16 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
             problem = _malformed(payload, request.url.path)
             if problem:  # the engine answers these with a bare 500, the rewriting would too
                 return _error(400, problem, "invalid_request_error")
-            if payload.get("model") not in (None, model_name, engine_model):
-                return _error(404, f"model '{payload.get('model')}' is not served here; "
-                              f"use '{model_name}'", "invalid_request_error")
-            payload["model"] = engine_model
+            requested = payload.get("model") or model_name
+            if requested in served:
+                engine_name, shown = served[requested], requested
+            elif requested in served.values():  # the engine's own name: shown as ours
+                engine_name = requested
+                shown = next(n for n, e in served.items() if e == requested)
+            else:
+                return _error(404, f"model '{requested}' is not served here; use "
+                              + " or ".join(f"'{n}'" for n in served), "invalid_request_error")
+            payload["model"] = engine_name
             if request.url.path.endswith("/chat/completions"):
                 tools_offered = toolcalls.offers_tools(payload)
                 if render_tools and toolcalls.needs_rewrite(payload):
@@ -103,11 +115,11 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         response = await client.send(upstream_request, stream=True)
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             stream = _tool_stream if tools_offered else _renamed_stream
-            return StreamingResponse(stream(response, engine_model, model_name),
+            return StreamingResponse(stream(response, engine_name, shown),
                                      response.status_code, media_type="text/event-stream")
         content = await response.aread()
         await response.aclose()
-        content = _rename(content, engine_model, model_name)
+        content = _rename(content, engine_name, shown)
         if tools_offered and response.status_code == 200:
             content = _with_tool_calls(content)
         return Response(content, response.status_code,
@@ -238,15 +250,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="Stop (with the engine) when this process dies.")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                        help="A LoRA adapter served unmerged as model NAME (repeatable).")
     args = parser.parse_args(argv)
     if args.parent_pid:
         _stop_with_parent(args.parent_pid)
 
     engine_port = free_port()
-    engine = subprocess.Popen([
-        sys.executable, "-m", "transformers.cli.transformers", "serve", args.model_dir,
-        "--host", "127.0.0.1", "--port", str(engine_port), *engine_options(),
-    ])
+    served = None
+    if args.adapter:  # transformers serve cannot share a base: our PEFT engine
+        names = [args.model_name, *(a.partition("=")[0].strip() for a in args.adapter)]
+        served = {name: name for name in names}
+        command = [sys.executable, "-m", "agentcycle.serving.adapter_engine", args.model_dir,
+                   "--port", str(engine_port), "--base-name", args.model_name,
+                   *(f"--adapter={a}" for a in args.adapter)]
+    else:
+        command = [sys.executable, "-m", "transformers.cli.transformers", "serve",
+                   args.model_dir, "--host", "127.0.0.1", "--port", str(engine_port),
+                   *engine_options()]
+    engine = subprocess.Popen(command)
     atexit.register(engine.terminate)
     from agentcycle.serving.server import wait_for_health
 
@@ -254,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     app = build_gate(f"http://127.0.0.1:{engine_port}", args.model_dir, args.model_name,
                      os.environ.get("AGENTCYCLE_SERVE_API_KEY") or None,
                      render_tools=not toolcalls.template_knows_tools(
-                         chat_template(args.model_dir)))
+                         chat_template(args.model_dir)), models=served)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,7 @@ import httpx
 from agentcycle._hardware import has_cuda
 from agentcycle.errors import ServiceError
 from agentcycle.models.bundled import check_model_dir
+from agentcycle.serving.adapters import check_adapters, vllm_lora_args
 
 Engine = Literal["transformers", "vllm"]
 
@@ -86,12 +88,16 @@ class ModelServer:
         model_name: str | None = None,
         engine: str = "auto",
         log_file: Path | None = None,
+        adapters: Mapping[str, str | Path] | None = None,
     ):
+        """``adapters``: ``{name: PEFT adapter dir}`` served unmerged over this base, each
+        chosen by ``model=name`` (the base is then ``model_name``, default ``base``)."""
         self.model_dir = check_model_dir(model_dir)
         self.host = host
         self.port = port or free_port()
         self.api_key = api_key
-        self.model_name = model_name or self.model_dir.name.lower()
+        self.model_name = model_name or ("base" if adapters else self.model_dir.name.lower())
+        self.adapters = check_adapters(adapters or {}, self.model_name)
         self.engine = choose_engine(engine)
         self.log_file = log_file
         self._process: subprocess.Popen | None = None
@@ -103,11 +109,18 @@ class ModelServer:
     def command(self) -> list[str]:
         if self.engine == "vllm":
             cmd = ["vllm", "serve", str(self.model_dir), "--host", self.host,
-                   "--port", str(self.port), "--served-model-name", self.model_name]
+                   "--port", str(self.port), "--served-model-name", self.model_name,
+                   *vllm_lora_args(self.adapters)]
             return cmd + (["--api-key", self.api_key] if self.api_key else [])
         return [sys.executable, "-m", "agentcycle.serving.gate", str(self.model_dir),
                 "--host", self.host, "--port", str(self.port), "--model-name", self.model_name,
-                "--parent-pid", str(os.getpid())]
+                "--parent-pid", str(os.getpid()),
+                *(f"--adapter={name}={path}" for name, path in self.adapters.items())]
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every name this server answers: the base's, then each adapter's."""
+        return [self.model_name, *self.adapters]
 
     def start(self, timeout: float = 180.0) -> ModelServer:
         env = dict(os.environ)
