@@ -59,6 +59,14 @@ def test_keywords_value_is_the_share_of_key_facts():
     score = run("keywords", "At most 25 crowns.", case)
     assert score.value == 0.5 and not score.passed and "3 late fees" in score.explanation
     assert run("keywords", "25 crowns, and 3 late fees a year", case).passed
+
+
+def test_keywords_caps_the_answer_length_so_pasting_the_passage_fails():
+    case = Case(id="c", input="q", keywords=["25 crowns"])
+    pasted = "The Act says many things. " * 10 + "The fee is at most 25 crowns."
+    assert run("keywords", "At most 25 crowns.", case, max_words=40).passed
+    score = run("keywords", pasted, case, max_words=40)
+    assert not score.passed and "too long" in score.explanation
     # a per-case threshold overrides the suite's
     lenient = Case(id="c", input="q", keywords=case.keywords, thresholds={"keywords": 0.5})
     assert run("keywords", "At most 25 crowns.", lenient).passed

@@ -89,11 +89,18 @@ def contains(case: Case, output: Output, ctx: ScoreContext, *,
 
 @scorer("keywords", threshold=1.0)
 def keywords(case: Case, output: Output, ctx: ScoreContext, *,
-             keywords: list[str] | None = None) -> Score:
-    """Every key fact of ``case.keywords`` is in the answer (value: the share present)."""
+             keywords: list[str] | None = None, max_words: int | None = None) -> Score:
+    """Every key fact of ``case.keywords`` is in the answer (value: the share present).
+
+    ``max_words`` caps the answer's length (longer scores 0): without it, an answer that
+    pastes the whole retrieved passage contains every key fact and passes.
+    """
     facts = list(keywords) if keywords is not None else case.keywords
     if not facts:
         raise ConfigError(f"scorer 'keywords' needs key facts: case '{case.id}' has none")
+    words = len(output.text.split())
+    if max_words is not None and words > max_words:
+        return fraction(0, len(facts), f"answer too long: {words} words > {max_words}")
     text = normalize(output.text)
     missing = [k for k in facts if normalize(k) not in text]
     return fraction(len(facts) - len(missing), len(facts),
