@@ -1,9 +1,8 @@
-"""The top-level commands: demo, doctor, serve, finetune, traces, app."""
+"""The top-level commands: demo, doctor, serve, traces, app (finetune: cli/finetune.py)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -105,60 +104,6 @@ def serve(
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
-
-
-@friendly_errors
-def finetune(
-    data: Path = typer.Argument(..., help="JSONL of chat messages or question/answer pairs."),
-    out: Path = typer.Option(..., "--out", help="Where the merged model is written."),
-    collection: str | None = typer.Option(
-        None, help="Build Q&A prompts with context retrieved from this collection."),
-    base_model: Path | None = typer.Option(None, help="HF model dir (default: bundled)."),
-    epochs: float = typer.Option(3.0),
-    lr: float = typer.Option(1e-3, help="Learning rate."),
-    rank: int = typer.Option(16, help="LoRA rank."),
-    max_steps: int = typer.Option(-1, help="Stop after N steps (-1: run the epochs)."),
-    top_layers: int = typer.Option(12, help="LoRA on the top N layers (0: all)."),
-    top_k: int = typer.Option(1, help="Passages retrieved into each Q&A prompt (train with "
-                                      "the top_k the agent will use)."),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-) -> None:
-    """LoRA SFT with PEFT + TRL; params, loss and artifacts go to MLflow."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from agentcycle.finetune import LoraParams, read_jsonl, to_examples
-    from agentcycle.finetune import finetune as run_finetune
-    from agentcycle.finetune.train import check_output_dir
-    from agentcycle.models import chat_model_dir
-
-    config = settings()
-    params = LoraParams(epochs=epochs, learning_rate=lr, rank=rank, max_steps=max_steps,
-                        top_layers=top_layers or None)
-    params.check()
-    check_output_dir(out, overwrite)
-    records = read_jsonl(data)
-    retrieve = _retriever(config, collection, top_k) if collection else None
-    examples = to_examples(records, data, retrieve=retrieve)
-    base = base_model or chat_model_dir(config)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console) as progress:
-        task = progress.add_task("training", total=None)
-        result = run_finetune(
-            examples, out, base, config, params, overwrite=overwrite,
-            on_step=lambda s, t, loss: progress.update(
-                task, completed=s, total=t,
-                description=f"training, loss {loss:.3f}" if loss is not None else "training"))
-    console.print(f"merged model: {result.model_dir} ({result.steps} steps, final loss "
-                  f"{result.final_loss:.3f}, {result.seconds:.0f} s); MLflow run {result.run_id}")
-
-
-def _retriever(config, collection: str, top_k: int):
-    from agentcycle.models import embedding_model_dir
-    from agentcycle.rag import ChunkStore, Embedder
-
-    store = ChunkStore(config, collection).require()
-    embedder = Embedder(embedding_model_dir(config))
-    return lambda question: store.search(embedder.embed([question])[0], top_k)
 
 
 @friendly_errors

@@ -8,7 +8,8 @@ from agentcycle.cli import agents, data, evals, multi, rag, router, workflow
 from agentcycle.cli import export as export_cli
 from agentcycle.cli import registry as registry_cli
 from agentcycle.cli._common import quiet_libraries
-from agentcycle.cli.commands import app_command, demo, doctor, finetune, serve, traces
+from agentcycle.cli.commands import app_command, demo, doctor, serve, traces
+from agentcycle.cli.finetune import finetune
 
 app = typer.Typer(
     help="agentcycle: prototype, fine-tune, deploy, observe and optimize AI agents.",

@@ -1,6 +1,13 @@
 """Fine-tune phase: LoRA SFT on the bundled (or any HF) model, merged for serving."""
 
 from agentcycle.finetune.data import read_jsonl, to_examples
-from agentcycle.finetune.train import FinetuneResult, LoraParams, finetune
+from agentcycle.finetune.train import (
+    DiskFullError,
+    FinetuneResult,
+    LoraParams,
+    TrainParams,
+    finetune,
+)
 
-__all__ = ["FinetuneResult", "LoraParams", "finetune", "read_jsonl", "to_examples"]
+__all__ = ["DiskFullError", "FinetuneResult", "LoraParams", "TrainParams", "finetune",
+           "read_jsonl", "to_examples"]

@@ -1,32 +1,44 @@
-"""LoRA supervised fine-tuning with PEFT + TRL, logged to MLflow, merged for serving.
+"""Fine-tuning: pick a method, train, merge, and publish the model only when it is whole.
 
-The output is a plain Hugging Face directory (base weights with the adapter merged
-in) that every engine serves as is; the adapter itself is kept beside it in
-``adapter/`` and logged to MLflow with every parameter and the loss curve.
+The methods (LoRA, QLoRA, full, DPO, Unsloth) live in :mod:`agentcycle.finetune.methods`;
+this module does what is the same for all of them. Training runs in ``OUT.partial/``
+beside the output: checkpoints land there every ``save_steps`` and survive a kill, so
+``resume=True`` continues from the last one. The model is assembled there too and
+renamed to ``OUT`` as the last step: nothing appears at ``OUT`` until it is complete.
+The output is a plain Hugging Face directory (base weights with the adapter merged in)
+that every engine serves as is, the adapter kept beside it in ``adapter/``; every
+parameter, the loss curve and the adapter go to MLflow.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import shutil
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from agentcycle._hardware import native_bf16
-from agentcycle.errors import ConfigError, DataError
-from agentcycle.finetune.data import Example
+from agentcycle.errors import AgentcycleError, ConfigError, DataError
+from agentcycle.finetune.methods import StepCallback, TrainOutput, check_method, get_method
 from agentcycle.settings import Settings
 
-StepCallback = Callable[[int, int, float | None], None]
+_MANIFEST = "run.json"
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class DiskFullError(AgentcycleError):
+    """The disk filled up while writing checkpoints or the model."""
 
 
 @dataclass
-class LoraParams:
+class TrainParams:
+    """The recipe; the LoRA fields are ignored by ``full``, ``beta`` is DPO's."""
+
     epochs: float = 3.0
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # full/dpo want far less: methods.default_learning_rate
     rank: int = 16
     alpha: int = 32
     dropout: float = 0.0
@@ -41,6 +53,8 @@ class LoraParams:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                  "gate_proj", "up_proj", "down_proj"])
+    save_steps: int = 50  # a checkpoint every N steps (0: none, nothing to resume)
+    beta: float = 0.1  # DPO: how far the tuned model may drift from the reference
 
     def check(self) -> None:
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -49,25 +63,33 @@ class LoraParams:
             raise ConfigError(f"learning rate {self.learning_rate} is out of range (0, 1)")
         if self.rank < 1:
             raise ConfigError(f"LoRA rank must be >= 1 (got {self.rank})")
+        if self.save_steps < 0:
+            raise ConfigError(f"save steps must be >= 0 (got {self.save_steps})")
+
+
+LoraParams = TrainParams  # the name callers used before there were other methods
 
 
 @dataclass
 class FinetuneResult:
     model_dir: Path
-    adapter_dir: Path
+    adapter_dir: Path | None  # None for full fine-tuning
     run_id: str
     steps: int
     final_loss: float | None
     seconds: float
     examples: int
     losses: list[tuple[int, float]]
+    method: str = "lora"
+    tokens: int = 0
+    resumed_from: int = 0
 
 
-def finetune(examples: list[Example], out_dir: str | Path, base_model_dir: str | Path,
-             settings: Settings | None = None, params: LoraParams | None = None, *,
-             overwrite: bool = False, on_step: StepCallback | None = None,
-             run_name: str = "finetune") -> FinetuneResult:
-    """Train a LoRA adapter on ``examples`` and write the merged model to ``out_dir``.
+def finetune(examples: list[dict], out_dir: str | Path, base_model_dir: str | Path,
+             settings: Settings | None = None, params: TrainParams | None = None, *,
+             method: str = "lora", resume: bool = False, overwrite: bool = False,
+             on_step: StepCallback | None = None, run_name: str = "finetune") -> FinetuneResult:
+    """Train ``examples`` with ``method`` and write the merged model to ``out_dir``.
 
     Nothing appears at ``out_dir`` until training and merging have succeeded.
     """
@@ -76,40 +98,41 @@ def finetune(examples: list[Example], out_dir: str | Path, base_model_dir: str |
     from agentcycle.observe.tracing import setup_tracking
 
     settings = settings or Settings()
-    params = params or LoraParams()
+    params = params or TrainParams()
     params.check()
-    out = Path(out_dir)
+    check_method(method)
+    out, base = Path(out_dir), Path(base_model_dir)
     if not examples:
         raise DataError("no training examples")
     check_output_dir(out, overwrite)
+    work = work_dir_for(out)
+    manifest = _open_work_dir(work, _identity(method, base, params, examples), resume, overwrite)
     setup_tracking(settings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     started = time.perf_counter()
     try:
-        with mlflow.start_run(run_name=run_name) as run:
-            mlflow.log_params({**{k: v for k, v in asdict(params).items() if k != "target_modules"},
-                               "target_modules": ",".join(params.target_modules),
-                               "base_model": str(base_model_dir), "examples": len(examples)})
-            mlflow.set_tag("agentcycle.phase", "finetune")
-            trainer, losses = _train(examples, base_model_dir, work, params, on_step)
-            adapter_dir = work / "adapter"
-            trainer.model.save_pretrained(adapter_dir)
-            _merge_and_save(trainer, work / "model")
-            shutil.move(str(adapter_dir), work / "model" / "adapter")
-            final_loss = losses[-1][1] if losses else None
-            _log_results(work, losses, examples, trainer.state.global_step)
+        with _mlflow_run(manifest, work, run_name) as (run, fresh):
+            if fresh:
+                _log_params(params, method, base, examples)
+            trained = get_method(method)(examples, base, work, params,
+                                         _logging(on_step), resume)
+            _write_model(trained, base, work)
+            _log_results(work, trained, examples, method)
             mlflow.set_tag("agentcycle.model_dir", str(out.resolve()))
             run_id = run.info.run_id
         if out.exists():
             shutil.rmtree(out)
         (work / "model").rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return FinetuneResult(model_dir=out.resolve(), adapter_dir=(out / "adapter").resolve(),
-                          run_id=run_id, steps=trainer.state.global_step, final_loss=final_loss,
-                          seconds=time.perf_counter() - started, examples=len(examples),
-                          losses=losses)
+    except BaseException:
+        _clean_after_failure(work)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    adapter = out / "adapter"
+    return FinetuneResult(
+        model_dir=out.resolve(), adapter_dir=adapter.resolve() if adapter.is_dir() else None,
+        run_id=run_id, steps=trained.steps,
+        final_loss=trained.losses[-1][1] if trained.losses else None,
+        seconds=time.perf_counter() - started, examples=len(examples), losses=trained.losses,
+        method=method, tokens=trained.tokens, resumed_from=trained.resumed_from)
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
@@ -120,84 +143,173 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
 
 
-def _train(examples, base_model_dir, work: Path, params: LoraParams, on_step):
-    import datasets
+def work_dir_for(out: str | Path) -> Path:
+    """Where a run's checkpoints live until it succeeds: ``OUT.partial`` beside ``OUT``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _identity(method: str, base: Path, params: TrainParams, examples: list[dict]) -> dict:
+    """What a resumed run must share with the interrupted one to continue it."""
+    recipe = {k: v for k, v in asdict(params).items() if k != "save_steps"}
+    data = hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()[:16]
+    return {"method": method, "base_model": str(base.resolve()), "params": recipe, "data": data}
+
+
+def _has_checkpoint(work: Path) -> bool:
+    return work.is_dir() and any(p.name not in (_MANIFEST, "model", "adapter")
+                                 for p in work.iterdir())
+
+
+def _open_work_dir(work: Path, identity: dict, resume: bool, overwrite: bool) -> dict:
+    """The run's manifest; an unmatched resume, or a clobbered interrupted run, refused."""
+    file = work / _MANIFEST
+    old = json.loads(file.read_text()) if file.is_file() else None
+    if resume and old:
+        changed = [k for k in identity if old.get(k) != identity[k]]
+        if changed:
+            what = "; ".join(_difference(k, old.get(k), identity[k]) for k in changed)
+            raise ConfigError(f"cannot resume from {work}: {what}. Resume with the same "
+                              "settings, or start over with --overwrite")
+        return old
+    if _has_checkpoint(work) and not resume and not overwrite:
+        raise ConfigError(f"{work} holds the checkpoints of an interrupted run: pass --resume "
+                          "to continue it, or --overwrite to start over")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    file.write_text(json.dumps(identity, indent=1))
+    return identity
+
+
+def _difference(key: str, old: Any, new: Any) -> str:
+    if key == "params":
+        keys = [k for k in new if (old or {}).get(k) != new[k]]
+        return ", ".join(f"{k} was {(old or {}).get(k)!r}, now {new[k]!r}" for k in keys)
+    if key == "data":
+        return "the training data differs"
+    return f"the {key.replace('_', ' ')} was {old!r}, now {new!r}"
+
+
+class _mlflow_run:
+    """The run of the interrupted attempt when resuming, so its loss curve continues."""
+
+    def __init__(self, manifest: dict, work: Path, run_name: str):
+        self.manifest, self.work, self.run_name = manifest, work, run_name
+
+    def __enter__(self):
+        import mlflow
+
+        run_id, fresh = self.manifest.get("mlflow_run_id"), True
+        try:
+            run = mlflow.start_run(run_id=run_id) if run_id else None
+            fresh = run is None
+        except mlflow.exceptions.MlflowException:
+            run = None  # another tracking store: a new run
+        run = run or mlflow.start_run(run_name=self.run_name)
+        mlflow.set_tag("agentcycle.phase", "finetune")
+        self.manifest["mlflow_run_id"] = run.info.run_id
+        (self.work / _MANIFEST).write_text(json.dumps(self.manifest, indent=1))
+        return run, fresh
+
+    def __exit__(self, kind, error, trace):
+        import mlflow
+
+        mlflow.end_run("FINISHED" if kind is None else "FAILED")
+        return False
+
+
+def _log_params(params: TrainParams, method: str, base: Path, examples: list[dict]) -> None:
+    import mlflow
+
+    values = {k: v for k, v in asdict(params).items() if k not in ("target_modules",
+                                                                    "save_steps")}
+    mlflow.log_params({**values, "target_modules": ",".join(params.target_modules),
+                       "method": method, "base_model": str(base), "examples": len(examples)})
+
+
+def _logging(on_step: StepCallback | None) -> StepCallback:
+    import mlflow
+
+    def step(done: int, total: int, loss: float | None) -> None:
+        if loss is not None:
+            mlflow.log_metric("train_loss", loss, step=done)
+        if on_step:
+            on_step(done, total, loss)
+
+    return step
+
+
+def _write_model(trained: TrainOutput, base: Path, work: Path) -> None:
+    """The merged model in ``work/model`` (adapter in ``model/adapter``); a full disk is
+    one clear error and leaves no half-written model behind."""
+    try:
+        model = trained.model
+        if hasattr(model, "merge_and_unload"):  # a PEFT adapter
+            model.save_pretrained(work / "adapter")
+            model = _merged(model, base, work / "adapter")
+        model.save_pretrained(work / "model")
+        trained.tokenizer.save_pretrained(work / "model")
+        if (work / "adapter").is_dir():
+            shutil.move(str(work / "adapter"), work / "model" / "adapter")
+    except (OSError, RuntimeError) as exc:
+        if _disk_full(exc, work):
+            free = shutil.disk_usage(work).free / 2**20
+            raise DiskFullError(f"no space left on the disk of {work.parent} while writing the "
+                                f"model ({free:.0f} MiB free): free some space and rerun with "
+                                "--resume") from None
+        raise
+
+
+def _merged(model: Any, base: Path, adapter_dir: Path) -> Any:
+    """Merge into full-precision weights: a 4-bit (QLoRA) base is reloaded unquantized, or
+    the quantization error would be baked into the served model."""
+    base_model = model.get_base_model()
+    if not getattr(base_model, "is_quantized", False):
+        return model.merge_and_unload()
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(params.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
-    losses: list[tuple[int, float]] = []
-
-    class Progress(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                losses.append((state.global_step, float(logs["loss"])))
-                import mlflow
-
-                mlflow.log_metric("train_loss", float(logs["loss"]), step=state.global_step)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if on_step:
-                on_step(state.global_step, state.max_steps, losses[-1][1] if losses else None)
-
-    config = SFTConfig(
-        output_dir=str(work / "checkpoints"),
-        num_train_epochs=params.epochs,
-        max_steps=params.max_steps,
-        learning_rate=params.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=2,
-        per_device_train_batch_size=params.batch_size,
-        max_length=params.max_length,
-        completion_only_loss=True,  # learn the answer, not to repeat the context
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=params.seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=native_bf16() if params.bf16 is None else params.bf16,
-        dataloader_num_workers=0,
-        gradient_checkpointing=False,  # TRL turns it on; on a 135M model it only costs time
-    )
-    layers = model.config.num_hidden_layers
-    top = min(params.top_layers or layers, layers)
-    lora = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                      target_modules=params.target_modules, task_type="CAUSAL_LM",
-                      layers_to_transform=list(range(layers - top, layers)))
-    datasets.disable_progress_bars()
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, peft_config=lora, callbacks=[Progress()])
-    trainer.remove_callback(PrinterCallback)  # our callback reports progress instead
-    trainer.train()
-    return trainer, losses
+    del model, base_model
+    full = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return PeftModel.from_pretrained(full, adapter_dir).merge_and_unload()
 
 
-def _merge_and_save(trainer, target: Path) -> None:
-    merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(target)
-    trainer.processing_class.save_pretrained(target)
+def _disk_full(exc: BaseException, work: Path) -> bool:
+    """ENOSPC arrives as an OSError from Python, but as a RuntimeError from torch.save."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, OSError) and chain.errno in _DISK_FULL:
+            return True
+        chain = chain.__cause__ or chain.__context__
+    try:
+        return shutil.disk_usage(work).free < 2**20
+    except OSError:
+        return False
 
 
-def _log_results(work: Path, losses, examples, steps: int) -> None:
+def _clean_after_failure(work: Path) -> None:
+    """Drop any half-written model; keep the checkpoints a resume can continue from."""
+    for name in ("model", "adapter"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    if not _has_checkpoint(work):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _log_results(work: Path, trained: TrainOutput, examples: list[dict], method: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mlflow
 
+    losses = trained.losses
     figure, axis = plt.subplots(figsize=(6, 3.5))
     if losses:
         axis.plot([s for s, _ in losses], [v for _, v in losses], marker=".")
     axis.set_xlabel("step")
     axis.set_ylabel("training loss")
-    axis.set_title("LoRA SFT loss")
+    axis.set_title(f"{method} training loss")
     figure.tight_layout()
     mlflow.log_figure(figure, "loss_curve.png")
     plt.close(figure)
@@ -205,5 +317,7 @@ def _log_results(work: Path, losses, examples, steps: int) -> None:
         for example in examples:
             handle.write(json.dumps(example, ensure_ascii=False) + "\n")
     mlflow.log_artifact(str(work / "train.jsonl"), "data")
-    mlflow.log_artifacts(str(work / "model" / "adapter"), "adapter")
-    mlflow.log_metrics({"steps": steps, "final_train_loss": losses[-1][1] if losses else 0.0})
+    if (work / "model" / "adapter").is_dir():
+        mlflow.log_artifacts(str(work / "model" / "adapter"), "adapter")
+    mlflow.log_metrics({"steps": trained.steps, "tokens": trained.tokens,
+                        "final_train_loss": losses[-1][1] if losses else 0.0, **trained.extra})
