@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,8 @@ def _registry(settings: Settings, doing: str) -> Iterator[Any]:
         yield MlflowClient(tracking_uri=settings.tracking_uri,
                            registry_uri=settings.tracking_uri)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        # A name, version or alias that does not exist is the caller's, not the store's.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise ModelError(f"{doing}: {_first_line(exc)}") from None
         raise ServiceError(f"MLflow model registry at {settings.tracking_uri}: {doing} "
                            f"failed: {_first_line(exc)}") from None
@@ -222,13 +223,14 @@ def list_versions(name: str | None = None, settings: Settings | None = None
     settings = settings or Settings()
     with _registry(settings, "listing models") as client:
         names = [name] if name else [m.name for m in client.search_registered_models()]
-        if name:
-            client.get_registered_model(name)  # an unknown name: ModelError, not an empty table
         found = []
         for each in names:
+            # Searched versions come without their aliases: the registered model has them.
+            aliases = client.get_registered_model(each).aliases or {}
             escaped = each.replace("'", "\\'")
-            found += [_version(client, v) for v in
-                      client.search_model_versions(f"name = '{escaped}'")]
+            for v in client.search_model_versions(f"name = '{escaped}'"):
+                mine = [a for a, n in aliases.items() if str(n) == str(v.version)]
+                found.append(replace(_version(client, v), aliases=mine))
     return sorted(found, key=lambda v: (v.name, -int(v.version)))
 
 
@@ -243,12 +245,16 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 def resolve_model_uri(uri: str, settings: Settings | None = None) -> Path:
     """The local HF directory of a registered version, downloaded once into the models
-    cache (``<models>/registry/NAME/VERSION``); an alias is looked up every time."""
+    cache (``<models>/registry/<store>/NAME/VERSION``); an alias is looked up every time.
+
+    ``<store>`` is a hash of the tracking URI: version 3 of 'legal' on the laptop's
+    store and on the platform's server are different models."""
     from filelock import FileLock
 
     settings = settings or Settings()
     name, alias, version = parse_model_uri(uri)
-    cache = settings.models_dir / "registry" / name
+    store = hashlib.sha256(settings.tracking_uri.encode()).hexdigest()[:12]
+    cache = settings.models_dir / "registry" / store / name
     if version and (cache / version / "config.json").is_file():
         return cache / version  # a version never changes: no registry call needed
     with _registry(settings, f"resolving {uri}") as client:
@@ -272,7 +278,8 @@ def _download(uri: str, target: Path, settings: Settings) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(tmp), tracking_uri=settings.tracking_uri))
+            artifact_uri=uri, dst_path=str(tmp), tracking_uri=settings.tracking_uri,
+            registry_uri=settings.tracking_uri))
         if not (local / "config.json").is_file():
             raise ModelError(f"{uri} holds no Hugging Face model (no config.json in its "
                              "artifacts)")

@@ -92,6 +92,7 @@ def setup_tracking(settings: Settings) -> str:
         )
         mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as exc:
+        _configured = None  # MLflow points at the failed store now: the next call re-points it
         raise ServiceError(f"MLflow at {settings.tracking_uri} is unusable: {exc}") from None
     mlflow.tracing.reset()  # rebuild the tracer provider with the exporters above
     _configured = (key, experiment_id)
