@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -26,7 +27,9 @@ def gguf(
     """Write MODEL_DIR as one GGUF file (f16 or q8_0), checked by a logit round trip."""
     from agentcycle.finetune.export import export_gguf
 
-    with console.status(f"exporting {model_dir} to {type} GGUF ..."):
+    status = contextlib.nullcontext() if as_json else console.status(
+        f"exporting {model_dir} to {type} GGUF" + (" and checking it" if verify else ""))
+    with status:
         result = export_gguf(model_dir, out, type, verify=verify, overwrite=overwrite)
     check = result.check
     if as_json:

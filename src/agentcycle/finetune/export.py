@@ -287,9 +287,11 @@ def _write_atomically(writer, target: Path, check: Callable[[Path], None]) -> No
         check(tmp)
         os.replace(tmp, target)
     except OSError as exc:
-        if exc.errno in _NO_SPACE:
-            raise DataError(f"not enough disk space to write {target} "
-                            f"({os.strerror(exc.errno)}); nothing was written") from None
+        # numpy's tofile reports a short write ("N requested and M written") without errno
+        if exc.errno in _NO_SPACE or (exc.errno is None and "written" in str(exc)):
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise DataError(f"not enough disk space to write {target} ({why}); "
+                            "nothing was written") from None
         raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(OSError):
