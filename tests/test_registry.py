@@ -234,3 +234,24 @@ def test_models_uri_where_a_model_is_given(tmp_path, settings, monkeypatch, tiny
     assert max(len(line) for line in output.splitlines()) <= 80
     code, output = cli("registry", "list", "nobody")
     assert code == 1 and output.count("error:") == 1 and "nobody" in output
+
+
+@pytest.mark.slow
+def test_a_registered_model_serves_by_its_alias(settings, base_model_dir, name):
+    """The real bundled model, registered and promoted, served from models:/NAME@champion
+    by the path the app, agents and router sessions take (local_backends)."""
+    import httpx
+
+    from agentcycle.evals.gates import Gate, GateResult
+    from agentcycle.rag.session import local_backends
+
+    version = registry.register_model(base_model_dir, name, settings=settings)
+    registry.promote(name, version.version, [GateResult(Gate("accuracy", ">=", 0.5), 1.0, True)],
+                     settings=settings)
+    with local_backends(settings, f"models:/{name}@champion") as [backend]:
+        reply = httpx.post(backend.api_base.rstrip("/") + "/chat/completions", timeout=60,
+                           headers={"Authorization": f"Bearer {backend.api_key}"},
+                           json={"model": backend.served_model, "max_tokens": 5,
+                                 "messages": [{"role": "user", "content": "Say hi."}]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"]
