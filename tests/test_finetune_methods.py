@@ -210,6 +210,7 @@ def test_resume_after_sigkill_ends_within_1_percent_of_an_uninterrupted_run(
     straight = finetune(sft_examples_from(data), tmp_path / "straight", base_model_dir,
                         settings, tiny(max_steps=3, max_length=512, batch_size=4),
                         method="lora-trl")
+    print(f"final loss: resumed {resumed_loss:.6f}, uninterrupted {straight.final_loss:.6f}")
     assert straight.final_loss == pytest.approx(resumed_loss, rel=0.01)
 
 

@@ -43,7 +43,7 @@ def finetune(
     from agentcycle.finetune import TrainParams, read_jsonl
     from agentcycle.finetune import finetune as run_finetune
     from agentcycle.finetune.methods import check_method, default_learning_rate
-    from agentcycle.finetune.train import check_output_dir
+    from agentcycle.finetune.train import check_output_dir, check_work_dir
     from agentcycle.models import chat_model_dir
 
     config = settings()
@@ -55,6 +55,7 @@ def finetune(
     check_output_dir(out, overwrite)
     examples = _examples(config, read_jsonl(data), data, method, collection, top_k)
     base = base_model or chat_model_dir(config)
+    check_work_dir(out, method, base, params, examples, resume, overwrite)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console) as progress:
         task = progress.add_task(f"{method}: loading", total=None)

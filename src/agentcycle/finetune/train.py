@@ -106,7 +106,8 @@ def finetune(examples: list[dict], out_dir: str | Path, base_model_dir: str | Pa
         raise DataError("no training examples")
     check_output_dir(out, overwrite)
     work = work_dir_for(out)
-    manifest = _open_work_dir(work, _identity(method, base, params, examples), resume, overwrite)
+    old = check_work_dir(out, method, base, params, examples, resume, overwrite)
+    manifest = _open_work_dir(work, _identity(method, base, params, examples), old)
     setup_tracking(settings)
     started = time.perf_counter()
     try:
@@ -157,12 +158,20 @@ def _identity(method: str, base: Path, params: TrainParams, examples: list[dict]
 
 
 def _has_checkpoint(work: Path) -> bool:
-    return work.is_dir() and any(p.name not in (_MANIFEST, "model", "adapter")
-                                 for p in work.iterdir())
+    """A file a resume could use (trainers create empty checkpoint folders up front)."""
+    if not work.is_dir():
+        return False
+    kept = [p for p in work.iterdir()
+            if p.name not in (_MANIFEST, "model", "adapter", "train.jsonl")]
+    return any(p.is_file() or any(f.is_file() for f in p.rglob("*")) for p in kept)
 
 
-def _open_work_dir(work: Path, identity: dict, resume: bool, overwrite: bool) -> dict:
-    """The run's manifest; an unmatched resume, or a clobbered interrupted run, refused."""
+def check_work_dir(out: Path, method: str, base: Path, params: TrainParams,
+                   examples: list[dict], resume: bool, overwrite: bool) -> dict | None:
+    """Refuse an unmatched resume, or a rerun that would drop an interrupted run's
+    checkpoints, before anything loads; the manifest to resume with, if any."""
+    work = work_dir_for(out)
+    identity = _identity(method, base, params, examples)
     file = work / _MANIFEST
     old = json.loads(file.read_text()) if file.is_file() else None
     if resume and old:
@@ -175,9 +184,16 @@ def _open_work_dir(work: Path, identity: dict, resume: bool, overwrite: bool) ->
     if _has_checkpoint(work) and not resume and not overwrite:
         raise ConfigError(f"{work} holds the checkpoints of an interrupted run: pass --resume "
                           "to continue it, or --overwrite to start over")
+    return None
+
+
+def _open_work_dir(work: Path, identity: dict, old: dict | None) -> dict:
+    """The run's manifest: the interrupted run's when resuming, else a fresh work dir."""
+    if old:
+        return old
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    file.write_text(json.dumps(identity, indent=1))
+    (work / _MANIFEST).write_text(json.dumps(identity, indent=1))
     return identity
 
 
@@ -251,7 +267,7 @@ def _write_model(trained: TrainOutput, base: Path, work: Path) -> None:
         trained.tokenizer.save_pretrained(work / "model")
         if (work / "adapter").is_dir():
             shutil.move(str(work / "adapter"), work / "model" / "adapter")
-    except (OSError, RuntimeError) as exc:
+    except Exception as exc:  # OSError, torch's RuntimeError, safetensors' own error
         if _disk_full(exc, work):
             free = shutil.disk_usage(work).free / 2**20
             raise DiskFullError(f"no space left on the disk of {work.parent} while writing the "
@@ -276,10 +292,13 @@ def _merged(model: Any, base: Path, adapter_dir: Path) -> Any:
 
 
 def _disk_full(exc: BaseException, work: Path) -> bool:
-    """ENOSPC arrives as an OSError from Python, but as a RuntimeError from torch.save."""
+    """ENOSPC arrives as an OSError from Python, a RuntimeError from torch.save and a
+    SafetensorError ("No space left on device (os error 28)") from safetensors."""
     chain: BaseException | None = exc
     while chain is not None:
         if isinstance(chain, OSError) and chain.errno in _DISK_FULL:
+            return True
+        if "No space left on device" in str(chain):
             return True
         chain = chain.__cause__ or chain.__context__
     try:
