@@ -80,9 +80,9 @@ def list_(name: str | None = typer.Argument(None, help="One registered model."))
         console.print("no registered models")
         return
     table = Table(title="registered models", width=80)
-    for column, ratio in (("model", 3), ("ver", 1), ("aliases", 2), ("accuracy", 2),
-                          ("base", 3), ("data sha", 2), ("created", 3)):
-        table.add_column(column, ratio=ratio, overflow="fold")
+    for column, width in (("model", None), ("ver", 3), ("aliases", None), ("acc", 5),
+                          ("base model", None), ("data", 8), ("created", 14)):
+        table.add_column(column, min_width=width, overflow="fold", no_wrap=bool(width))
     for v in versions:
         table.add_row(v.name, v.version, ",".join(v.aliases) or "-",
                       v.tags.get("metric.accuracy", "-"),

@@ -117,7 +117,7 @@ def finetune_job_manifest(job: FinetuneJob | None = None, /, **fields: Any) -> d
         "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
         "spec": {"backoffLimit": job.backoff_limit, "activeDeadlineSeconds": job.deadline_s,
                  "ttlSecondsAfterFinished": job.ttl_s,
-                 "template": {"metadata": {"labels": labels}, "spec": pod}},
+                 "template": {"metadata": {"labels": dict(labels)}, "spec": pod}},
     }
 
 

@@ -189,7 +189,7 @@ def _version(client, version) -> ModelVersion:
     created = dt.datetime.fromtimestamp((version.creation_timestamp or 0) / 1000)
     return ModelVersion(name=version.name, version=str(version.version), source=version.source,
                         run_id=version.run_id, aliases=aliases, tags=dict(version.tags or {}),
-                        created=created.strftime("%Y-%m-%d %H:%M"))
+                        created=created.strftime("%y-%m-%d %H:%M"))
 
 
 def promote(name: str, version: str | int, gate_results: list, alias: str = "champion", *,
@@ -259,7 +259,11 @@ def resolve_model_uri(uri: str, settings: Settings | None = None) -> Path:
         return cache / version  # a version never changes: no registry call needed
     with _registry(settings, f"resolving {uri}") as client:
         if alias:
-            version = str(client.get_model_version_by_alias(name, alias).version)
+            aliases = client.get_registered_model(name).aliases or {}
+            if alias not in aliases:
+                raise ModelError(f"{uri}: no version of {name} is @{alias} yet (agentcycle "
+                                 f"registry promote {name} VERSION --eval-run ID)")
+            version = str(aliases[alias])
         else:
             client.get_model_version(name, str(version))
         target = cache / str(version)
