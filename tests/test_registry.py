@@ -213,6 +213,11 @@ def test_bad_uris_and_unknown_models(settings, tiny_model, name):
         registry.resolve_model_uri(f"models:/{name}@champion", settings)  # never promoted
     with pytest.raises(ModelError):
         registry.resolve_model_uri(f"models:/{name}/7", settings)
+    from agentcycle.evals.gates import Gate, GateResult
+
+    passed = [GateResult(Gate("accuracy", ">=", 0.5), 1.0, True)]
+    with pytest.raises(ModelError, match="9"):
+        registry.promote(name, "9", passed, settings=settings)
     with pytest.raises(ConfigError, match="bad model name"):
         registry.register_model(tiny_model, "no spaces", settings=settings)
 
