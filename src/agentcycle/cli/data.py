@@ -170,3 +170,22 @@ def split(path: Path = typer.Argument(..., help="The JSONL dataset."),
     console.print(f"wrote {len(train)} to {train_out} and {len(test)} to {test_out}",
                   highlight=False)
 
+
+@app.command("tools")
+@friendly_errors
+def tools_data(spec: Path = typer.Argument(..., help="The tool-use template spec (YAML)."),
+               out: Path = OUT, seed: int = typer.Option(0, help="Slot-filling seed.")) -> None:
+    """Tool-use records (OpenAI fine-tuning format) from templates, run on the real tools."""
+    from agentcycle.finetune.dataprep import write_jsonl
+    from agentcycle.finetune.dataprep.toolcalls import (
+        build_tool_dataset,
+        load_tool_spec,
+        spec_tools,
+    )
+
+    loaded = load_tool_spec(spec)
+    records = build_tool_dataset(loaded, spec_tools(loaded, settings()), seed=seed)
+    write_jsonl(out, records, "tool-use records")
+    calls = sum(any(m.get("tool_calls") for m in r["messages"]) for r in records)
+    console.print(f"wrote {len(records)} tool-use records to {out} ({calls} with calls, "
+                  f"{len(records) - calls} without)", highlight=False)

@@ -5,6 +5,10 @@ Two accepted line shapes:
   ending with an assistant message (the target);
 - ``{"question": "...", "answer": "..."}``: the prompt is built exactly as the RAG
   agent builds it, retrieved context included, when a retriever is given.
+
+A ``messages`` record that offers ``tools`` or holds tool calls (the OpenAI fine-tuning
+format) gives one example per assistant turn, rendered as the serving gate renders it
+(:func:`agentcycle.finetune.dataprep.toolcalls.tool_record_to_examples`).
 """
 
 from __future__ import annotations
@@ -59,7 +63,11 @@ def to_examples(records: list[dict[str, Any]], path: str | Path = "data",
     examples = []
     for record in records:
         where = f"{path}:{record.get('_line', '?')}"
-        if "messages" in record:
+        if "messages" in record and _is_tool_record(record):
+            from agentcycle.finetune.dataprep.toolcalls import tool_record_to_examples
+
+            examples.extend(tool_record_to_examples(record, where))
+        elif "messages" in record:
             examples.append(_from_messages(record["messages"], where))
         elif "question" in record and "answer" in record:
             question, answer = record["question"], record["answer"]
@@ -74,6 +82,13 @@ def to_examples(records: list[dict[str, Any]], path: str | Path = "data",
         else:
             raise DataError(f"{where}: expected 'messages' or 'question' and 'answer'")
     return examples
+
+
+def _is_tool_record(record: dict[str, Any]) -> bool:
+    messages = record["messages"]
+    return "tools" in record or (isinstance(messages, list) and any(
+        isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls"))
+        for m in messages))
 
 
 def _supported(keywords: Any, hits: list) -> bool:
