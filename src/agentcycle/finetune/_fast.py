@@ -5,9 +5,15 @@ output for an example never changes: we compute it once (no grad, bf16) and ever
 epoch starts from that cache, so an epoch costs K layers forward and backward instead
 of the whole model. The loss needs logits only where a label is set (the answer
 tokens), so the vocabulary projection (49K x 576 on SmolLM2, the size of ~4 layers)
-runs on ~30 positions per example instead of all ~300. Batches are length-grouped
-and right-padded: under a causal mask no real token attends to padding, so no padding
-mask is needed.
+runs on ~30 positions per example instead of all ~300.
+
+Shared prefixes are computed once per batch, not once per example. Examples are sorted
+by their tokens, so a batch holds examples that start alike (the six tool schemas of
+a tool-use prompt, ~1,300 tokens; the system prompt and passage shared by paraphrases of
+one fact); the batch's common prefix runs once, its keys and values are broadcast to
+every example, and only the rest (question and answer) runs per example. Gradients
+flow through the shared prefix as through separate copies. Suffixes are right-padded:
+under a causal mask no real token attends to padding, so no padding mask is needed.
 
 The adapter it trains is an ordinary PEFT LoRA adapter: saved, merged and served like
 the one TRL's SFTTrainer writes (method ``lora-trl``, the baseline it is measured against
@@ -46,9 +52,10 @@ class FastOutput:
 
 @dataclass
 class _Batch:
-    hidden: Any  # [B, T, H] bf16: the output of the frozen lower layers
-    labels: Any  # [B, T] long
-    tokens: int
+    prefix: Any  # [1, P, H] bf16: the shared prefix after the frozen layers (P may be 0)
+    hidden: Any  # [B, S, H] bf16: each example's rest after the frozen layers
+    labels: Any  # [B, S] long
+    tokens: int  # real tokens the batch stands for (prefix counted once per example)
 
 
 def train_lora_fast(examples: list[dict], base_model_dir: str | Path, params: Any, *,
@@ -117,51 +124,114 @@ def _autocast():
     return torch.autocast("cpu", dtype=torch.bfloat16) if native_bf16() else nullcontext()
 
 
-def _run_layers(decoder, hidden, layer_range):
-    """Run decoder layers ``layer_range`` on ``hidden`` under a plain causal mask."""
+def _run_layers(decoder, hidden, layer_range, *, start: int = 0, cache=None):
+    """Run decoder layers ``layer_range`` on ``hidden`` (positions from ``start``), under a
+    causal mask that also sees the ``start`` positions already in ``cache``."""
     import torch
-    from transformers.masking_utils import create_causal_mask
 
-    positions = torch.arange(hidden.shape[1]).unsqueeze(0)
-    mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=None,
-                              cache=None, position_ids=positions)
+    length = hidden.shape[1]
+    positions = torch.arange(start, start + length).unsqueeze(0)
+    # None lets SDPA use its own causal kernel; after a prefix the mask must say that
+    # every position sees the whole prefix.
+    mask = (torch.ones(length, start + length, dtype=torch.bool).tril(diagonal=start)
+            [None, None] if start else None)
     rotary = decoder.rotary_emb(hidden, position_ids=positions)
     for index in layer_range:
         hidden = decoder.layers[index](hidden, attention_mask=mask, position_embeddings=rotary,
-                                       position_ids=positions)
+                                       position_ids=positions, cache=cache,
+                                       use_cache=cache is not None)
     return hidden
+
+
+def _with_prefix(decoder, prefix, layer_range, batch: int):
+    """Run the shared prefix once and return (cache broadcast to ``batch``, its length)."""
+    from transformers import DynamicCache
+
+    if prefix is None or prefix.shape[1] == 0:
+        return None, 0
+    cache = DynamicCache(config=decoder.config)
+    _run_layers(decoder, prefix, layer_range, cache=cache)
+    for index in layer_range:
+        layer = cache.layers[index]
+        layer.keys = layer.keys.expand(batch, -1, -1, -1)
+        layer.values = layer.values.expand(batch, -1, -1, -1)
+    return cache, prefix.shape[1]
+
+
+def _common_prefix(group: list[TokenizedExample]) -> int:
+    """Tokens every example of ``group`` shares at the start, none of them labelled, and
+    at least one prompt token left per example (it predicts the first answer token)."""
+    first = group[0]
+    limit = min(len(e) for e in group) - 1
+    for example in group:
+        labelled = next(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+        limit = min(limit, labelled - 1)
+    length = 0
+    while length < limit and all(e.input_ids[length] == first.input_ids[length]
+                                 for e in group[1:]):
+        length += 1
+    return max(length, 0)
 
 
 def _cache_lower_layers(decoder, tokenized: list[TokenizedExample], split: int,
                         batch_size: int, pad_id: int) -> list[_Batch]:
-    """Length-grouped batches with the frozen layers' output computed once."""
+    """Batches of examples that start alike, the frozen layers' output computed once."""
     import torch
 
-    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i]))
+    order = sorted(range(len(tokenized)), key=lambda i: tokenized[i].input_ids)
     batches = []
     for begin in range(0, len(order), batch_size):
         group = [tokenized[i] for i in order[begin:begin + batch_size]]
-        width = max(len(example) for example in group)
-        ids = torch.tensor([e.input_ids + [pad_id] * (width - len(e)) for e in group])
-        labels = torch.tensor([e.labels + [IGNORE_INDEX] * (width - len(e)) for e in group])
+        shared = _common_prefix(group)
+        width = max(len(example) for example in group) - shared
+        ids = torch.tensor([e.input_ids[shared:] + [pad_id] * (width - len(e) + shared)
+                            for e in group])
+        labels = torch.tensor([e.labels[shared:] + [IGNORE_INDEX] * (width - len(e) + shared)
+                               for e in group])
         with torch.no_grad(), _autocast():
-            hidden = _run_layers(decoder, decoder.embed_tokens(ids), range(split))
-        batches.append(_Batch(hidden=hidden.to(torch.bfloat16), labels=labels,
+            prefix = None
+            if shared:
+                prefix = _run_layers(decoder, decoder.embed_tokens(
+                    torch.tensor([group[0].input_ids[:shared]])), range(split))
+            cache, start = _with_prefix_lower(decoder, group[0].input_ids[:shared], split,
+                                              len(group))
+            hidden = _run_layers(decoder, decoder.embed_tokens(ids), range(split),
+                                 start=start, cache=cache)
+        batches.append(_Batch(prefix=None if prefix is None else prefix.to(torch.bfloat16),
+                              hidden=hidden.to(torch.bfloat16), labels=labels,
                               tokens=sum(len(e) for e in group)))
     return batches
 
 
-def _step(model, decoder, batch: _Batch, split: int, trainable, optimizer, scheduler) -> float:
+def _with_prefix_lower(decoder, prefix_ids: list[int], split: int, batch: int):
     import torch
+
+    if not prefix_ids:
+        return None, 0
+    embedded = decoder.embed_tokens(torch.tensor([prefix_ids]))
+    return _with_prefix(decoder, embedded, range(split), batch)
+
+
+def _loss(model, decoder, batch: _Batch, split: int):
+    """Mean cross-entropy over the batch's answer tokens, through the trained layers."""
     import torch.nn.functional as F
 
+    top = range(split, len(decoder.layers))
     with _autocast():
-        hidden = _run_layers(decoder, batch.hidden.float(), range(split, len(decoder.layers)))
+        prefix = None if batch.prefix is None else batch.prefix.float()
+        cache, start = _with_prefix(decoder, prefix, top, batch.hidden.shape[0])
+        hidden = _run_layers(decoder, batch.hidden.float(), top, start=start, cache=cache)
         hidden = decoder.norm(hidden)
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE_INDEX
         logits = model.get_base_model().lm_head(hidden[:, :-1][keep])
-    loss = F.cross_entropy(logits.float(), targets[keep])
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+def _step(model, decoder, batch: _Batch, split: int, trainable, optimizer, scheduler) -> float:
+    import torch
+
+    loss = _loss(model, decoder, batch, split)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     optimizer.step()
