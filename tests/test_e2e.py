@@ -6,13 +6,14 @@ import json
 import pytest
 
 from agentcycle.demo import DemoOptions, run_demo
-from agentcycle.finetune import LoraParams
+from agentcycle.finetune import TrainParams
 
 
 @pytest.mark.slow
 def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
-    options = DemoOptions(test_limit=4, train_limit=8, concurrency=4, max_tokens=24,
-                          params=LoraParams(max_steps=3, batch_size=2))
+    options = DemoOptions(test_limit=4, train_limit=8, tool_test_limit=2, tool_records=2,
+                          concurrency=4, max_tokens=24,
+                          params=TrainParams(max_steps=3, batch_size=2, max_length=2048))
     result = run_demo(settings, options)
 
     base, tuned = result.summaries
@@ -33,10 +34,16 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     report = json.loads((result.report_dir / "report.json").read_text())
     assert [m["label"] for m in report["models"]] == ["base", "fine-tuned"]
     assert report["finetune_steps"] == 3
-    assert report["train_examples"] == report["train_pairs"] == 8
+    assert report["train_pairs"] == report["rag_examples"] == 8
+    # one tool record with a call is two examples (the call, the answer after the result)
+    assert report["train_examples"] == 8 + report["tool_examples"] >= 8 + 2
+    assert [t["label"] for t in report["tool_use"]] == ["base", "fine-tuned"]
+    assert report["tool_use"][1]["cases"] == 2 and 0 <= report["tools_paired"]["mcnemar_p"] <= 1
+    assert 0 <= report["rag_paired"]["mcnemar_p"] <= 1
     assert (result.report_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (result.report_dir / "report.md").read_text()
     assert "Fine-tuning changed accuracy" in markdown and "list price" in markdown
+    assert "McNemar" in markdown and "## Tool use: 2 held-out tool prompts" in markdown
     assert report["reference_cost_per_1k_tokens"] > 0  # gpt-4o-mini is in LiteLLM's map
 
     assert (result.tuned_model_dir / "model.safetensors").is_file()

@@ -1,7 +1,8 @@
 """The lifecycle on the legal example, end to end, composed from the phase packages.
 
-ingest -> evaluate the base model with RAG on the test split -> fine-tune on the train
-split -> serve the tuned model -> route the agent to it -> evaluate again -> report.
+ingest -> evaluate the base model (RAG on the test split, tool use on the held-out tool
+suite) -> fine-tune one adapter on both train sets -> serve the tuned model -> route the
+agents to it -> evaluate again -> compare, paired (McNemar), with intervals -> report.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,33 +20,51 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agentcycle.evals import CallableTarget, ScoreContext, Suite, load_suite, publish
 from agentcycle.evals.runner import run_suite_sync
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
-from agentcycle.finetune import LoraParams, finetune, read_jsonl, to_examples
+from agentcycle.examples.legal import LEGAL_TOOL_PROMPT
+from agentcycle.finetune import TrainParams, finetune, read_jsonl, to_examples
+from agentcycle.finetune.dataprep import sample_per_fact
 from agentcycle.models import chat_model_dir, embedding_model_dir
 from agentcycle.rag import Embedder, RagAgent, ingest
-from agentcycle.report import ModelEval, write_report
+from agentcycle.report import ModelEval, ToolEval, write_report
 from agentcycle.router import Router
 from agentcycle.router.backends import cloud_backend, local_backend
 from agentcycle.serving import ModelServer
 from agentcycle.settings import Settings
 
 
+def _default_params() -> TrainParams:
+    # Measured in docs/benchmarks.md: LoRA on the top 8 of 30 layers, 2 epochs.
+    return TrainParams(epochs=2.0, learning_rate=2e-3, top_layers=8, batch_size=8,
+                       max_length=2048, save_steps=0)
+
+
 @dataclass
 class DemoOptions:
-    test_limit: int | None = None  # evaluate on the first N test cases only
-    train_limit: int | None = None
-    params: LoraParams = field(
-        default_factory=lambda: LoraParams(epochs=3.0, learning_rate=2e-3))
-    concurrency: int = 8
+    seed: int = 7
+    test_limit: int | None = None  # RAG: the first N test questions (default: all)
+    tool_test_limit: int | None = 40  # tool use: the first N held-out cases (None: all)
+    wordings_per_fact: int = 2  # RAG training questions per fact of the Act (6 exist)
+    train_limit: int | None = None  # at most N RAG training pairs (a quick slice)
+    tool_records: int | None = 128  # tool-use training records (None: all)
+    tools: bool = True  # the tool-use half of the demo
+    params: TrainParams = field(default_factory=_default_params)
+    concurrency: int = 4
     max_tokens: int = 48
-    # One passage: the cited section ranks first for 75% of the test questions (88% in
-    # the top 2), and a 135M model extracts far better from one passage than from two;
-    # it also halves the tokens per training step (docs/benchmarks.md).
+    # One passage: the cited section ranks first for most test questions, and a 135M
+    # model extracts far better from one passage than from two (docs/benchmarks.md).
     top_k: int = 1
+
+    @classmethod
+    def full(cls, **overrides: Any) -> DemoOptions:
+        """The longer recipe: every wording, every tool record, every test case."""
+        return cls(**{"wordings_per_fact": 6, "tool_records": None, "tool_test_limit": None,
+                      **overrides})
 
 
 @dataclass
 class DemoResult:
     summaries: list[ModelEval]
+    tool_summaries: list[ToolEval]
     report_dir: Path
     tuned_model_dir: Path
     finetune_run_id: str
@@ -58,12 +78,10 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
     console = console or Console()
     started = time.perf_counter()
     out = settings.ensure_home() / "demo"
-    out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
-    logs.mkdir(exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
     suite = load_suite(legal_suite_path()).limited(options.test_limit)
-    test_cases = suite.cases
-    train_records = read_jsonl(legal_split("train"))[: options.train_limit]
+    tool_suite = load_suite(legal_tools_suite_path()).limited(options.tool_test_limit)
     key = secrets.token_urlsafe(16)  # the demo's servers refuse requests without it
 
     with _progress(console) as progress, contextlib.ExitStack() as stack:
@@ -75,74 +93,134 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         task = progress.add_task("ingest the statute into Qdrant", total=None)
         ingest(legal_corpus_dir(), LEGAL_COLLECTION, settings, embedder=embedder,
                progress=lambda d, t: progress.update(task, completed=d, total=t))
-
-        task = progress.add_task("serve the base model", total=1)
-        base = stack.enter_context(ModelServer(base_dir, api_key=key, model_name="base",
-                                               log_file=logs / "base-server.log"))
-        progress.update(task, completed=1)
-        base_backend = local_backend("base", base.base_url, base.model_name, key)
-        base_agent = RagAgent(settings, LEGAL_COLLECTION, Router([base_backend]),
-                              embedder=embedder, max_tokens=options.max_tokens,
-                              top_k=options.top_k)
         context = ScoreContext(settings=settings, embedder=embedder)
+        tools = _legal_tools(settings, embedder) if options.tools else []
+
+        base_backend = _serve(stack, progress, base_dir, "base", key, logs)
+        base_agent = _rag_agent(settings, Router([base_backend]), embedder, options)
         summaries = [_evaluate(progress, "evaluate base + RAG on the test split", base_agent,
                                suite, context, "base", options)]
+        tool_summaries = []
+        if options.tools:
+            tool_summaries.append(_evaluate_tools(
+                progress, "evaluate base + tools on held-out tool prompts",
+                _tool_agent(settings, Router([base_backend]), tools, options), tool_suite,
+                context, "base", options))
 
-        task = progress.add_task("fine-tune (LoRA) on the train split", total=None)
-        examples = to_examples(train_records, legal_split("train"), retrieve=base_agent.retrieve)
+        examples, counts = _training_examples(options, base_agent)
+        task = progress.add_task("fine-tune (LoRA) on both train sets", total=None)
         tuned = finetune(examples, out / "legal-tuned", base_dir, settings, options.params,
                          overwrite=True, run_name="demo-finetune",
                          on_step=lambda s, t, loss: progress.update(
                              task, completed=s, total=t,
-                             description=f"fine-tune (LoRA) on the train split, loss "
+                             description=f"fine-tune (LoRA) on both train sets, loss "
                                          f"{loss if loss is not None else float('nan'):.3f}"))
 
-        task = progress.add_task("serve the fine-tuned model", total=1)
-        server = stack.enter_context(ModelServer(tuned.model_dir, api_key=key,
-                                                 model_name="legal-tuned",
-                                                 log_file=logs / "tuned-server.log"))
-        progress.update(task, completed=1)
-        tuned_backend = local_backend("legal-tuned", server.base_url, server.model_name, key)
+        tuned_backend = _serve(stack, progress, tuned.model_dir, "legal-tuned", key, logs)
         cloud = _cloud(settings)
         router = Router([tuned_backend, base_backend, *cloud],
                         energy_usd_per_hour=settings.energy_usd_per_hour)
-        tuned_agent = RagAgent(settings, LEGAL_COLLECTION, router, embedder=embedder,
-                               max_tokens=options.max_tokens, top_k=options.top_k)
-        summaries.append(_evaluate(progress, "evaluate fine-tuned + RAG (routed)", tuned_agent,
-                                   suite, context, "fine-tuned", options))
+        summaries.append(_evaluate(progress, "evaluate fine-tuned + RAG (routed)",
+                                   _rag_agent(settings, router, embedder, options), suite,
+                                   context, "fine-tuned", options))
+        if options.tools:
+            tool_summaries.append(_evaluate_tools(
+                progress, "evaluate fine-tuned + tools on held-out tool prompts",
+                _tool_agent(settings, Router([tuned_backend]), tools, options), tool_suite,
+                context, "fine-tuned", options))
         if cloud:
-            cloud_agent = RagAgent(settings, LEGAL_COLLECTION, Router(cloud), embedder=embedder,
-                                   max_tokens=options.max_tokens, top_k=options.top_k)
             summaries.append(_evaluate(progress, f"evaluate {settings.cloud_model} + RAG",
-                                       cloud_agent, suite, context, "cloud", options))
+                                       _rag_agent(settings, Router(cloud), embedder, options),
+                                       suite, context, "cloud", options))
 
     seconds = time.perf_counter() - started
-    write_report(out, summaries, extra={
+    write_report(out, summaries, tool_summaries=tool_summaries, extra={
         "finetune_run_id": tuned.run_id, "finetune_steps": tuned.steps,
         "finetune_seconds": round(tuned.seconds, 1), "final_train_loss": tuned.final_loss,
-        "tuned_model_dir": str(tuned.model_dir), "demo_seconds": round(seconds, 1),
-        "test_cases": len(test_cases), "train_examples": len(examples),
-        "train_pairs": len(train_records),
+        "finetune_tokens": tuned.tokens, "tuned_model_dir": str(tuned.model_dir),
+        "demo_seconds": round(seconds, 1), "test_cases": len(suite.cases),
+        "tool_test_cases": len(tool_suite.cases) if options.tools else 0,
+        "train_examples": len(examples), **counts, "seed": options.seed,
     })
-    return DemoResult(summaries, out, tuned.model_dir, tuned.run_id, seconds)
+    return DemoResult(summaries, tool_summaries, out, tuned.model_dir, tuned.run_id, seconds)
 
 
 def legal_suite_path() -> Path:
     return legal_corpus_dir().parent / "suites" / "legal-test.yaml"
 
 
-def _evaluate(progress: Progress, title: str, agent: RagAgent, suite: Suite,
-              context: ScoreContext, label: str, options: DemoOptions) -> ModelEval:
-    """One evaluation is one eval run of the legal suite (JSON, HTML, MLflow), uncached:
+def legal_tools_suite_path() -> Path:
+    return legal_corpus_dir().parent / "suites" / "legal-tools.yaml"
+
+
+def legal_tool_records_path() -> Path:
+    return legal_corpus_dir().parent / "tooluse" / "train.jsonl"
+
+
+def _training_examples(options: DemoOptions, base_agent: RagAgent) -> tuple[list, dict]:
+    """RAG pairs (prompts built with the agent's own retrieval) plus tool-use turns."""
+    records = sample_per_fact(read_jsonl(legal_split("train")), options.wordings_per_fact,
+                              seed=options.seed)[: options.train_limit]
+    examples = to_examples(records, legal_split("train"), retrieve=base_agent.retrieve)
+    counts = {"train_pairs": len(records), "rag_examples": len(examples)}
+    if options.tools:
+        tool_records = read_jsonl(legal_tool_records_path())[: options.tool_records]
+        tool_examples = to_examples(tool_records, legal_tool_records_path())
+        examples += tool_examples
+        counts |= {"tool_records": len(tool_records), "tool_examples": len(tool_examples)}
+    return examples, counts
+
+
+def _serve(stack: contextlib.ExitStack, progress: Progress, model_dir: Path, name: str,
+           key: str, logs: Path):
+    task = progress.add_task(f"serve the {name} model", total=1)
+    server = stack.enter_context(ModelServer(model_dir, api_key=key, model_name=name,
+                                             log_file=logs / f"{name}-server.log"))
+    progress.update(task, completed=1)
+    return local_backend(name, server.base_url, server.model_name, key)
+
+
+def _rag_agent(settings: Settings, router: Router, embedder: Embedder,
+               options: DemoOptions) -> RagAgent:
+    return RagAgent(settings, LEGAL_COLLECTION, router, embedder=embedder,
+                    max_tokens=options.max_tokens, top_k=options.top_k)
+
+
+def _legal_tools(settings: Settings, embedder: Embedder) -> list:
+    from agentcycle.examples.legal.tools import legal_tools
+
+    return legal_tools(settings, embedder=embedder)
+
+
+def _tool_agent(settings: Settings, router: Router, tools: list, options: DemoOptions):
+    from agentcycle.agents.tools import ToolAgent
+
+    return ToolAgent(router, tools, system_prompt=LEGAL_TOOL_PROMPT, max_steps=3,
+                     max_tokens=96, settings=settings)
+
+
+def _evaluate(progress: Progress, title: str, agent: Any, suite: Suite,
+              context: ScoreContext, label: str, options: DemoOptions,
+              concurrency: int | None = None) -> ModelEval:
+    """One evaluation is one eval run of a legal suite (JSON, HTML, MLflow), uncached:
     the demo's models are new each time."""
     task = progress.add_task(title, total=len(suite.cases))
-    target = CallableTarget(agent.run, key=f"demo:{label}")
-    run = run_suite_sync(suite, target, concurrency=options.concurrency, retries=1,
-                         context=context, label=f"demo-{label}",
+    target = CallableTarget(agent.run, key=f"demo:{suite.name}:{label}")
+    run = run_suite_sync(suite, target, concurrency=concurrency or options.concurrency,
+                         retries=1, context=context, label=f"demo-{label}",
                          progress=lambda done, total: progress.update(task, completed=done))
     publish(run, settings=context.settings, params={"top_k": options.top_k,
-                                                     "max_tokens": options.max_tokens})
+                                                     "max_tokens": options.max_tokens,
+                                                     "seed": options.seed})
     return ModelEval(label, run)
+
+
+def _evaluate_tools(progress: Progress, title: str, agent: Any, suite: Suite,
+                    context: ScoreContext, label: str, options: DemoOptions) -> ToolEval:
+    # One at a time: the engine's continuous batching slows ~1.4K-token tool prompts
+    # sharply when several run together (docs/benchmarks.md).
+    run = _evaluate(progress, title, agent, suite, context, label, options, concurrency=1).run
+    return ToolEval(label, run, suite.cases)
 
 
 def _cloud(settings: Settings) -> list:

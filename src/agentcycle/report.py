@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcycle.evals.compare import paired_flips
+from agentcycle.evals.compare import mcnemar_exact, paired_flips
 from agentcycle.evals.results import CaseResult, EvalRun, atomic_write, wilson_interval
 
 # The legal suite's scorer whose pass rate is the demo's headline accuracy.
@@ -78,6 +78,50 @@ class ModelEval:
                 "results": [r.model_dump(mode="json") for r in self.results]}
 
 
+# A tool-use case is right when its call decision, tool and arguments all are.
+TOOL_DECISION_SCORERS = ("valid_tool_calls", "right_tool", "exact_args", "no_call")
+TOOL_FIGURES = [("valid_call_rate", "valid call JSON"), ("right_tool", "right tool"),
+                ("exact_args", "exact arguments"), ("no_call_precision", "no-call precision"),
+                ("no_call_recall", "no-call recall"), ("task_success", "task success")]
+
+
+@dataclass
+class ToolEval:
+    """One model's run of the tool-use suite, seen through the tool-use figures."""
+
+    label: str
+    run: EvalRun
+    cases: list[Any]
+
+    @property
+    def figures(self) -> dict[str, float | None]:
+        from agentcycle.evals.scorers import tool_use_figures
+
+        return tool_use_figures(self.run.results, self.cases)
+
+    def passed(self) -> dict[str, bool]:
+        return {r.id: r.error is None and all(
+            name in r.scores and r.scores[name].passed for name in TOOL_DECISION_SCORERS)
+            for r in self.run.results}
+
+    @property
+    def accuracy(self) -> float:
+        passed = self.passed()
+        return sum(passed.values()) / len(passed) if passed else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "run_id": self.run.run_id, "figures": self.figures,
+                "accuracy": self.accuracy, "cases": len(self.run.results)}
+
+
+def paired_test(base: dict[str, bool], tuned: dict[str, bool]) -> tuple[int, int, float]:
+    """(fixed, broken, exact McNemar p) over the cases both runs answered."""
+    common = base.keys() & tuned.keys()
+    fixed = sum(tuned[c] and not base[c] for c in common)
+    broken = sum(base[c] and not tuned[c] for c in common)
+    return fixed, broken, mcnemar_exact(fixed, broken)
+
+
 def reference_cost_per_1k(summary: ModelEval, model: str = REFERENCE_CLOUD_MODEL) -> float:
     """What the same prompt and completion tokens would cost at a cloud model's list
     price (LiteLLM's price map): priced, not run, and labelled so in the report."""
@@ -90,17 +134,54 @@ def reference_cost_per_1k(summary: ModelEval, model: str = REFERENCE_CLOUD_MODEL
     return 1000 * list_price(model, prompt, completion) / (prompt + completion)
 
 
-def write_report(folder: Path, summaries: list[ModelEval], extra: dict[str, Any]) -> None:
+def write_report(folder: Path, summaries: list[ModelEval], extra: dict[str, Any], *,
+                 tool_summaries: list[ToolEval] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    tool_summaries = tool_summaries or []
     extra = {**extra, "reference_cloud_model": REFERENCE_CLOUD_MODEL,
              "reference_cost_per_1k_tokens": reference_cost_per_1k(summaries[-1])}
-    data = {"models": [s.as_dict() for s in summaries], **extra}
+    if len(summaries) >= 2:
+        extra["rag_paired"] = dict(zip(("fixed", "broken", "mcnemar_p"), paired_test(
+            accuracy_passes(summaries[0]), accuracy_passes(summaries[1])), strict=True))
+    if len(tool_summaries) >= 2:
+        extra["tools_paired"] = dict(zip(("fixed", "broken", "mcnemar_p"), paired_test(
+            tool_summaries[0].passed(), tool_summaries[1].passed()), strict=True))
+    data = {"models": [s.as_dict() for s in summaries],
+            "tool_use": [t.as_dict() for t in tool_summaries], **extra}
     atomic_write(folder / "report.json", json.dumps(data, indent=2, default=str))
-    atomic_write(folder / "report.md", render_markdown(summaries, extra))
+    atomic_write(folder / "report.md", render_markdown(summaries, extra, tool_summaries))
     write_chart(folder / "report.png", summaries, extra["reference_cost_per_1k_tokens"])
 
 
-def render_markdown(summaries: list[ModelEval], extra: dict[str, Any]) -> str:
+def accuracy_passes(summary: ModelEval) -> dict[str, bool]:
+    return {r.id: r.error is None and ACCURACY_SCORER in r.scores
+            and r.scores[ACCURACY_SCORER].passed for r in summary.results}
+
+
+def render_tool_markdown(tool_summaries: list[ToolEval], extra: dict[str, Any]) -> list[str]:
+    if not tool_summaries:
+        return []
+    lines = ["", f"## Tool use: {extra.get('tool_test_cases')} held-out tool prompts", "",
+             "| figure | " + " | ".join(t.label for t in tool_summaries) + " |",
+             "|---|" + "---|" * len(tool_summaries)]
+    figures = [t.figures for t in tool_summaries]
+    for key, title in TOOL_FIGURES:
+        cells = ["n/a" if f[key] is None else f"{f[key]:.1%}" for f in figures]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    cells = []
+    for t in tool_summaries:
+        n = len(t.run.results)
+        low, high = wilson_interval(round(t.accuracy * n), n)
+        cells.append(f"{t.accuracy:.1%} ({low:.0%}-{high:.0%})")
+    lines.append("| all decisions right (95% CI) | " + " | ".join(cells) + " |")
+    if paired := extra.get("tools_paired"):
+        lines += ["", f"Paired over the same prompts: {paired['fixed']} fixed, "
+                      f"{paired['broken']} broken, exact McNemar p = {paired['mcnemar_p']:.2g}."]
+    return lines
+
+
+def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
+                    tool_summaries: list[ToolEval] | None = None) -> str:
     lines = ["# agentcycle demo report", "",
              f"Legal example, test split: {extra.get('test_cases')} questions never seen in "
              f"training. Fine-tuned on {extra.get('train_examples')} train examples in "
@@ -121,8 +202,10 @@ def render_markdown(summaries: list[ModelEval], extra: dict[str, Any]) -> str:
                       f"({base.accuracy:.1%} -> {tuned.accuracy:.1%}): {fixed} questions fixed, "
                       f"{broken} broken. 95% intervals (Wilson): base "
                       f"{base.accuracy_ci95[0]:.0%}-{base.accuracy_ci95[1]:.0%}, fine-tuned "
-                      f"{tuned.accuracy_ci95[0]:.0%}-{tuned.accuracy_ci95[1]:.0%}; with "
-                      f"{tuned.cases} questions, a few flips move the margin by several points."]
+                      f"{tuned.accuracy_ci95[0]:.0%}-{tuned.accuracy_ci95[1]:.0%}; exact "
+                      f"McNemar p = {extra['rag_paired']['mcnemar_p']:.2g} over "
+                      f"{tuned.cases} questions."]
+    lines += render_tool_markdown(tool_summaries or [], extra)
     lines += ["", f"For reference, the same tokens at {extra['reference_cloud_model']}'s list "
               f"price (LiteLLM's price map; priced, not run) would cost "
               f"${extra['reference_cost_per_1k_tokens']:.5f} per 1K tokens."]

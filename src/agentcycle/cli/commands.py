@@ -18,34 +18,76 @@ from agentcycle.cli._common import (
 
 @friendly_errors
 def demo(
-    test_limit: int | None = typer.Option(None, help="Evaluate on the first N test cases."),
-    train_limit: int | None = typer.Option(None, help="Train on the first N train cases."),
-    epochs: float = typer.Option(3.0),
+    seed: int = typer.Option(7, help="Seed of the training data choice and the fine-tune."),
+    full: bool = typer.Option(False, "--full", help="The longer recipe: every training "
+                              "wording and tool record, every test case."),
+    tools: bool = typer.Option(True, "--tools/--no-tools", help="Also fine-tune and "
+                               "evaluate tool use."),
+    test_limit: int | None = typer.Option(None, help="Evaluate RAG on the first N test cases."),
+    tool_test_limit: int | None = typer.Option(None, help="Evaluate tool use on the first N "
+                                               "held-out cases (default 40; --full: all)."),
+    wordings_per_fact: int | None = typer.Option(None, help="RAG training questions per fact "
+                                                 "(default 2; --full: 6)."),
+    epochs: float = typer.Option(2.0),
     lr: float = typer.Option(2e-3, help="Learning rate."),
     max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
     top_k: int = typer.Option(1, help="Passages retrieved per question."),
-    top_layers: int = typer.Option(12, help="LoRA on the top N layers (0: all; slower, "
-                                            "better: docs/benchmarks.md)."),
+    top_layers: int = typer.Option(8, help="LoRA on the top N layers (0: all; slower)."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
     from agentcycle.demo import DemoOptions, run_demo
-    from agentcycle.finetune import LoraParams
+    from agentcycle.finetune import TrainParams
 
-    options = DemoOptions(test_limit=test_limit, train_limit=train_limit, top_k=top_k,
-                          params=LoraParams(epochs=epochs, learning_rate=lr,
-                                            max_steps=max_steps, top_layers=top_layers or None))
+    params = TrainParams(epochs=epochs, learning_rate=lr, max_steps=max_steps, batch_size=8,
+                         top_layers=top_layers or None, max_length=2048, save_steps=0,
+                         seed=seed)
+    chosen = {"seed": seed, "tools": tools, "test_limit": test_limit, "top_k": top_k,
+              "params": params}
+    if tool_test_limit is not None:
+        chosen["tool_test_limit"] = tool_test_limit
+    if wordings_per_fact is not None:
+        chosen["wordings_per_fact"] = wordings_per_fact
+    options = DemoOptions.full(**chosen) if full else DemoOptions(**chosen)
     result = run_demo(settings(), options, console)
-    table = Table(title="base vs fine-tuned (RAG, legal test split)")
-    for column in ("model", "accuracy", "similarity", "p50 latency ms", "tokens/s",
-                   "$ per 1K tokens", "errors"):
-        table.add_column(column)
-    for s in result.summaries:
-        table.add_row(s.label, f"{s.accuracy:.1%}", f"{s.similarity:.3f}",
-                      f"{s.p50_latency_ms:.0f}", f"{s.tokens_per_s:.1f}",
-                      f"{s.cost_per_1k_tokens:.5f}", str(s.errors))
-    console.print(table)
+    console.print(_rag_table(result))
+    if result.tool_summaries:
+        console.print(_tool_table(result))
     console.print(f"report: {result.report_dir / 'report.md'} (+ report.json, report.png); "
                   f"took {result.seconds:.0f} s")
+
+
+def _rag_table(result) -> Table:
+    from agentcycle.report import accuracy_passes, paired_test
+
+    table = Table(title="RAG, legal test split: base vs fine-tuned")
+    for column in ("model", "accuracy (95% CI)", "p50 ms", "$ per 1K tok", "errors"):
+        table.add_column(column)
+    for s in result.summaries:
+        low, high = s.accuracy_ci95
+        table.add_row(s.label, f"{s.accuracy:.1%} ({low:.0%}-{high:.0%})",
+                      f"{s.p50_latency_ms:.0f}", f"{s.cost_per_1k_tokens:.5f}", str(s.errors))
+    if len(result.summaries) >= 2:
+        fixed, broken, p = paired_test(accuracy_passes(result.summaries[0]),
+                                       accuracy_passes(result.summaries[1]))
+        table.caption = f"{fixed} fixed, {broken} broken; exact McNemar p = {p:.2g}"
+    return table
+
+
+def _tool_table(result) -> Table:
+    from agentcycle.report import TOOL_FIGURES, paired_test
+
+    table = Table(title="Tool use, held-out prompts: base vs fine-tuned")
+    table.add_column("figure")
+    for t in result.tool_summaries:
+        table.add_column(t.label)
+    figures = [t.figures for t in result.tool_summaries]
+    for key, title in TOOL_FIGURES:
+        table.add_row(title, *["n/a" if f[key] is None else f"{f[key]:.1%}" for f in figures])
+    if len(result.tool_summaries) >= 2:
+        fixed, broken, p = paired_test(result.tool_summaries[0].passed(),
+                                       result.tool_summaries[1].passed())
+        table.caption = f"{fixed} fixed, {broken} broken; exact McNemar p = {p:.2g}"
+    return table
 
 
 @friendly_errors

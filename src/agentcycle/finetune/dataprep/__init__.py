@@ -10,7 +10,7 @@ from agentcycle.finetune.dataprep.generate import (
 )
 from agentcycle.finetune.dataprep.leakage import Leak, find_leaks, normalise
 from agentcycle.finetune.dataprep.preference import check_pair, dpo_from_eval, dpo_from_feedback
-from agentcycle.finetune.dataprep.split import split_records
+from agentcycle.finetune.dataprep.split import sample_per_fact, split_records
 from agentcycle.finetune.dataprep.traces import (
     Collected,
     from_langfuse,
@@ -25,6 +25,7 @@ __all__ = [
     "Collected", "DatasetReport", "GenerationReport", "Leak", "check_pair", "dpo_from_eval",
     "dpo_from_feedback", "find_leaks", "from_langfuse", "from_mlflow", "generate_offline",
     "generate_with_teacher", "mlflow_calls", "normalise", "parse_teacher_reply",
-    "render_card", "report_tables", "router_feedback", "sft_from_eval", "split_records",
+    "render_card", "report_tables", "router_feedback", "sample_per_fact", "sft_from_eval",
+    "split_records",
     "validate_dataset", "write_card", "write_jsonl",
 ]

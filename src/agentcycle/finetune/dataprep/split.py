@@ -92,3 +92,20 @@ def _groups(records: list[Record]) -> list[list[int]]:
     for i in range(len(records)):
         groups.setdefault(root(i), []).append(i)
     return list(groups.values())
+
+
+def sample_per_fact(records: list[Record], per_fact: int, *, seed: int = 7) -> list[Record]:
+    """At most ``per_fact`` wordings of each fact (its ``fact`` id, else its key facts), in
+    a seeded choice: a smaller training set that still covers every fact."""
+    import random
+
+    by_fact: dict[str, list[Record]] = {}
+    for record in records:
+        by_fact.setdefault(str(record.get("fact") or fact_key(record)), []).append(record)
+    rng = random.Random(seed)
+    chosen = []
+    for key in sorted(by_fact):
+        wordings = list(by_fact[key])
+        rng.shuffle(wordings)
+        chosen.extend(wordings[:per_fact])
+    return chosen
