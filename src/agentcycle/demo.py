@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
+from agentcycle._progress import phase_progress
 from agentcycle.evals import CallableTarget, ScoreContext, Suite, load_suite, publish
 from agentcycle.evals.runner import run_suite_sync
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
@@ -84,7 +85,7 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
     tool_suite = load_suite(legal_tools_suite_path()).limited(options.tool_test_limit)
     key = secrets.token_urlsafe(16)  # the demo's servers refuse requests without it
 
-    with _progress(console) as progress, contextlib.ExitStack() as stack:
+    with phase_progress(console) as progress, contextlib.ExitStack() as stack:
         task = progress.add_task("prepare the bundled models", total=None)
         base_dir = chat_model_dir(settings)
         embedder = Embedder(embedding_model_dir(settings))
@@ -226,8 +227,3 @@ def _evaluate_tools(progress: Progress, title: str, agent: Any, suite: Suite,
 def _cloud(settings: Settings) -> list:
     backend = cloud_backend(settings)
     return [backend] if backend else []
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
