@@ -51,6 +51,11 @@ def test_public_api_is_deliberate():
     assert agentcycle.agents.__all__ == [
         "Agent", "AgentResult", "BaseAgent", "Source", "Step", "Tool", "ToolAgent",
         "ToolCallRecord", "ToolError", "tool"]
+    assert agentcycle.finetune.__all__ == [
+        "DiskFullError", "ExportResult", "FinetuneJob", "FinetuneResult", "LoraParams",
+        "ModelVersion", "TokenizedExample", "TrainParams", "export_gguf", "finetune",
+        "finetune_job_manifest", "promote", "read_jsonl", "register_model",
+        "resolve_model_uri", "to_examples", "tokenize_example"]
     for module in (agentcycle.agents, agentcycle.evals, agentcycle.finetune,
                    agentcycle.observe, agentcycle.rag, agentcycle.router, agentcycle.serving):
         assert all(hasattr(module, name) for name in module.__all__), module.__name__

@@ -1,6 +1,9 @@
-"""Fine-tune phase: LoRA SFT on the bundled (or any HF) model, merged for serving."""
+"""Fine-tune phase: LoRA (fast CPU loop or TRL), QLoRA, full, DPO and Unsloth behind one
+``finetune()``, merged for serving; GGUF export; the MLflow model registry; a Kubernetes
+Job for a GPU node. Dataset preparation lives in :mod:`agentcycle.finetune.dataprep`."""
 
 from agentcycle.finetune.data import read_jsonl, to_examples
+from agentcycle.finetune.export import ExportResult, export_gguf
 from agentcycle.finetune.k8s import FinetuneJob, finetune_job_manifest
 from agentcycle.finetune.registry import (
     ModelVersion,
@@ -8,6 +11,7 @@ from agentcycle.finetune.registry import (
     register_model,
     resolve_model_uri,
 )
+from agentcycle.finetune.tokenize import TokenizedExample, tokenize_example
 from agentcycle.finetune.train import (
     DiskFullError,
     FinetuneResult,
@@ -16,7 +20,7 @@ from agentcycle.finetune.train import (
     finetune,
 )
 
-__all__ = ["DiskFullError", "FinetuneResult", "LoraParams", "TrainParams", "finetune",
-           "read_jsonl", "to_examples",
-           "FinetuneJob", "ModelVersion", "finetune_job_manifest", "promote", "register_model",
-           "resolve_model_uri"]
+__all__ = ["DiskFullError", "ExportResult", "FinetuneJob", "FinetuneResult", "LoraParams",
+           "ModelVersion", "TokenizedExample", "TrainParams", "export_gguf", "finetune",
+           "finetune_job_manifest", "promote", "read_jsonl", "register_model",
+           "resolve_model_uri", "to_examples", "tokenize_example"]

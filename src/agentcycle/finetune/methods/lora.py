@@ -38,14 +38,12 @@ def train_trl(examples: list[dict], base_model_dir: Path, work_dir: Path, params
 
 def train_fast(examples: list[dict], base_model_dir: Path, work_dir: Path, params: Any,
                on_step: StepCallback | None, resume: bool) -> TrainOutput:
-    """The lead's fast loop (finetune/_fast.py) on a CPU; TRL where it is absent or on a GPU."""
+    """The fast loop (finetune/_fast.py) on a CPU; TRL's trainer on a GPU."""
     import torch
 
-    try:
-        from agentcycle.finetune._fast import train_lora_fast
-    except ImportError:
-        train_lora_fast = None
-    if train_lora_fast is None or torch.cuda.is_available():
+    from agentcycle.finetune._fast import train_lora_fast
+
+    if torch.cuda.is_available():
         return train_trl(examples, base_model_dir, work_dir, params, on_step, resume)
     out = train_lora_fast(examples, base_model_dir, params, work_dir=work_dir, resume=resume,
                           save_steps=params.save_steps, on_step=on_step)
