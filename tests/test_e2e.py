@@ -40,6 +40,16 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     assert [t["label"] for t in report["tool_use"]] == ["base", "fine-tuned"]
     assert report["tool_use"][1]["cases"] == 2 and 0 <= report["tools_paired"]["mcnemar_p"] <= 1
     assert 0 <= report["rag_paired"]["mcnemar_p"] <= 1
+    # registered with its metrics and lineage; @champion moves only if every gate passed
+    from agentcycle.finetune.registry import list_versions
+
+    registered = report["registry"]
+    (version,) = [v for v in list_versions("legal-tuned", settings)
+                  if v.version == registered["version"]]
+    assert version.tags["agentcycle.finetune_run"] == result.finetune_run_id
+    assert "metric.legal-test.keywords.pass_rate" in version.tags
+    gates_passed = all(g.split(": ")[1].startswith("pass") for g in registered["gates"])
+    assert ("champion" in version.aliases) == gates_passed
     assert (result.report_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (result.report_dir / "report.md").read_text()
     assert "Fine-tuning changed accuracy" in markdown and "list price" in markdown

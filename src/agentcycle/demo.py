@@ -141,8 +141,11 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
                                        _rag_agent(settings, Router(cloud), embedder, options),
                                        suite, context, "cloud", options))
 
+    tuned_runs = [summaries[1].run.run_id] + [t.run.run_id for t in tool_summaries[1:]]
+    registry = register_tuned(settings, tuned.model_dir, tuned.run_id, tuned_runs)
     seconds = time.perf_counter() - started
     write_report(out, summaries, tool_summaries=tool_summaries, extra={
+        "registry": registry,
         "finetune_run_id": tuned.run_id, "finetune_steps": tuned.steps,
         "finetune_seconds": round(tuned.seconds, 1), "final_train_loss": tuned.final_loss,
         "finetune_tokens": tuned.tokens, "tuned_model_dir": str(tuned.model_dir),
@@ -151,6 +154,37 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         "train_examples": len(examples), **counts, "seed": options.seed,
     })
     return DemoResult(summaries, tool_summaries, out, tuned.model_dir, tuned.run_id, seconds)
+
+
+def register_tuned(settings: Settings, model_dir: Path, finetune_run: str,
+                   eval_runs: list[str], name: str = "legal-tuned") -> dict[str, Any]:
+    """Register the tuned model with its eval metrics and data lineage; move @champion
+    to it only when every gate of its eval runs passed."""
+    from agentcycle.finetune.registry import (
+        PromotionRefused,
+        eval_evidence,
+        finetune_lineage,
+        promote,
+        register_model,
+    )
+
+    metrics, lineage, gates = {}, finetune_lineage(finetune_run, settings), []
+    for run_id in eval_runs:
+        run_metrics, run_lineage, run_gates = eval_evidence(run_id, settings=settings)
+        suite = run_lineage["eval_suite"]
+        metrics |= {f"{suite}.{k}": v for k, v in run_metrics.items()}
+        lineage |= {f"{key}.{suite}": value for key, value in run_lineage.items()}
+        gates += run_gates
+    version = register_model(model_dir, name, run_id=finetune_run, metrics=metrics,
+                             lineage=lineage, settings=settings)
+    try:
+        promote(name, version.version, gates, eval_run=eval_runs[0], settings=settings)
+        verdict = "promoted to @champion"
+    except PromotionRefused as refused:
+        verdict = str(refused)
+    return {"model": name, "version": version.version, "uri": version.uri,
+            "champion": verdict, "gates": [f"{g.gate}: {'pass' if g.passed else 'FAIL'} "
+                                           f"({g.value:.3g})" for g in gates]}
 
 
 def legal_suite_path() -> Path:

@@ -215,6 +215,9 @@ def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
               "(`examples/legal/suites/legal-test.yaml`); each evaluation is an eval run "
               "(`agentcycle eval compare` works on them). "
               "Local models cost $0 unless AGENTCYCLE_ENERGY_USD_PER_HOUR is set.", "",
+              *([f"Registered as `{extra['registry']['uri']}` with its eval metrics and data "
+                 f"lineage: {extra['registry']['champion']}.", ""] if extra.get("registry")
+                else []),
               f"MLflow fine-tune run: `{extra.get('finetune_run_id')}`; tuned model: "
               f"`{extra.get('tuned_model_dir')}`; whole demo: {extra.get('demo_seconds')} s.", "",
               "![comparison](report.png)", ""]
