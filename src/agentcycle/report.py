@@ -100,9 +100,9 @@ class ToolEval:
         return tool_use_figures(self.run.results, self.cases)
 
     def passed(self) -> dict[str, bool]:
-        return {r.id: r.error is None and all(
-            name in r.scores and r.scores[name].passed for name in TOOL_DECISION_SCORERS)
-            for r in self.run.results}
+        return {r.id: all(name in r.scores and r.scores[name].passed
+                          for name in TOOL_DECISION_SCORERS)
+                for r in self.run.results if r.error is None}
 
     @property
     def accuracy(self) -> float:
@@ -154,8 +154,10 @@ def write_report(folder: Path, summaries: list[ModelEval], extra: dict[str, Any]
 
 
 def accuracy_passes(summary: ModelEval) -> dict[str, bool]:
-    return {r.id: r.error is None and ACCURACY_SCORER in r.scores
-            and r.scores[ACCURACY_SCORER].passed for r in summary.results}
+    """Pass or fail per answered case: an errored case (a timeout) is left out of the
+    paired test rather than counted against the model that hit it."""
+    return {r.id: ACCURACY_SCORER in r.scores and r.scores[ACCURACY_SCORER].passed
+            for r in summary.results if r.error is None}
 
 
 def render_tool_markdown(tool_summaries: list[ToolEval], extra: dict[str, Any]) -> list[str]:
