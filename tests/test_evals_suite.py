@@ -235,3 +235,15 @@ def test_numbers_in_a_case_are_text(tmp_path):
         """)
     case = load_suite(suite).cases[0]
     assert (case.id, case.reference, case.keywords, case.tags) == ("1", "21", ["21"], ["2024"])
+
+
+def test_a_sample_keeps_the_suites_mix_where_a_limit_takes_its_head():
+    from agentcycle.demo import legal_tools_suite_path
+
+    suite = load_suite(legal_tools_suite_path())
+    sample = suite.sampled(40)
+    assert len(sample.cases) == 40 and len({c.id for c in sample.cases}) == 40
+    no_call = [c for c in sample.cases if not c.expected_tools]
+    assert len(no_call) >= 5  # the suite's no-call cases are in the sample...
+    assert all(c.expected_tools for c in suite.limited(40).cases)  # ...not in its head
+    assert suite.sampled(None) is suite and suite.sampled(10_000) is suite

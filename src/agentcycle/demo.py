@@ -43,7 +43,7 @@ def _default_params() -> TrainParams:
 class DemoOptions:
     seed: int = 7
     test_limit: int | None = None  # RAG: the first N test questions (default: all)
-    tool_test_limit: int | None = 40  # tool use: the first N held-out cases (None: all)
+    tool_test_limit: int | None = 40  # tool use: N held-out cases spread over the suite
     wordings_per_fact: int = 2  # RAG training questions per fact of the Act (6 exist)
     train_limit: int | None = None  # at most N RAG training pairs (a quick slice)
     tool_records: int | None = 128  # tool-use training records (None: all)
@@ -85,7 +85,7 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     suite = load_suite(legal_suite_path()).limited(options.test_limit)
-    tool_suite = load_suite(legal_tools_suite_path()).limited(options.tool_test_limit)
+    tool_suite = load_suite(legal_tools_suite_path()).sampled(options.tool_test_limit)
     key = secrets.token_urlsafe(16)  # the demo's servers refuse requests without it
 
     with phase_progress(console) as progress, contextlib.ExitStack() as stack:

@@ -24,8 +24,9 @@ def demo(
     tools: bool = typer.Option(True, "--tools/--no-tools", help="Also fine-tune and "
                                "evaluate tool use."),
     test_limit: int | None = typer.Option(None, help="Evaluate RAG on the first N test cases."),
-    tool_test_limit: int | None = typer.Option(None, help="Evaluate tool use on the first N "
-                                               "held-out cases (default 40; --full: all)."),
+    tool_test_limit: int | None = typer.Option(None, help="Evaluate tool use on N "
+                                               "held-out cases spread over the suite "
+                                               "(default 40; --full: all)."),
     wordings_per_fact: int | None = typer.Option(None, help="RAG training questions per fact "
                                                  "(default 2; --full: 6)."),
     epochs: float = typer.Option(2.0),

@@ -91,6 +91,15 @@ class Suite(BaseModel):
         """The same suite on its first ``limit`` cases (a quick run)."""
         return self if limit is None else self.model_copy(update={"cases": self.cases[:limit]})
 
+    def sampled(self, size: int | None) -> Suite:
+        """The same suite on ``size`` cases spread evenly over it: a quick run that keeps
+        the suite's mix (its no-call cases, its later sections), unlike ``limited``."""
+        if size is None or size >= len(self.cases):
+            return self
+        step = len(self.cases) / size
+        return self.model_copy(update={"cases": [self.cases[int(i * step)]
+                                                 for i in range(size)]})
+
 
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file, loading its dataset files and traces."""
