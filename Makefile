@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install lint clean bench crewai-venv
+.PHONY: demo test test-all install lint clean bench crewai-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
+
+test-all: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -m ""
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

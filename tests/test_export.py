@@ -83,6 +83,7 @@ def test_q8_0_through_the_cli(base_model_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-all
 def test_a_wrong_file_fails_the_check_and_is_not_left(base_model_dir, tmp_path, monkeypatch):
     """Without the Q/K permutation the file loads but answers differently: the round trip
     must catch that, and nothing may appear at the target."""
@@ -112,6 +113,7 @@ def test_out_of_space_is_one_error_line_and_no_half_file(base_model_dir, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-all
 def test_tokenizer_built_without_a_base_gguf(base_model_dir, tmp_path):
     """The gguf vocab helpers' route: tokens, merges and specials from tokenizer.json."""
     from transformers import AutoTokenizer

@@ -125,6 +125,7 @@ def test_qlora_trains_4bit_and_merges_into_full_precision(tmp_path, base_model_d
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-all
 def test_full_finetuning_changes_every_layer_and_has_no_adapter(tmp_path, base_model_dir,
                                                                  settings):
     from safetensors import safe_open
@@ -176,6 +177,7 @@ def _kill_after_first_checkpoint(process: subprocess.Popen, work: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-all
 def test_resume_after_sigkill_ends_within_1_percent_of_an_uninterrupted_run(
         tmp_path, base_model_dir, settings):
     data = write_jsonl(tmp_path / "d.jsonl", sft_records())
