@@ -26,7 +26,9 @@ from agentcycle.router.quality import (
 
 
 def _split(name: str) -> tuple[list[str], list[bool]]:
-    records = read_jsonl(legal_split(name))
+    # The example's original 172 pairs (q001-q172; 120 train): the figures below were
+    # measured on them, before the fine-tuning issue added paraphrases and questions.
+    records = [r for r in read_jsonl(legal_split(name)) if int(r["id"][1:]) <= 172]
     return ([r["question"] for r in records],
             [not 8 <= int(r["section"]) <= 14 for r in records])  # deposits fail
 
