@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from agentcycle.cli.main import app
 from agentcycle.errors import ConfigError, ModelError, ServiceError
+from agentcycle.evals.evidence import eval_evidence
 from agentcycle.finetune import registry
 from helpers import free_port
 
@@ -149,7 +150,7 @@ def test_register_promote_resolve(tmp_path, settings, tiny_model, train_file, na
 def test_failed_gate_leaves_the_alias(tmp_path, settings, tiny_model, name):
     good, bad = eval_run(tmp_path, broken=False), eval_run(tmp_path, broken=True)
     v1 = registry.register_model(tiny_model, name, settings=settings)
-    registry.promote(name, v1.version, registry.eval_evidence(good, settings=settings)[2],
+    registry.promote(name, v1.version, eval_evidence(good, settings=settings)[2],
                      settings=settings)
     v2 = registry.register_model(tiny_model, name, settings=settings)
     assert v2.version == "2" and v2.source != v1.source

@@ -160,9 +160,9 @@ def register_tuned(settings: Settings, model_dir: Path, finetune_run: str,
                    eval_runs: list[str], name: str = "legal-tuned") -> dict[str, Any]:
     """Register the tuned model with its eval metrics and data lineage; move @champion
     to it only when every gate of its eval runs passed."""
+    from agentcycle.evals.evidence import eval_evidence
     from agentcycle.finetune.registry import (
         PromotionRefused,
-        eval_evidence,
         finetune_lineage,
         promote,
         register_model,

@@ -124,8 +124,8 @@ def serve(
         "adapter/) served unmerged over the base as model NAME; repeatable."),
 ) -> None:
     """Serve a base or fine-tuned model over OpenAI-compatible HTTP until Ctrl-C."""
-    from agentcycle.finetune.registry import resolve_model
     from agentcycle.models import chat_model_dir
+    from agentcycle.models.registry import resolve_model
     from agentcycle.router.proxy import check_port
     from agentcycle.serving import ModelServer
     from agentcycle.serving.adapters import parse_adapter_options

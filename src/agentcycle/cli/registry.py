@@ -27,6 +27,7 @@ def register(
                                      "the lineage."),
 ) -> None:
     """Register MODEL_DIR as the next version of NAME, with lineage and eval metrics."""
+    from agentcycle.evals.evidence import eval_evidence
     from agentcycle.finetune import registry
 
     config = settings()
@@ -36,7 +37,7 @@ def register(
     if data is not None:
         lineage |= registry.data_lineage(data)
     if eval_run:  # read before anything is written: a bad id is one error, nothing half-done
-        metrics, evidence, _ = registry.eval_evidence(eval_run, settings=config)
+        metrics, evidence, _ = eval_evidence(eval_run, settings=config)
         lineage |= evidence
     run_id = run_id or registry.finetune_run_for(model_dir, config)
     if run_id:
@@ -58,10 +59,11 @@ def promote(
     alias: str = typer.Option("champion", help="The alias to move."),
 ) -> None:
     """Point NAME@ALIAS at VERSION when every gate of the eval run passes (else exit 1)."""
+    from agentcycle.evals.evidence import eval_evidence
     from agentcycle.finetune import registry
 
     config = settings()
-    _, _, results = registry.eval_evidence(eval_run, gate, config)
+    _, _, results = eval_evidence(eval_run, gate, config)
     promoted = registry.promote(name, version, results, alias, eval_run=eval_run,
                                 settings=config)
     passed = ", ".join(str(r.gate) for r in results)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentcycle._jsonl import read_jsonl
 from agentcycle.errors import DataError
-from agentcycle.finetune.data import read_jsonl
 
 
 class QACase(BaseModel):

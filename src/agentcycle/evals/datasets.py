@@ -77,7 +77,7 @@ def _read(path: Path) -> list[tuple[int, dict[str, Any]]]:
             return [(n, _parse_cells(row)) for n, row in enumerate(csv.DictReader(handle), 2)]
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f"{path}: datasets are .jsonl or .csv files")
-    from agentcycle.finetune.data import read_jsonl
+    from agentcycle._jsonl import read_jsonl
 
     return [(record.pop("_line"), record) for record in read_jsonl(path)]
 

@@ -13,42 +13,16 @@ format) gives one example per assistant turn, rendered as the serving gate rende
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentcycle._jsonl import read_jsonl  # noqa: F401  (public here: finetune.read_jsonl)
 from agentcycle.errors import DataError
 from agentcycle.rag.prompt import build_messages
 
 Example = dict[str, list[dict[str, str]]]  # {"prompt": [...], "completion": [...]}
 _ROLES = {"system", "user", "assistant"}
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a JSONL file; every error names the file and the line."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"data file not found: {path}")
-    records = []
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: each line must be a JSON object")
-        record["_line"] = number
-        records.append(record)
-    if not records:
-        raise DataError(f"{path}: no examples (the file is empty)")
-    return records
 
 
 def to_examples(records: list[dict[str, Any]], path: str | Path = "data",

@@ -12,19 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agentcycle.errors import AgentcycleError, ConfigError, DataError, ModelError, ServiceError
+from agentcycle.errors import AgentcycleError, ConfigError, DataError
+from agentcycle.models.registry import (  # noqa: F401  (resolution lives low: models uses it)
+    PREFIX,
+    is_model_uri,
+    parse_model_uri,
+    resolve_model,
+    resolve_model_uri,
+)
+from agentcycle.models.registry import (
+    registry_client as _registry,
+)
 from agentcycle.settings import Settings
 
-PREFIX = "models:/"
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 _TAG_LIMIT = 5000  # MLflow's limit on a model version tag's value
 
 
@@ -47,10 +52,6 @@ class ModelVersion:
         return f"{PREFIX}{self.name}/{self.version}"
 
 
-def is_model_uri(text: Any) -> bool:
-    return isinstance(text, str) and text.startswith(PREFIX)
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -65,34 +66,6 @@ def data_lineage(data_path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"training data {path}: no such file")
     return {"data.path": str(path.resolve()), "data.sha256": file_sha256(path)}
-
-
-@contextmanager
-def _registry(settings: Settings, doing: str) -> Iterator[Any]:
-    """An MlflowClient on the configured store; any failure talking to it is one
-    ServiceError naming the store and what we were doing."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from agentcycle.observe.tracing import setup_tracking
-
-    setup_tracking(settings)  # a store that is down fails here, before anything is written
-    try:
-        yield MlflowClient(tracking_uri=settings.tracking_uri,
-                           registry_uri=settings.tracking_uri)
-    except MlflowException as exc:
-        # A name, version or alias that does not exist is the caller's, not the store's.
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelError(f"{doing}: {_first_line(exc)}") from None
-        raise ServiceError(f"MLflow model registry at {settings.tracking_uri}: {doing} "
-                           f"failed: {_first_line(exc)}") from None
-    except OSError as exc:
-        raise ServiceError(f"MLflow model registry at {settings.tracking_uri}: {doing} "
-                           f"failed: {exc}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(getattr(exc, "message", "") or exc).splitlines() or [""])[0][:300]
 
 
 def _version_tags(metrics: dict[str, float] | None, lineage: dict[str, Any] | None) -> dict:
@@ -234,73 +207,6 @@ def list_versions(name: str | None = None, settings: Settings | None = None
     return sorted(found, key=lambda v: (v.name, -int(v.version)))
 
 
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/NAME@ALIAS`` -> (name, alias, None); ``models:/NAME/3`` -> (name, None, "3")."""
-    match = _URI.match(uri.strip())
-    if not match:
-        raise ConfigError(f"bad model URI '{uri}': write models:/NAME@ALIAS or "
-                          "models:/NAME/VERSION")
-    return match["name"], match["alias"], match["version"]
-
-
-def resolve_model_uri(uri: str, settings: Settings | None = None) -> Path:
-    """The local HF directory of a registered version, downloaded once into the models
-    cache (``<models>/registry/<store>/NAME/VERSION``); an alias is looked up every time.
-
-    ``<store>`` is a hash of the tracking URI: version 3 of 'legal' on the laptop's
-    store and on the platform's server are different models."""
-    from filelock import FileLock
-
-    settings = settings or Settings()
-    name, alias, version = parse_model_uri(uri)
-    store = hashlib.sha256(settings.tracking_uri.encode()).hexdigest()[:12]
-    cache = settings.models_dir / "registry" / store / name
-    if version and (cache / version / "config.json").is_file():
-        return cache / version  # a version never changes: no registry call needed
-    with _registry(settings, f"resolving {uri}") as client:
-        if alias:
-            aliases = client.get_registered_model(name).aliases or {}
-            if alias not in aliases:
-                raise ModelError(f"{uri}: no version of {name} is @{alias} yet (agentcycle "
-                                 f"registry promote {name} VERSION --eval-run ID)")
-            version = str(aliases[alias])
-        else:
-            client.get_model_version(name, str(version))
-        target = cache / str(version)
-        cache.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock"):
-            if not (target / "config.json").is_file():  # another process may have won
-                _download(f"{PREFIX}{name}/{version}", target, settings)
-    return target
-
-
-def _download(uri: str, target: Path, settings: Settings) -> None:
-    """Into a temporary folder beside ``target``, renamed into place when complete: a
-    broken download never looks like a model."""
-    import mlflow.artifacts
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(tmp), tracking_uri=settings.tracking_uri,
-            registry_uri=settings.tracking_uri))
-        if not (local / "config.json").is_file():
-            raise ModelError(f"{uri} holds no Hugging Face model (no config.json in its "
-                             "artifacts)")
-        if target.exists():
-            shutil.rmtree(target)
-        local.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def resolve_model(model: str | Path, settings: Settings | None = None) -> Path:
-    """A model argument as given anywhere (a directory or ``models:/...``) -> a directory."""
-    if is_model_uri(str(model)):
-        return resolve_model_uri(str(model), settings)
-    return Path(model).expanduser()
-
-
 # -- lineage and gates from the runs that made and judged a model ---------------------
 
 def finetune_run_for(model_dir: str | Path, settings: Settings | None = None) -> str | None:
@@ -337,25 +243,3 @@ def finetune_lineage(run_id: str, settings: Settings | None = None) -> dict[str,
                 lineage["data.sha256"] = params.get("data_sha256") or file_sha256(local)
             lineage["data.artifact"] = f"runs:/{run_id}/data/train.jsonl"
     return lineage
-
-
-def eval_evidence(eval_run: str, gates: list[str] | None = None,
-                  settings: Settings | None = None) -> tuple[dict[str, float], dict, list]:
-    """An eval run's metrics, its lineage entries, and its gates checked again: the
-    suite's own (read from the suite file it ran) plus ``gates``."""
-    from agentcycle.evals.gates import check_gates, parse_gate
-    from agentcycle.evals.results import load_run
-    from agentcycle.evals.session import gate_metrics
-    from agentcycle.evals.suite import load_suite
-
-    settings = settings or Settings()
-    run = load_run(eval_run, settings)
-    if not run.finished:
-        raise DataError(f"eval run {run.run_id} did not finish: finish it (--resume) first")
-    specs = list(gates or [])
-    if run.suite_path and Path(run.suite_path).is_file():
-        specs = [*load_suite(Path(run.suite_path)).gates, *specs]
-    results = check_gates(gate_metrics(run.metrics, run.tags), [parse_gate(g) for g in specs])
-    lineage = {"eval_run": run.run_id, "eval_suite": run.suite,
-               "eval_mlflow_run": run.mlflow_run_id}
-    return dict(run.metrics), lineage, results

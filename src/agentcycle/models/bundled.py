@@ -69,7 +69,7 @@ def chat_model_dir(settings: Settings | None = None) -> Path:
     """The chat model's HF directory: the configured one, or the converted bundled one."""
     settings = settings or Settings()
     if settings.chat_model and settings.chat_model.startswith("models:/"):
-        from agentcycle.finetune.registry import resolve_model_uri  # MLflow's registry
+        from agentcycle.models.registry import resolve_model_uri  # MLflow's registry
 
         return resolve_model_uri(settings.chat_model, settings)
     if settings.chat_model:

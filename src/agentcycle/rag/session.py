@@ -36,8 +36,8 @@ def served_models(base_url: str, api_key: str | None = None) -> list[str]:
 @contextlib.contextmanager
 def local_backends(settings: Settings, model: str | None = None) -> Iterator[list[Backend]]:
     """The primary backend(s) for ``model``, starting a local server when needed."""
-    from agentcycle.finetune.registry import is_model_uri, resolve_model_uri
     from agentcycle.models import chat_model_dir
+    from agentcycle.models.registry import is_model_uri, resolve_model_uri
     from agentcycle.serving import ModelServer
 
     if is_model_uri(model):  # models:/NAME@ALIAS: a registered version, served locally

@@ -30,9 +30,10 @@ import jsonschema
 
 from agentcycle.agents.tools import Tool, as_tools
 from agentcycle.errors import AgentcycleError, DataError
-from agentcycle.finetune.data import Example
 from agentcycle.finetune.dataprep.leakage import normalise
 from agentcycle.serving.toolcalls import prepare_request, render_history
+
+Example = dict[str, list[dict[str, Any]]]  # finetune.data's prompt/completion pair
 
 _LONE = re.compile(r"^\{\{\s*(.+?)\s*\}\}$", re.DOTALL)
 _SENTENCE = re.compile(r"(.+?[.;:])(?:\s|$)", re.DOTALL)
