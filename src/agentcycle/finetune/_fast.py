@@ -144,18 +144,19 @@ def _run_layers(decoder, hidden, layer_range, *, start: int = 0, cache=None):
 
 
 def _with_prefix(decoder, prefix, layer_range, batch: int):
-    """Run the shared prefix once and return (cache broadcast to ``batch``, its length)."""
+    """Run the shared prefix once: (its output, its cache broadcast to ``batch``, its
+    length)."""
     from transformers import DynamicCache
 
     if prefix is None or prefix.shape[1] == 0:
-        return None, 0
+        return None, None, 0
     cache = DynamicCache(config=decoder.config)
-    _run_layers(decoder, prefix, layer_range, cache=cache)
+    output = _run_layers(decoder, prefix, layer_range, cache=cache)
     for index in layer_range:
         layer = cache.layers[index]
         layer.keys = layer.keys.expand(batch, -1, -1, -1)
         layer.values = layer.values.expand(batch, -1, -1, -1)
-    return cache, prefix.shape[1]
+    return output, cache, prefix.shape[1]
 
 
 def _common_prefix(group: list[TokenizedExample]) -> int:
@@ -189,27 +190,15 @@ def _cache_lower_layers(decoder, tokenized: list[TokenizedExample], split: int,
         labels = torch.tensor([e.labels[shared:] + [IGNORE_INDEX] * (width - len(e) + shared)
                                for e in group])
         with torch.no_grad(), _autocast():
-            prefix = None
-            if shared:
-                prefix = _run_layers(decoder, decoder.embed_tokens(
-                    torch.tensor([group[0].input_ids[:shared]])), range(split))
-            cache, start = _with_prefix_lower(decoder, group[0].input_ids[:shared], split,
-                                              len(group))
+            embedded = (decoder.embed_tokens(torch.tensor([group[0].input_ids[:shared]]))
+                        if shared else None)
+            prefix, cache, start = _with_prefix(decoder, embedded, range(split), len(group))
             hidden = _run_layers(decoder, decoder.embed_tokens(ids), range(split),
                                  start=start, cache=cache)
         batches.append(_Batch(prefix=None if prefix is None else prefix.to(torch.bfloat16),
                               hidden=hidden.to(torch.bfloat16), labels=labels,
                               tokens=sum(len(e) for e in group)))
     return batches
-
-
-def _with_prefix_lower(decoder, prefix_ids: list[int], split: int, batch: int):
-    import torch
-
-    if not prefix_ids:
-        return None, 0
-    embedded = decoder.embed_tokens(torch.tensor([prefix_ids]))
-    return _with_prefix(decoder, embedded, range(split), batch)
 
 
 def _loss(model, decoder, batch: _Batch, split: int):
@@ -219,7 +208,7 @@ def _loss(model, decoder, batch: _Batch, split: int):
     top = range(split, len(decoder.layers))
     with _autocast():
         prefix = None if batch.prefix is None else batch.prefix.float()
-        cache, start = _with_prefix(decoder, prefix, top, batch.hidden.shape[0])
+        _, cache, start = _with_prefix(decoder, prefix, top, batch.hidden.shape[0])
         hidden = _run_layers(decoder, batch.hidden.float(), top, start=start, cache=cache)
         hidden = decoder.norm(hidden)
         targets = batch.labels[:, 1:]
