@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcycle.evals.compare import mcnemar_exact, paired_flips
+from agentcycle.evals.compare import mcnemar_exact
 from agentcycle.evals.results import CaseResult, EvalRun, atomic_write, wilson_interval
 
 # The legal suite's scorer whose pass rate is the demo's headline accuracy.
@@ -199,7 +199,7 @@ def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
     if len(summaries) >= 2:
         base, tuned = summaries[0], summaries[1]
         delta = tuned.accuracy - base.accuracy
-        fixed, broken = paired_flips(base.run, tuned.run, ACCURACY_SCORER)
+        fixed, broken = extra["rag_paired"]["fixed"], extra["rag_paired"]["broken"]
         lines += ["", f"Fine-tuning changed accuracy by **{delta * 100:+.1f} points** "
                       f"({base.accuracy:.1%} -> {tuned.accuracy:.1%}): {fixed} questions fixed, "
                       f"{broken} broken. 95% intervals (Wilson): base "
