@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     postgres_user: str | None = Field(None, validation_alias=_env("POSTGRES_USER"))
     postgres_password: str | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD"))
     postgres_db: str = Field("agentcycle", validation_alias=_env("POSTGRES_DB"))
+
+    # The agent app's admission policy (agentcycle.app.AppPolicy.from_settings).
+    api_keys: SecretStr | None = Field(
+        None, validation_alias=_env("AGENTCYCLE_API_KEYS"),
+        description="The agent app's keys: name=key,name2=key2 (names show in traces).")
+    api_keys_file: Path | None = Field(None, validation_alias=_env("AGENTCYCLE_API_KEYS_FILE"))
+    app_requests_per_minute: int | None = Field(
+        60, validation_alias=_env("AGENTCYCLE_APP_REQUESTS_PER_MINUTE"))
+    app_tokens_per_day: int | None = Field(
+        None, validation_alias=_env("AGENTCYCLE_APP_TOKENS_PER_DAY"))
+    app_max_body_bytes: int = Field(65536, validation_alias=_env("AGENTCYCLE_APP_MAX_BODY_BYTES"))
+    app_max_concurrency: int = Field(4, validation_alias=_env("AGENTCYCLE_APP_MAX_CONCURRENCY"))
+    cors_origins: str | None = Field(None, validation_alias=_env("AGENTCYCLE_CORS_ORIGINS"))
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
