@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     postgres_password: str | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD"))
     postgres_db: str = Field("agentcycle", validation_alias=_env("POSTGRES_DB"))
 
+    # Valkey/Redis: the router's state shared by its proxy replicas (router.shared_state).
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL", "CACHE_URL"))
+    valkey_host: str | None = Field(None, validation_alias=_env("VALKEY_HOST"))
+    valkey_port: int = Field(6379, validation_alias=_env("VALKEY_PORT"))
+    valkey_password: str | None = Field(None, validation_alias=_env("VALKEY_PASSWORD"))
+    router_state: Literal["auto", "local", "redis"] = Field(
+        "auto", validation_alias=_env("AGENTCYCLE_ROUTER_STATE"),
+        description="auto: Redis when REDIS_URL/CACHE_URL/VALKEY_HOST is set, else local.")
+    router_namespace: str | None = Field(
+        None, validation_alias=_env("AGENTCYCLE_ROUTER_NAMESPACE", "APP_NAME"),
+        description="Replicas with the same namespace share budgets and cooldowns.")
+
     # The agent app's admission policy (agentcycle.app.AppPolicy.from_settings).
     api_keys: SecretStr | None = Field(
         None, validation_alias=_env("AGENTCYCLE_API_KEYS"),
@@ -161,6 +173,16 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return (self.home / "mlartifacts").resolve()
+
+    @property
+    def router_redis_url(self) -> str | None:
+        """The Redis/Valkey URL of the router's shared state, if one is configured."""
+        if self.redis_url or not self.valkey_host:
+            return self.redis_url
+        from urllib.parse import quote
+
+        auth = f":{quote(self.valkey_password, safe='')}@" if self.valkey_password else ""
+        return f"redis://{auth}{self.valkey_host}:{self.valkey_port}/0"
 
     @property
     def langfuse_enabled(self) -> bool:
