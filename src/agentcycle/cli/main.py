@@ -7,6 +7,7 @@ import typer
 from agentcycle.cli import agents, data, evals, multi, rag, router, workflow
 from agentcycle.cli import export as export_cli
 from agentcycle.cli import registry as registry_cli
+from agentcycle.cli import templates as templates_cli
 from agentcycle.cli._common import quiet_libraries
 from agentcycle.cli.commands import app_command, demo, doctor, serve, traces
 from agentcycle.cli.finetune import finetune
@@ -25,6 +26,7 @@ app.add_typer(workflow.app, name="workflow")
 app.add_typer(data.app, name="data")
 app.add_typer(registry_cli.app, name="registry")
 app.add_typer(export_cli.app, name="export")
+app.add_typer(templates_cli.app, name="templates")
 app.command(name="finetune-job")(registry_cli.finetune_job)
 app.command()(demo)
 app.command()(doctor)
@@ -32,6 +34,7 @@ app.command()(serve)
 app.command()(finetune)
 app.command()(traces)
 app.command(name="app")(app_command)
+app.command(name="new")(templates_cli.new)
 
 
 def main() -> None:
