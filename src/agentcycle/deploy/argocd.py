@@ -1,0 +1,119 @@
+"""ArgoCD's REST API: the deploy repository's credentials and the app's Application.
+
+Bearer-token calls to `/api/v1/repositories` and `/api/v1/applications` (the API the
+`argocd` CLI's gRPC gateway serves). The Application is written with `validate=false`:
+it is created before the first push, when the repository has no `k8s/` yet, so that an
+image webhook never fires for an app ArgoCD does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+
+from agentcycle.deploy._http import request, service_client
+
+SERVICE = "ArgoCD"
+Change = Literal["created", "updated", "unchanged"]
+
+
+def server_url(server: str) -> str:
+    """ARGOCD_SERVER is usually a bare host (`argocd.example.com`), as the CLI takes it."""
+    return server if "://" in server else f"https://{server}"
+
+
+def application(name: str, repo_url: str, namespace: str, *, path: str = "k8s",
+                revision: str = "HEAD", project: str = "default",
+                labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The `argoproj.io/v1alpha1` Application thinkube-control writes for an app."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": "argocd",
+                     "labels": labels or {"app.kubernetes.io/name": name,
+                                          "app.kubernetes.io/managed-by": "agentcycle"}},
+        "spec": {
+            "project": project,
+            "source": {"repoURL": repo_url, "targetRevision": revision, "path": path},
+            "destination": {"server": "https://kubernetes.default.svc",
+                            "namespace": namespace},
+            "syncPolicy": {"syncOptions": ["CreateNamespace=true"]},
+            "revisionHistoryLimit": 3,
+        },
+    }
+
+
+def _contains(actual: Any, wanted: Any) -> bool:
+    """Whether `actual` holds everything of `wanted` (ArgoCD adds defaults of its own)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(
+            _contains(actual.get(key), value) for key, value in wanted.items())
+    return actual == wanted
+
+
+class ArgoCD:
+    """`with ArgoCD(server, token) as argocd: ...`; every failure is one ServiceError line."""
+
+    def __init__(self, server: str, token: str, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None):
+        self.url = server_url(server).rstrip("/")
+        self._client = service_client(self.url + "/api/v1",
+                                      {"Authorization": f"Bearer {token}",
+                                       "Accept": "application/json"}, timeout, transport)
+
+    def __enter__(self) -> ArgoCD:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
+        return request(self._client, SERVICE, method, path, **kwargs)
+
+    # -- repositories -------------------------------------------------------------
+    def repositories(self) -> list[dict[str, Any]]:
+        response = self._call("GET", "/repositories")
+        assert response is not None
+        return list(response.json().get("items") or [])
+
+    def ensure_repository(self, repo_url: str, username: str, password: str,
+                          *, name: str | None = None) -> Change:
+        """Register the repository's HTTPS credentials (ArgoCD stores them in a Secret
+        labelled `argocd.argoproj.io/secret-type: repository`)."""
+        known = next((r for r in self.repositories() if r.get("repo") == repo_url), None)
+        if known is not None and known.get("username") == username:
+            return "unchanged"
+        body = {"repo": repo_url, "type": "git", "username": username, "password": password}
+        if name:
+            body["name"] = name
+        self._call("POST", "/repositories", params={"upsert": "true"}, json=body)
+        return "created" if known is None else "updated"
+
+    # -- applications -------------------------------------------------------------
+    def get_application(self, name: str) -> dict[str, Any] | None:
+        response = self._call("GET", f"/applications/{name}", missing_ok=True)
+        return response.json() if response is not None else None
+
+    def ensure_application(self, app: dict[str, Any]) -> Change:
+        """Create the Application, or update it where it differs from `app`."""
+        name = app["metadata"]["name"]
+        current = self.get_application(name)
+        if current is None:
+            self._call("POST", "/applications", params={"validate": "false"}, json=app)
+            return "created"
+        wanted_labels = app["metadata"].get("labels") or {}
+        if _contains(current.get("spec"), app["spec"]) and _contains(
+                current.get("metadata", {}).get("labels") or {}, wanted_labels):
+            return "unchanged"
+        update = {**app, "metadata": {**current.get("metadata", {}), **app["metadata"]}}
+        self._call("PUT", f"/applications/{name}", params={"validate": "false"}, json=update)
+        return "updated"
+
+    def delete_application(self, name: str) -> None:
+        """Remove the Application only (`cascade=false`: nothing it deployed is touched)."""
+        self._call("DELETE", f"/applications/{name}", params={"cascade": "false"},
+                   missing_ok=True)
