@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     postgres_password: str | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD"))
     postgres_db: str = Field("agentcycle", validation_alias=_env("POSTGRES_DB"))
 
+    # GitOps deploy (`agentcycle deploy`): Gitea holds the app's repo, ArgoCD syncs it.
+    domain_name: str | None = Field(None, validation_alias=_env("DOMAIN_NAME"))
+    gitea_url: str | None = Field(None, validation_alias=_env("GITEA_URL"))
+    gitea_token: SecretStr | None = Field(None, validation_alias=_env("GITEA_TOKEN"))
+    gitea_org: str = Field("thinkube-deployments", validation_alias=_env("GITEA_ORG"))
+    gitea_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("GITEA_WEBHOOK_SECRET"),
+        description="The secret Argo Events' gitea-webhook EventSource checks.")
+    argocd_server: str | None = Field(None, validation_alias=_env("ARGOCD_SERVER"))
+    argocd_auth_token: SecretStr | None = Field(
+        None, validation_alias=_env("ARGOCD_AUTH_TOKEN"))
+
     # Valkey/Redis: the router's state shared by its proxy replicas (router.shared_state).
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL", "CACHE_URL"))
     valkey_host: str | None = Field(None, validation_alias=_env("VALKEY_HOST"))
