@@ -1,20 +1,28 @@
-"""Any agent as a service: ``POST /v1/ask``, ``GET /health`` (the platform's health
-contract), ``GET /ready`` (the model, Qdrant and NATS the agent depends on), OpenAPI
-docs at ``/docs`` and a Gradio chat UI at ``/ui``. A workflow agent also gets
-``POST /v1/workflows/{thread_id}/resume`` for its approval step."""
+"""Any agent as a service: ``POST /v1/ask``, ``POST /v1/feedback`` (a score on an
+answer's trace), ``GET /v1/stats`` (requests, refusals and tokens per key name),
+``GET /health`` (the platform's health contract), ``GET /ready`` (the model, Qdrant and
+NATS the agent depends on), OpenAPI docs at ``/docs`` and a Gradio chat UI at ``/ui``.
+A workflow agent also gets ``POST /v1/workflows/{thread_id}/resume`` for its approval
+step. An :class:`~agentcycle.app.policy.AppPolicy` decides who gets in and how much
+(keys, rates, budgets, sizes, concurrency, CORS): see :mod:`agentcycle.app.guard`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from agentcycle.agents import Agent, AgentResult
+from agentcycle.app.feedback import FeedbackReceipt, FeedbackRequest, record_feedback
+from agentcycle.app.guard import BodyTooLarge, Guard, GuardMiddleware, too_large
+from agentcycle.app.policy import ANONYMOUS, AppPolicy
+from agentcycle.app.ui import render  # noqa: F401  (its former home)
 from agentcycle.errors import AgentcycleError
 
 SERVICE_NAME = "agentcycle-agent"
@@ -24,6 +32,8 @@ ReadyCheck = Callable[[], None]  # raises when the dependency is not usable
 
 class AskRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=4000)
+    max_tokens: int | None = Field(None, ge=1, le=1024, description=(
+        "A cap on each model call, for agents that take one; bounded by the app's policy."))
 
 
 class ResumeRequest(BaseModel):
@@ -43,20 +53,46 @@ class Ready(BaseModel):
     checks: dict[str, str]
 
 
+def ask_model(policy: AppPolicy) -> type[AskRequest]:
+    """``AskRequest`` with the policy's bounds (a 422 names the one exceeded)."""
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "AskRequest", __base__=AskRequest,
+        question=(str, Field(..., min_length=1, max_length=policy.max_question_chars)),
+        max_tokens=(int | None, Field(None, ge=1, le=policy.max_tokens, description=(
+            "A cap on each model call, for agents that take one."))))
+
+
 def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent",
-               ready_checks: dict[str, ReadyCheck] | None = None) -> FastAPI:
+               ready_checks: dict[str, ReadyCheck] | None = None,
+               policy: AppPolicy | None = None) -> FastAPI:
     """``agent`` is any :class:`~agentcycle.agents.Agent`; ``ready_checks`` name what it
-    depends on (``{"model": ..., "qdrant": ..., "nats": ...}``), each raising if down."""
+    depends on (``{"model": ..., "qdrant": ..., "nats": ...}``), each raising if down;
+    ``policy`` (default: ``AppPolicy()``, open with bounds) who may call and how much."""
     kind = getattr(agent, "kind", "agent")
     app = FastAPI(title=title, version="0.1.0",
                   description=f"A {kind} agent served by agentcycle.")
     checks = dict(ready_checks or {})
+    guard = Guard(policy or AppPolicy())
+    app.state.guard = guard
+    app.add_middleware(GuardMiddleware, guard=guard)
+    if guard.policy.cors_origins:  # outermost: a preflight is answered before the guard
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=guard.policy.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key"])
+    Ask = ask_model(guard.policy)
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
         # FastAPI echoes each bad value whole: a 2 MB question came back as a 2 MB 422.
         errors = [{**e, "input": _clip(e.get("input"))} for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(BodyTooLarge)
+    def body_too_large(request: Any, exc: BodyTooLarge) -> JSONResponse:
+        guard.usage.refused(_caller(request), 413)
+        return too_large(exc.limit)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -68,21 +104,45 @@ def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent"
         status = 200 if report.status == "ready" else 503
         return JSONResponse(report.model_dump(), status_code=status)
 
-    @app.post("/v1/ask", response_model=AgentResult)
-    def ask(request: AskRequest) -> AgentResult:
-        return _answer(lambda: agent.run(request.question))
+    def ask(body: AskRequest, request: Request) -> AgentResult:
+        options = {"max_tokens": body.max_tokens} if body.max_tokens else {}
+        return _run(guard, _caller(request), agent,
+                    lambda: agent.run(body.question, **options), body.question)
+
+    # the body model carries this policy's bounds (annotations are strings here)
+    ask.__annotations__ = {"body": Ask, "request": Request, "return": AgentResult}
+    app.post("/v1/ask", response_model=AgentResult)(ask)
+
+    @app.post("/v1/feedback", response_model=FeedbackReceipt)
+    def feedback(body: FeedbackRequest, request: Request) -> FeedbackReceipt:
+        from agentcycle.settings import Settings
+
+        settings = getattr(agent, "settings", None) or Settings()
+        try:
+            return record_feedback(settings, body, source=_caller(request))
+        except AgentcycleError as exc:
+            status = 404 if "no trace" in str(exc) else _status(exc)
+            raise HTTPException(status_code=status, detail=str(exc)) from None
+
+    @app.get("/v1/stats")
+    def stats() -> dict[str, Any]:
+        """Requests answered and refused (by status) and today's tokens, per key name."""
+        return guard.usage.report(guard.budget, guard.slots)
 
     resume = getattr(agent, "resume", None)
     if callable(resume):
         @app.post("/v1/workflows/{thread_id}/resume", response_model=AgentResult)
-        def resume_workflow(thread_id: str, request: ResumeRequest) -> AgentResult:
+        def resume_workflow(thread_id: str, body: ResumeRequest, request: Request
+                            ) -> AgentResult:
             # The workflow's Decision names the choice "action"; the API says "decision".
-            decision = {"action": request.decision, "text": request.text,
-                        "reason": request.reason}
-            return _answer(lambda: resume(thread_id, decision))
+            decision = {"action": body.decision, "text": body.text, "reason": body.reason}
+            return _run(guard, _caller(request), agent,
+                        lambda: resume(thread_id, decision), f"resume {thread_id}")
 
     if ui:
-        _mount_ui(app, agent)
+        from agentcycle.app.ui import mount_ui
+
+        mount_ui(app, agent, guard)
     return app
 
 
@@ -98,11 +158,41 @@ def run_checks(checks: dict[str, ReadyCheck]) -> Ready:
     return Ready(status="ready" if ok else "not ready", checks=results)
 
 
-def _answer(call: Callable[[], AgentResult]) -> AgentResult:
+def _run(guard: Guard, name: str, agent: Agent, call: Callable[[], AgentResult],
+         question: str) -> AgentResult:
+    """Run the agent (in a trace that names the caller's key), then count its tokens."""
     try:
-        return call()
+        with _key_trace(agent, name, question) as root:
+            result = call()
+            if root is not None:
+                root.set_outputs({"answer": result.answer})
     except AgentcycleError as exc:  # a backend down, an unknown thread: say so, not a 500
         raise HTTPException(status_code=_status(exc), detail=str(exc)) from None
+    guard.budget.spend(name, result.total_tokens)
+    guard.usage.answered(name)
+    return result
+
+
+@contextlib.contextmanager
+def _key_trace(agent: Agent, name: str, question: str) -> Iterator[Any]:
+    """With a key, the agent's run nests in a root span tagged with the key's name
+    (``agentcycle.api_key``, and MLflow's trace user): traces say who asked."""
+    if name == ANONYMOUS:
+        yield None
+        return
+    import mlflow
+
+    from agentcycle.observe.tracing import span
+
+    with span("agent app", "CHAIN", inputs={"question": question},
+              attributes={"agentcycle.api_key": name},
+              settings=getattr(agent, "settings", None)) as root:
+        mlflow.update_current_trace(tags={"agentcycle.api_key": name}, user=name)
+        yield root
+
+
+def _caller(request: Request) -> str:
+    return str(getattr(request.state, "api_key_name", ANONYMOUS))
 
 
 def _status(exc: AgentcycleError) -> int:
@@ -116,43 +206,7 @@ def _status(exc: AgentcycleError) -> int:
     return 400 if isinstance(exc, ConfigError | DataError) else 503
 
 
-def render(result: AgentResult) -> str:
-    """An agent result as chat markdown: the answer, tool calls, sources, status."""
-    parts = [result.answer or "_(no answer)_"]
-    if result.tool_calls:
-        parts.append("**Tool calls**\n" + "\n".join(
-            f"- `{c.name}({_args(c.arguments)})`" + (f" failed: {c.error}" if c.error else "")
-            for c in result.tool_calls))
-    if result.sources:
-        parts.append("**Sources**\n" + "\n".join(
-            f"- {s.source} {s.heading}".rstrip() for s in result.sources))
-    if result.status != "completed":
-        thread = result.metadata.get("thread_id")
-        parts.append(f"_status: {result.status}_" + (f" (thread `{thread}`)" if thread else "")
-                     + (f": {result.error}" if result.error else ""))
-    return "\n\n".join(parts)
-
-
 def _clip(value: Any, limit: int = 200) -> Any:
     text = value if isinstance(value, str) else None
     return text[:limit] + f"... ({len(text)} characters)" if text and len(text) > limit \
         else value
-
-
-def _args(arguments: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-
-
-def _mount_ui(app: FastAPI, agent: Agent) -> None:
-    import gradio as gr
-
-    def respond(message: str, history: list) -> str:
-        try:
-            return render(agent.run(message))
-        except AgentcycleError as exc:
-            return f"error: {exc}"
-
-    kind = getattr(agent, "kind", "agent")
-    chat = gr.ChatInterface(respond, title=f"agentcycle {kind} agent",
-                            description="Answers show the tool calls and sources behind them.")
-    gr.mount_gradio_app(app, chat, path="/ui")
