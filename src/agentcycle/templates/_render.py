@@ -50,10 +50,15 @@ def render(release: TemplateRelease, dest: Path, data: dict[str, Any], *,
     """Copier-copy ``release`` into ``dest`` (which must not exist)."""
     import copier
     from copier.errors import CopierError
+    from jinja2 import TemplateError
 
     try:
         copier.run_copy(str(release.repo), dest, data=data, vcs_ref=release.tag,
                         defaults=defaults, overwrite=True, quiet=True, unsafe=False)
+    except TemplateError as exc:
+        where = getattr(exc, "name", None) or getattr(exc, "filename", None) or "?"
+        raise ConfigError(f"copier: template {release.name} {release.tag}: {where}: "
+                          f"{exc.message or exc}") from None
     except (CopierError, ValueError) as exc:
         raise _copier_error(exc) from None
 
@@ -74,6 +79,8 @@ def new_project(template: str, dest: Path, data: dict[str, str] | None = None, *
     dest = Path(dest).absolute()
     if dest.exists() or dest.is_symlink():
         raise ConfigError(f"{dest} already exists: choose a new folder for the project")
+    if not dest.parent.is_dir():
+        raise ConfigError(f"{dest.parent} does not exist: create it first")
     name = check_project_name(dest.name)
     if data.get("project_name", name) != name:
         raise ConfigError(f"project_name comes from the folder's name ({name}); "
@@ -89,8 +96,6 @@ def new_project(template: str, dest: Path, data: dict[str, str] | None = None, *
         "author_name": data.get("author_name", author),
         "author_email": data.get("author_email", email),
     }
-    if not dest.parent.is_dir():
-        raise ConfigError(f"{dest.parent} does not exist: create it first")
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=dest.parent) as tmp:
         work = Path(tmp) / name
         render(release, work, answers, defaults=defaults)
