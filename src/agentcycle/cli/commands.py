@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -185,14 +186,48 @@ def app_command(
                                                       "besides the legal tools (repeatable)."),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8080),
+    keys_file: Path | None = typer.Option(
+        None, "--keys-file", help="API keys, one name=key a line (also AGENTCYCLE_API_KEYS"
+        "=name=key,...); the names show in traces and /v1/stats."),
+    rate_limit: int | None = typer.Option(None, "--rate-limit", min=1,
+                                          help="Requests per minute per key (default 60)."),
+    tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", min=1,
+                                              help="Tokens per key and UTC day."),
+    max_concurrency: int | None = typer.Option(
+        None, "--max-concurrency", min=1, help="Agent runs at once (default 4); more wait "
+        "in a bounded queue, then get 503 with Retry-After."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="An origin allowed by "
+                                          "CORS (repeatable); none: CORS off."),
+    insecure: bool = typer.Option(False, "--insecure", help="Serve a non-loopback address "
+                                  "without API keys."),
 ) -> None:
-    """Serve an agent as a FastAPI app (/v1/ask, /health, /ready, /docs, Gradio at /ui)."""
+    """Serve an agent as a FastAPI app (/v1/ask, /v1/feedback, /v1/stats, /health, /ready,
+    /docs, Gradio at /ui) behind API keys, rate limits and size bounds."""
     import uvicorn
 
-    from agentcycle.app import create_app
+    from agentcycle.app import AppPolicy, create_app
+    from agentcycle.app.policy import is_loopback
+    from agentcycle.errors import ConfigError
     from agentcycle.router.proxy import check_port
     from agentcycle.session import AgentOptions, agent_session
 
+    overrides = {name: value for name, value in {
+        "requests_per_minute": rate_limit, "tokens_per_day": tokens_per_day,
+        "max_concurrency": max_concurrency, "cors_origins": cors_origin}.items()
+        if value}
+    current = settings()
+    if keys_file is not None:
+        current.api_keys_file = keys_file
+    policy = AppPolicy.from_settings(current, **overrides)
+    if policy.open and not is_loopback(host):
+        if not insecure:
+            raise ConfigError(f"refusing to serve {host} without API keys: set "
+                              "AGENTCYCLE_API_KEYS=name=key (or --keys-file), or pass "
+                              "--insecure")
+        console.print(f"[yellow]warning: {host} is served without API keys (--insecure)")
+    elif policy.open:
+        console.print("[yellow]warning: no API keys: anyone on this machine may call the "
+                      "app (set AGENTCYCLE_API_KEYS or --keys-file)")
     check_port(host, port)  # before the model starts: a taken port is one error line
     stop_on_sigterm()
     options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
@@ -200,5 +235,5 @@ def app_command(
         console.print(f"{agent} agent app on http://{host}:{port} (UI at /ui, API docs at "
                       "/docs)")
         app = create_app(session.agent, ready_checks=session.ready_checks,
-                         title=f"agentcycle {agent} agent")
+                         title=f"agentcycle {agent} agent", policy=policy)
         uvicorn.run(app, host=host, port=port, log_level="warning")
