@@ -26,9 +26,10 @@ class AllBackendsFailed(ServiceError):
     """No backend of the route answered; ``errors`` lists (backend, error) in order."""
 
     def __init__(self, errors: list[tuple[str, str]], kinds: list[str] | None = None,
-                 message: str | None = None):
+                 message: str | None = None, retry_after_s: float | None = None):
         self.errors = errors
         self.kinds = kinds or []
+        self.retry_after_s = retry_after_s  # a rate limit refused it: retry after this
         detail = "; ".join(f"{name}: {err}" for name, err in errors) or "no backends configured"
         super().__init__(message or f"every model backend failed ({detail})")
 
@@ -73,13 +74,13 @@ class Attempts:
                 return
             yield backend
 
-    def failed_on(self, backend: Backend, exc: BaseException) -> bool:
+    async def failed_on(self, backend: Backend, exc: BaseException) -> bool:
         """Record one backend's failure; True when the next backend may be tried."""
         kind = transport.error_kind(exc)
         message = short_error(exc)
         log.warning("backend %s failed: %s", backend.name, message)
         if kind != "bad_request":  # a malformed request must not bench healthy backends
-            self.router.state.record_failure(backend.name)
+            await self.router.state.arecord_failure(backend.name)
         self.failed.append((backend.name, message))
         self.kinds.append(kind)
         return kind in self.request.fallback_on
@@ -95,7 +96,9 @@ class Attempts:
             message = (f"no backend left for route '{self.request.route}' "
                        f"({'; '.join(self.reasons) or 'none configured'})")
             kinds = ["context_window"] if self.request.context_skipped else kinds
-        error = AllBackendsFailed(self.failed, kinds, message)
+            if self.request.retry_after_s is not None:
+                kinds = ["rate_limit"]
+        error = AllBackendsFailed(self.failed, kinds, message, self.request.retry_after_s)
         self.router._record_failure(self.request_id, self.request, error, self.started,
                                     streamed=streamed)
         return error

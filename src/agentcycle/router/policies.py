@@ -44,6 +44,7 @@ class RouteRequest:
     fallback_on: frozenset[str] = ALL_KINDS
     max_attempts: int | None = None
     context_skipped: bool = False  # a backend was skipped: the prompt exceeds its window
+    retry_after_s: float | None = None  # set by rate_limit: refused (429) for this long
     _prompt_tokens: int | None = None
 
     def max_tokens_upper_bound(self) -> int:
@@ -250,7 +251,7 @@ class Budget(Policy):
     Options = BudgetOptions
 
     async def apply(self, candidates, request, state):
-        spent = state.spent_today(request.route)
+        spent = await state.aspent_today(request.route)
         if spent < self.options.usd_per_day:
             return candidates, None
         local = [b for b in candidates if b.local]
@@ -314,6 +315,9 @@ class ABSplit(Policy):
 
     async def apply(self, candidates, request, state):
         arm = self.assign(request.route, request.key)
+        if request.key and self.options.sticky:  # a shared state keeps the first arm
+            arm = await state.asticky_arm(request.route, request.key, arm,
+                                          [a for a, w in self.options.arms.items() if w > 0])
         request.arm = arm
         ordered = sorted(candidates, key=lambda b: b.name != arm)
         return ordered, f"a/b arm {arm}" + (" (sticky)" if request.key else "")
@@ -368,3 +372,6 @@ class Quality(Policy):
 
 def build_policies(items: list[str | dict[str, Any]], route_backends: list[str]) -> list[Policy]:
     return [validate_policy(item, route_backends) for item in items]
+
+
+from agentcycle.router import ratelimit as _ratelimit  # noqa: E402,F401  (registers rate_limit)

@@ -100,8 +100,10 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
             else:
                 result = await router.acomplete(messages, **options, **payload)
         except AllBackendsFailed as exc:
+            wait = {"retry-after": str(math.ceil(exc.retry_after_s))} if exc.retry_after_s \
+                else None
             return await _send_json(send, exc.status,
-                                    error_body(exc.status, str(exc), _failure_code(exc)))
+                                    error_body(exc.status, str(exc), _failure_code(exc)), wait)
         except Exception as exc:  # a policy failing (say, its model file went away)
             log.exception("router proxy: the request failed before any backend answered")
             return await _send_json(send, 500, error_body(
@@ -142,7 +144,9 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         return Response(orjson.dumps({"ok": True}), media_type="application/json")
 
     async def health(request: Request) -> Response:
-        return Response(orjson.dumps({"status": "ok", "cooling": router.state.cooling()}),
+        cooling = await router.state.acooling_among(list(router.by_name))
+        return Response(orjson.dumps({"status": "ok", "cooling": sorted(cooling),
+                                      "state": router.state.describe()}),
                         media_type="application/json")
 
     @contextlib.asynccontextmanager

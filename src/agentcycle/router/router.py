@@ -30,6 +30,7 @@ from agentcycle.router.attempts import Attempts, position_reason, short_error
 from agentcycle.router.backends import Backend
 from agentcycle.router.policies import Policy, RouteRequest, build_policies
 from agentcycle.router.pricing import call_cost
+from agentcycle.router.shared_state import open_state
 from agentcycle.router.state import RouterState, utc_day
 
 if TYPE_CHECKING:
@@ -91,7 +92,8 @@ class Router:
     def __init__(self, backends: list[Backend], *, cooldown_s: float = 30.0,
                  energy_usd_per_hour: float = 0.0,
                  routes: dict[str, list[str | dict[str, Any]] | Route] | None = None,
-                 log_path: str | Path | None | bool = True, tracing: bool = True):
+                 log_path: str | Path | None | bool = True, tracing: bool = True,
+                 state: RouterState | None = None):
         if not backends:
             raise ServiceError("the router needs at least one backend")
         self.backends = list(backends)
@@ -102,8 +104,10 @@ class Router:
         self.cooldown_s = cooldown_s
         self.energy_usd_per_hour = energy_usd_per_hour
         self.tracing = tracing
+        # Redis/Valkey when the settings name one (replicas share it), else this process.
+        self.state = state or open_state(cooldown_s=cooldown_s,
+                                         load_spend=self._recorded_spend)
         self.log = open_log(log_path)
-        self.state = RouterState(cooldown_s, load_spend=self._recorded_spend)
         self.routes = self._build_routes(routes)
         self._loop = LoopThread()
         self._probes: set[asyncio.Task] = set()
@@ -178,10 +182,10 @@ class Router:
                     current.set_outputs({"text": result.text})
                     current.set_attributes(span_attributes(result))
             except Exception as exc:  # any failure of one backend may move on to the next
-                if attempts.failed_on(backend, exc):
+                if await attempts.failed_on(backend, exc):
                     continue
                 break
-            self._record(result, request, streamed=False)
+            await self._record(result, request, streamed=False)
             return result
         raise attempts.exhausted(streamed=False)
 
@@ -217,6 +221,7 @@ class Router:
         """Flush the accounting log and stop the sync API's loop (and its connections)."""
         if self._loop.started:
             self._loop.run(transport.close_sessions())
+            self._loop.run(self.state.aclose())
         if self.log is not None:
             self.log.flush()
         self._loop.stop()
@@ -224,6 +229,7 @@ class Router:
     async def aclose(self) -> None:
         """The async twin of close(), for the running loop's connections."""
         await transport.close_sessions()
+        await self.state.aclose()
         if self.log is not None:
             await asyncio.to_thread(self.log.flush)
 
@@ -248,10 +254,11 @@ class Router:
                 reasons.append(f"skipped {', '.join(b.name for b in candidates if b not in fits)}"
                                f": ~{needed} tokens exceed the context window")
             candidates = fits
-        ready = [b for b in candidates if self.state.is_ready(b.name)]
+        cooling_names = await self.state.acooling_among([b.name for b in candidates])
+        ready = [b for b in candidates if b.name not in cooling_names]
         cooling = [b for b in candidates if b not in ready]
         for backend in cooling:
-            if self.state.probe_due(backend.name):
+            if await self.state.aprobe_due(backend.name):
                 self._start_probe(backend)
         if cooling and ready:  # else "primary" would hide that the policies' pick was moved
             reasons.append(f"{', '.join(b.name for b in cooling)} cooling down: tried last")
@@ -289,10 +296,10 @@ class Router:
                                          {"max_tokens": 1}, backend.timeout_s)
         except Exception as exc:
             log.info("probe of %s failed (%s); cooling again", backend.name, short_error(exc))
-            self.state.record_failure(backend.name)
+            await self.state.arecord_failure(backend.name)
         else:
             log.info("probe of %s succeeded; back in rotation", backend.name)
-            self.state.record_success(backend.name)
+            await self.state.arecord_success(backend.name)
 
     # -- accounting ------------------------------------------------------------------
     def _completion(self, backend: Backend, request: RouteRequest, raw: dict,
@@ -314,9 +321,9 @@ class Router:
             failed=failed, request_id=request_id, route=request.route, arm=request.arm,
             raw=raw)
 
-    def _record(self, result: Completion, request: RouteRequest, *, streamed: bool,
-                status: str = "ok", error: str | None = None) -> None:
-        self.state.add_spend(result.route, result.cost_usd)
+    async def _record(self, result: Completion, request: RouteRequest, *, streamed: bool,
+                      status: str = "ok", error: str | None = None) -> None:
+        await self.state.aadd_spend(result.route, result.cost_usd)
         if self.log is not None:
             self.log.add(RequestRecord(
                 id=result.request_id, time=time.time(), day=utc_day(), route=result.route,

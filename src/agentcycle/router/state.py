@@ -1,4 +1,12 @@
-"""What the router remembers between requests: cooldowns, latency, spend.
+"""What the router remembers between requests: cooldowns, latency, spend, sticky A/B
+arms, rate-limit counters.
+
+One interface, two backends. :class:`RouterState` (here) keeps it in this process, with
+the day's spend read back from the SQLite log after a restart: the embedded default.
+:class:`~agentcycle.router.shared_state.RedisState` keeps it in Redis/Valkey so proxy
+replicas behind one Service share one budget, one set of cooldowns, one A/B assignment
+per key and one rate-limit counter. The router calls the async methods (``a*``); the sync
+ones read this process's view (tests, /health, custom policies written before).
 
 Read and written by the event loop that serves requests and by the sync API's loop
 thread, so every update is a few dict operations under one threading lock: never held
@@ -35,7 +43,10 @@ def new_request_id() -> str:
 
 
 class RouterState:
-    """Cooldowns with recovery probes, a latency moving average, spend per route per day."""
+    """Cooldowns with recovery probes, a latency moving average, spend per route per day,
+    rate-limit windows: in this process (the embedded default)."""
+
+    shared: bool = False  # True where replicas share it (RedisState)
 
     def __init__(self, cooldown_s: float = 30.0, latency_alpha: float = 0.2,
                  load_spend: Callable[[str, str], float] | None = None):
@@ -47,6 +58,7 @@ class RouterState:
         self._probing: set[str] = set()
         self.latency_ms: dict[str, float] = {}
         self._spend: dict[tuple[str, str], float] = {}
+        self._counts: dict[tuple[str, int], int] = {}
 
     # -- cooldown ------------------------------------------------------------------
     def is_ready(self, name: str) -> bool:
@@ -95,3 +107,49 @@ class RouterState:
         key = (route, utc_day())
         with self._lock:
             self._spend[key] += usd
+
+    # -- the async interface the router calls (RedisState overrides it) ----------------
+    def describe(self) -> str:
+        """Where the state lives, for /health and the serve banner."""
+        return "local (this process)"
+
+    async def acooling_among(self, names: list[str]) -> set[str]:
+        """Which of these backends are cooling down."""
+        return {name for name in names if name in self._cooling_until}
+
+    async def aprobe_due(self, name: str) -> bool:
+        return self.probe_due(name)
+
+    async def arecord_failure(self, name: str) -> None:
+        self.record_failure(name)
+
+    async def arecord_success(self, name: str) -> None:
+        """A probe (or a request) found the backend healthy: out of cooldown."""
+        self.record_success(name)
+
+    async def aspent_today(self, route: str) -> float:
+        return self.spent_today(route)
+
+    async def aadd_spend(self, route: str, usd: float) -> None:
+        self.add_spend(route, usd)
+
+    async def asticky_arm(self, route: str, key: str, proposed: str,
+                          arms: list[str]) -> str:
+        """The arm a sticky key keeps: here the policy's hash is the memory (no storage,
+        survives restarts); a shared state stores the first assignment."""
+        return proposed
+
+    async def acount(self, scope: str, window_s: float) -> tuple[int, float]:
+        """Count one request in ``scope``'s current fixed window: (requests in the
+        window so far, including this one; seconds until the window ends)."""
+        now = time.time()
+        window = int(now // window_s)
+        with self._lock:
+            if len(self._counts) > 10_000:  # drop finished windows
+                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
+            count = self._counts.get((scope, window), 0) + 1
+            self._counts[(scope, window)] = count
+        return count, (window + 1) * window_s - now
+
+    async def aclose(self) -> None:
+        """Release connections (none here)."""

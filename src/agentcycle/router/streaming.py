@@ -101,7 +101,7 @@ class Stream:
             latency_s, [], self.failed, self.request_id)
         result.text, result.reason = text, self.reason
         if status == "failed":
-            self.router.state.record_failure(self.backend.name)
+            await self.router.state.arecord_failure(self.backend.name)
         if self.router.tracing:
             # Recorded once the stream is over: a span cannot stay open across the yields
             # of a generator the caller drives (its context would leak into theirs).
@@ -109,7 +109,8 @@ class Stream:
                 span.set_outputs({"text": text})
                 span.set_attributes({**span_attributes(result), "agentcycle.streamed": True,
                                      "agentcycle.status": status})
-        self.router._record(result, self.request, streamed=True, status=status, error=error)
+        await self.router._record(result, self.request, streamed=True, status=status,
+                                  error=error)
 
     async def text(self) -> str:
         """Read the whole stream; the text."""
@@ -129,7 +130,7 @@ async def open_stream(router: Router, route: Route, request: RouteRequest) -> St
         except Exception as exc:  # nothing sent yet: the next backend may still answer
             if isinstance(exc, StopAsyncIteration):
                 exc = transport.StreamCut("the backend sent an empty stream")
-            may_fall_back = attempts.failed_on(backend, exc)
+            may_fall_back = await attempts.failed_on(backend, exc)
             await chunks.aclose()
             if may_fall_back:
                 continue

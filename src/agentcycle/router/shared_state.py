@@ -1,0 +1,350 @@
+"""The router's state in Redis/Valkey: one budget, one set of cooldowns, one A/B
+assignment per key and one rate-limit counter for every proxy replica.
+
+Each update is atomic on the server (a Lua script or a MULTI transaction), so replicas
+never lose each other's increments:
+
+    <prefix>cool:<backend>          the time its cooldown ends (deleted when it recovers)
+    <prefix>probe:<backend>         SET NX: the one replica that probes it now
+    <prefix>spend:<route>:<day>     INCRBYFLOAT, expires an hour after the UTC day ends
+    <prefix>ab:<route>:<key hash>   the first arm a sticky key got (kept 30 days)
+    <prefix>rl:<scope>:<window>     INCR per fixed window, expires with it
+
+``<prefix>`` is ``agentcycle:router:<namespace>:``; the namespace is
+``AGENTCYCLE_ROUTER_NAMESPACE``, else ``APP_NAME`` (set by the platform per app), else
+``default``: replicas of one app share it, two apps on one Valkey do not.
+
+Redis unreachable at start-up: the router refuses to start (one error line). Redis
+lost mid-run: the router **fails open** to this replica's local state, with one warning
+line, and tries Redis again every few seconds. Meanwhile the budget counts from the last
+shared total plus this replica's own spend (added to Redis when it is back), and
+cooldowns and rate limits are per replica: requests keep being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from agentcycle.errors import ConfigError, ServiceError
+from agentcycle.router.state import RouterState, utc_day
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+AB_TTL_S = 30 * 86400
+_CLAIM_PROBE = """
+local until = redis.call('GET', KEYS[1])
+if not until or tonumber(until) > tonumber(ARGV[1]) then return 0 end
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+_READ_SPEND = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+  v = ARGV[1]
+end
+return v
+"""
+_ADD_SPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[2]) end
+local v = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return v
+"""
+_STICKY = """
+local v = redis.call('GET', KEYS[1])
+for i = 3, #ARGV do
+  if ARGV[i] == v then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return v
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password (for messages and /health)."""
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''}"
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisState(RouterState):
+    """RouterState whose cooldowns, spend, sticky arms and rate counters live in Redis;
+    latency averages stay per replica (each measures its own path to a backend)."""
+
+    shared = True
+
+    def __init__(self, url: str, *, namespace: str = "default", cooldown_s: float = 30.0,
+                 load_spend: Callable[[str, str], float] | None = None,
+                 timeout_s: float = 1.0, retry_s: float = 5.0, check: bool = True):
+        super().__init__(cooldown_s, load_spend=load_spend)
+        self.url = url
+        self.namespace = namespace
+        self.prefix = f"agentcycle:router:{namespace}:"
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._shared_spend: dict[tuple[str, str], float] = {}
+        self._pending_spend: dict[tuple[str, str], float] = {}
+        self._tasks: set[asyncio.Task] = set()
+        if check:
+            self.check()
+
+    # -- connections -----------------------------------------------------------------
+    def check(self) -> None:
+        """Ping Redis now: ServiceError (one line) when it is unreachable."""
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=max(self.timeout_s, 2.0),
+                                          socket_connect_timeout=max(self.timeout_s, 2.0))
+        except ValueError as exc:
+            raise ConfigError(f"the router's Redis URL is invalid ({exc}); set REDIS_URL "
+                              "like redis://host:6379/0") from None
+        try:
+            client.ping()
+        except _errors() as exc:
+            raise ServiceError(
+                f"the router's shared state at {shown_url(self.url)} is unreachable "
+                f"({type(exc).__name__}: {exc}); start Redis/Valkey, or set "
+                "AGENTCYCLE_ROUTER_STATE=local for per-process state") from None
+        finally:
+            client.close()
+
+    def _client(self) -> Any:
+        """One client per event loop (the proxy's, the sync API's thread): redis-py's
+        asyncio connections belong to the loop that opened them."""
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(
+                self.url, decode_responses=True, socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s)
+            client.scripts = {name: client.register_script(body) for name, body in (
+                ("probe", _CLAIM_PROBE), ("read_spend", _READ_SPEND),
+                ("add_spend", _ADD_SPEND), ("sticky", _STICKY))}
+            self._clients[loop] = client
+        return client
+
+    async def _shared(self, work: Callable[[Any], Awaitable[T]],
+                      fallback: Callable[[], T]) -> T:
+        """``work`` on Redis; on a Redis error (or while it is down) ``fallback``."""
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            return fallback()
+        try:
+            result = await work(self._client())
+        except _errors() as exc:
+            self._went_down(exc)
+            return fallback()
+        if self._down_since is not None:
+            await self._came_back()
+        return result
+
+    def _went_down(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self.retry_s
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("router state: Redis at %s failed (%s: %s); this replica uses its "
+                        "local state (budget from the last shared total, cooldowns and rate "
+                        "limits per replica) and retries every %gs", shown_url(self.url),
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+                        self.retry_s)
+
+    async def _came_back(self) -> None:
+        self._down_since = None
+        pending, self._pending_spend = self._pending_spend, {}
+        client = self._client()
+        try:
+            for (route, day), usd in pending.items():
+                await client.scripts["add_spend"](
+                    keys=[self._spend_key(route, day)],
+                    args=[usd, 0, _day_end(day)])
+        except _errors() as exc:
+            for key, usd in pending.items():  # keep it for the next recovery
+                self._pending_spend[key] = self._pending_spend.get(key, 0.0) + usd
+            self._went_down(exc)
+            return
+        log.warning("router state: Redis at %s is back; state is shared again (%d spend "
+                    "totals caught up)", shown_url(self.url), len(pending))
+
+    def describe(self) -> str:
+        where = f"redis {shown_url(self.url)} namespace '{self.namespace}'"
+        return where + (" (unreachable: local fallback)" if self._down_since else "")
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    # -- keys ------------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _spend_key(self, route: str, day: str) -> str:
+        return self._key("spend", route, day)
+
+    # -- cooldowns -------------------------------------------------------------------
+    async def acooling_among(self, names: list[str]) -> set[str]:
+        async def work(r: Any) -> set[str]:
+            values = await r.mget([self._key("cool", n) for n in names])
+            now_wall, now_mono = time.time(), time.monotonic()
+            cooling = set()
+            with self._lock:  # mirror it: /health, the sync view, the fallback
+                for name, until in zip(names, values, strict=True):
+                    if until is None:
+                        self._cooling_until.pop(name, None)
+                    else:
+                        cooling.add(name)
+                        self._cooling_until[name] = now_mono + float(until) - now_wall
+            return cooling
+
+        return await self._shared(work, lambda: {n for n in names if n in self._cooling_until})
+
+    async def aprobe_due(self, name: str) -> bool:
+        async def work(r: Any) -> bool:
+            lease_ms = int(max(self.cooldown_s, 1.0) * 1000)
+            return bool(await r.scripts["probe"](
+                keys=[self._key("cool", name), self._key("probe", name)],
+                args=[time.time(), lease_ms, self.namespace]))
+
+        return await self._shared(work, lambda: self.probe_due(name))
+
+    async def arecord_failure(self, name: str) -> None:
+        super().record_failure(name)
+
+        async def work(r: Any) -> None:
+            keep_ms = int((self.cooldown_s + 86400) * 1000)  # no replica left: it ends
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("cool", name), time.time() + self.cooldown_s, px=keep_ms)
+                pipe.delete(self._key("probe", name))
+                await pipe.execute()
+
+        await self._shared(work, lambda: None)
+
+    async def arecord_success(self, name: str) -> None:
+        super().record_success(name)
+        await self._shared(lambda r: r.delete(self._key("cool", name),
+                                              self._key("probe", name)), lambda: None)
+
+    def record_success(self, name: str, latency_ms: float | None = None) -> None:
+        """A request answered (sync, on the loop): the latency here; a backend that was
+        cooling is cleared for every replica in the background."""
+        was_cooling = name in self._cooling_until
+        super().record_success(name, latency_ms)
+        if was_cooling:
+            try:
+                task = asyncio.get_running_loop().create_task(self.arecord_success(name))
+            except RuntimeError:  # no loop: nothing to share from here
+                return
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- spend -----------------------------------------------------------------------
+    async def aspent_today(self, route: str) -> float:
+        day = utc_day()
+        seed = self.spent_today(route)  # this replica's log: re-seeds an emptied Redis
+
+        async def work(r: Any) -> float:
+            value = float(await r.scripts["read_spend"](
+                keys=[self._spend_key(route, day)], args=[seed, _day_end(day)]))
+            self._shared_spend[(route, day)] = value
+            return value
+
+        return await self._shared(work, lambda: self._fallback_spend(route, day))
+
+    async def aadd_spend(self, route: str, usd: float) -> None:
+        if usd <= 0:
+            return
+        day = utc_day()
+        seed = self.spent_today(route)
+        self.add_spend(route, usd)
+
+        async def work(r: Any) -> None:
+            value = await r.scripts["add_spend"](
+                keys=[self._spend_key(route, day)], args=[usd, seed, _day_end(day)])
+            self._shared_spend[(route, day)] = float(value)
+
+        def fallback() -> None:
+            key = (route, day)
+            self._pending_spend[key] = self._pending_spend.get(key, 0.0) + usd
+
+        await self._shared(work, fallback)
+
+    def _fallback_spend(self, route: str, day: str) -> float:
+        last = self._shared_spend.get((route, day))
+        if last is None:
+            return self.spent_today(route)
+        return last + self._pending_spend.get((route, day), 0.0)
+
+    # -- A/B and rate limits -----------------------------------------------------------
+    async def asticky_arm(self, route: str, key: str, proposed: str,
+                          arms: list[str]) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]  # no user ids in Redis
+
+        async def work(r: Any) -> str:
+            return str(await r.scripts["sticky"](keys=[self._key("ab", route, digest)],
+                                                 args=[proposed, AB_TTL_S, *arms]))
+
+        return await self._shared(work, lambda: proposed)
+
+    async def acount(self, scope: str, window_s: float) -> tuple[int, float]:
+        now = time.time()
+        window = int(now // window_s)
+
+        async def work(r: Any) -> tuple[int, float]:
+            key = self._key("rl", scope, str(window))
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.pexpire(key, int(window_s * 2000))
+                count, _ = await pipe.execute()
+            return int(count), (window + 1) * window_s - now
+
+        local = super().acount
+        result = await self._shared(work, lambda: None)
+        return result if result is not None else await local(scope, window_s)
+
+
+def _day_end(day: str) -> int:
+    """An hour after the UTC day ends (replicas' clocks may differ a little)."""
+    import datetime as dt
+
+    start = dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    return int(start.timestamp()) + 86400 + 3600
+
+
+def open_state(settings: Any = None, *, cooldown_s: float = 30.0,
+               load_spend: Callable[[str, str], float] | None = None) -> RouterState:
+    """Redis when the settings name one (``REDIS_URL``, ``CACHE_URL``, ``VALKEY_HOST``;
+    ``AGENTCYCLE_ROUTER_STATE=local`` opts out), else this process's state."""
+    if settings is None:
+        from agentcycle.settings import Settings
+
+        settings = Settings()
+    url = settings.router_redis_url
+    if settings.router_state == "local" or (settings.router_state == "auto" and not url):
+        return RouterState(cooldown_s, load_spend=load_spend)
+    if not url:
+        raise ConfigError("AGENTCYCLE_ROUTER_STATE=redis needs REDIS_URL, CACHE_URL or "
+                          "VALKEY_HOST")
+    return RedisState(url, namespace=settings.router_namespace or "default",
+                      cooldown_s=cooldown_s, load_spend=load_spend)
