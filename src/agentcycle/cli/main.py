@@ -10,6 +10,7 @@ from agentcycle.cli import registry as registry_cli
 from agentcycle.cli import templates as templates_cli
 from agentcycle.cli._common import quiet_libraries
 from agentcycle.cli.commands import app_command, demo, doctor, serve, traces
+from agentcycle.cli.deploy import deploy as deploy_command
 from agentcycle.cli.finetune import finetune
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app.command()(serve)
 app.command()(finetune)
 app.command()(traces)
 app.command(name="app")(app_command)
+app.command(name="deploy")(deploy_command)
 app.command(name="new")(templates_cli.new)
 
 

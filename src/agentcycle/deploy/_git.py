@@ -90,23 +90,38 @@ def _identity_env(project_dir: Path) -> dict[str, str]:
     return {}
 
 
-def commit_project(project_dir: Path, message: str, *, secrets: Iterable[str] = ()) -> str:
-    """Stage the project (minus NEVER_COMMITTED), refuse if a secret value would be
-    committed, commit if anything changed; returns HEAD's sha."""
+def commit_project(project_dir: Path, message: str, *, secrets: Iterable[str] = (),
+                   exclude: Sequence[str] = ()) -> str | None:
+    """Stage the project (minus NEVER_COMMITTED and `exclude`), refuse if a secret value
+    would be committed, commit if anything changed; returns HEAD's sha (None: no commit
+    yet, nothing to commit)."""
     if not (project_dir / ".git").exists():
         git(project_dir, "init", "-q", "-b", "main")
-    identity = _identity_env(project_dir)
-    exclude = [f":(exclude,glob)**/{pattern}" for pattern in NEVER_COMMITTED]
-    git(project_dir, "add", "-A", "--", ".", *exclude)
+    skipped = [f":(exclude,glob)**/{pattern}" for pattern in NEVER_COMMITTED]
+    skipped += [f":(exclude){path}" for path in exclude]
+    git(project_dir, "add", "-A", "--", ".", *skipped)
     for pattern in NEVER_COMMITTED:  # tracked before: leave the file, drop it from git
         git(project_dir, "rm", "-q", "--cached", "--ignore-unmatch", "--",
             f":(glob)**/{pattern}")
     _refuse_secrets(project_dir, [s for s in secrets if s and len(s) >= 6])
-    staged = git(project_dir, "diff", "--cached", "--quiet", check=False).returncode != 0
-    has_head = git(project_dir, "rev-parse", "-q", "--verify", "HEAD", check=False)
-    if staged or has_head.returncode != 0:
-        git(project_dir, "commit", "-q", "--allow-empty", "-m", message, env=identity)
-    return git(project_dir, "rev-parse", "HEAD").stdout.strip()
+    if git(project_dir, "diff", "--cached", "--quiet", check=False).returncode != 0:
+        git(project_dir, "commit", "-q", "-m", message, env=_identity_env(project_dir))
+    return head(project_dir)
+
+
+def head(project_dir: Path) -> str | None:
+    done = git(project_dir, "rev-parse", "-q", "--verify", "HEAD", check=False)
+    return done.stdout.strip() or None
+
+
+def source_commit(project_dir: Path, generated: str = "k8s") -> str | None:
+    """The last commit that changed the project outside `generated` (12 hex digits):
+    the image tag, stable across deploys that only regenerate `k8s/`."""
+    if not (project_dir / ".git").exists():
+        return None
+    done = git(project_dir, "log", "-1", "--format=%H", "--", ".", f":(exclude){generated}",
+               check=False)
+    return done.stdout.strip()[:12] or None
 
 
 def _refuse_secrets(project_dir: Path, secrets: Sequence[str]) -> None:
@@ -153,10 +168,10 @@ def push(project_dir: Path, url: str, credentials: Credentials, *,
     there), rebase on it once and push again."""
     what = "Gitea (git over HTTPS)"
     remote = ensure_remote(project_dir, url)
-    head = git(project_dir, "rev-parse", "HEAD").stdout.strip()
-    if remote_head(project_dir, remote, branch, credentials) == head:
-        return PushResult(head, changed=False)
-    args = ("push", "--porcelain", "-u", remote, f"HEAD:refs/heads/{branch}")
+    local = git(project_dir, "rev-parse", "HEAD").stdout.strip()
+    if remote_head(project_dir, remote, branch, credentials) == local:
+        return PushResult(local, changed=False)
+    args = ("push", "-u", remote, f"HEAD:refs/heads/{branch}")
     try:
         git(project_dir, *args, credentials=credentials, what=what)
     except ServiceError as exc:

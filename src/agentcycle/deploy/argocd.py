@@ -3,7 +3,8 @@
 Bearer-token calls to `/api/v1/repositories` and `/api/v1/applications` (the API the
 `argocd` CLI's gRPC gateway serves). The Application is written with `validate=false`:
 it is created before the first push, when the repository has no `k8s/` yet, so that an
-image webhook never fires for an app ArgoCD does not know.
+image webhook never fires for an app ArgoCD does not know. The Application object itself
+is generated with the manifests (`agentcycle.deploy.manifests.argocd_application`).
 """
 
 from __future__ import annotations
@@ -21,27 +22,6 @@ Change = Literal["created", "updated", "unchanged"]
 def server_url(server: str) -> str:
     """ARGOCD_SERVER is usually a bare host (`argocd.example.com`), as the CLI takes it."""
     return server if "://" in server else f"https://{server}"
-
-
-def application(name: str, repo_url: str, namespace: str, *, path: str = "k8s",
-                revision: str = "HEAD", project: str = "default",
-                labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """The `argoproj.io/v1alpha1` Application thinkube-control writes for an app."""
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, "namespace": "argocd",
-                     "labels": labels or {"app.kubernetes.io/name": name,
-                                          "app.kubernetes.io/managed-by": "agentcycle"}},
-        "spec": {
-            "project": project,
-            "source": {"repoURL": repo_url, "targetRevision": revision, "path": path},
-            "destination": {"server": "https://kubernetes.default.svc",
-                            "namespace": namespace},
-            "syncPolicy": {"syncOptions": ["CreateNamespace=true"]},
-            "revisionHistoryLimit": 3,
-        },
-    }
 
 
 def _contains(actual: Any, wanted: Any) -> bool:

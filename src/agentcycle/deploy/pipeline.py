@@ -2,7 +2,8 @@
 
 1. render `k8s/` from `thinkube.yaml` and validate it offline (nothing is touched before);
    `dry_run` stops here, having written the files;
-2. commit the project locally (refused if a token or the webhook secret would be in it);
+2. commit the project locally, then `k8s/` (whose image tag is the project's commit);
+   refused if a token or the webhook secret would be in it;
 3. Gitea: the token's user, then get-or-create the private repository in the org;
 4. its one push webhook to Argo Events (`https://argo-events.<domain>/gitea`);
 5. ArgoCD: the repository's credentials, then the Application (before the push, so an
@@ -95,9 +96,8 @@ def _app_name(project_dir: Path, spec: Any, options: DeployOptions) -> str:
     return name if name and "{" not in name else project_dir.resolve().name
 
 
-def render(project_dir: Path, options: DeployOptions) -> tuple[Any, dict[str, str]]:
-    """thinkube.yaml -> the validated k8s/ files (written into the project)."""
-    from agentcycle.deploy.target import DeployTarget, git_image_tag
+def _target(project_dir: Path, options: DeployOptions) -> Any:
+    from agentcycle.deploy.target import DeployTarget
     from agentcycle.deploy.thinkube import load_thinkube
 
     if not project_dir.is_dir():
@@ -105,34 +105,50 @@ def render(project_dir: Path, options: DeployOptions) -> tuple[Any, dict[str, st
     spec = load_thinkube(project_dir / "thinkube.yaml")
     if not options.domain:
         raise ConfigError("no domain: pass --domain or set DOMAIN_NAME")
-    target = DeployTarget.create(
+    # The image tag: the last commit outside k8s/ (stable across deploys that only
+    # regenerate k8s/, so a second deploy renders the same bytes).
+    tag = options.image_tag or _git.source_commit(project_dir) or "initial"
+    return DeployTarget.create(
         app_name=_app_name(project_dir, spec, options), domain=options.domain,
         org=options.org, registry=options.registry or "", parameters=options.parameters,
-        image_tag=options.image_tag or git_image_tag(project_dir) or "initial")
-    from agentcycle.deploy import generate_manifests, validate_manifests, write_manifests
+        image_tag=tag)
 
+
+def render(project_dir: Path, options: DeployOptions) -> tuple[Any, dict[str, str]]:
+    """thinkube.yaml -> the k8s/ files, validated offline (nothing written yet)."""
+    from agentcycle.deploy.manifests import generate_manifests
+    from agentcycle.deploy.validate import validate_manifests
+
+    target = _target(project_dir, options)
     files = generate_manifests(project_dir, target)
     validate_manifests(files)
-    write_manifests(project_dir, files)
     return target, files
 
 
 def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
            progress: Progress | None = None) -> DeployReport:
     """Render, validate and (unless `dry_run`) publish the project; see the module doc."""
+    from agentcycle.deploy.manifests import write_manifests
+
     say = progress or (lambda step, detail: None)
     project_dir = Path(project_dir)
     if not dry_run and (missing := options.missing()):
         raise ConfigError(f"deploy needs {', '.join(missing)} (set in the environment; "
                           "or use --dry-run to render and validate only)")
     target, files = render(project_dir, options)
-    report = DeployReport(target.app_name, project_dir, sorted(files), dry_run)
-    say("render", f"{len(files)} files in k8s/ validated")
+    say("render", f"{len(files)} files for k8s/ validated")
     if dry_run:
-        return report
+        write_manifests(project_dir, files)
+        return DeployReport(target.app_name, project_dir, sorted(files), dry_run)
     secrets = [options.gitea_token or "", options.argocd_token or "", options.webhook_secret]
+    _git.commit_project(project_dir, f"{target.app_name}: project for deploy",
+                        secrets=secrets, exclude=["k8s"])
+    if _git.source_commit(project_dir) != target.image_tag and not options.image_tag:
+        target, files = render(project_dir, options)  # the tag is the commit just made
+    write_manifests(project_dir, files)
+    report = DeployReport(target.app_name, project_dir, sorted(files), dry_run)
     report.commit = _git.commit_project(project_dir, options.message, secrets=secrets)
-    say("commit", report.commit[:12])
+    say("commit", f"{(report.commit or '')[:12]} (images tagged {target.image_tag})")
     with gitea.Gitea(options.gitea_url or "", options.gitea_token or "") as git_server, \
             argocd.ArgoCD(options.argocd_server or "", options.argocd_token or "") as argo:
         user = git_server.whoami()
@@ -146,7 +162,7 @@ def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
         report.repo_url = repo.clone_url
         say("gitea repository", f"{options.org}/{target.app_name} {report.repository}")
         try:
-            _publish(report, repo, user, target, options, git_server, argo, say)
+            _publish(report, repo, user, target, files, options, git_server, argo, say)
         except AgentcycleError as exc:
             if report.repository != "created":
                 raise
@@ -155,8 +171,8 @@ def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
 
 
 def _publish(report: DeployReport, repo: gitea.GiteaRepo, user: str, target: Any,
-             options: DeployOptions, git_server: gitea.Gitea, argo: argocd.ArgoCD,
-             say: Progress) -> None:
+             files: dict[str, str], options: DeployOptions, git_server: gitea.Gitea,
+             argo: argocd.ArgoCD, say: Progress) -> None:
     hook_url = options.webhook_url or f"https://argo-events.{target.domain}/gitea"
     hook = git_server.ensure_push_hook(repo.owner, repo.name, hook_url, options.webhook_secret)
     report.hook = hook.change
@@ -166,9 +182,7 @@ def _publish(report: DeployReport, repo: gitea.GiteaRepo, user: str, target: Any
     report.credentials = argo.ensure_repository(repo.clone_url, user, token,
                                                 name=target.app_name)
     say("argocd repository", f"{repo.clone_url} {report.credentials}")
-    app = argocd.application(target.app_name, repo.clone_url, target.namespace,
-                             labels={"app.kubernetes.io/name": target.app_name,
-                                     "app.kubernetes.io/managed-by": "agentcycle"})
+    app = _application(files, repo.clone_url)
     report.application = argo.ensure_application(app)
     say("argocd application", f"{target.app_name} {report.application}")
     result = _git.push(report.project_dir, repo.clone_url, _git.Credentials(user, token),
@@ -176,6 +190,18 @@ def _publish(report: DeployReport, repo: gitea.GiteaRepo, user: str, target: Any
     report.commit, report.pushed = result.commit, result.changed
     say("push", f"{options.branch} @ {result.commit[:12]} "
         + ("pushed" if result.changed else "already up to date"))
+
+
+def _application(files: dict[str, str], repo_url: str) -> dict[str, Any]:
+    """The generated Application, reading the repository over HTTPS: the URL whose
+    credentials were just registered with ArgoCD."""
+    import yaml
+
+    from agentcycle.deploy.manifests import APPLICATION_FILE
+
+    app = yaml.safe_load(files[APPLICATION_FILE])
+    app["spec"]["source"]["repoURL"] = repo_url
+    return app
 
 
 def _undo(report: DeployReport, repo: gitea.GiteaRepo, git_server: gitea.Gitea,
