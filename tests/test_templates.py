@@ -153,17 +153,15 @@ def test_update_applies_a_new_version_and_keeps_the_users_edits(tmp_path):
     dest = tmp_path / "proj"
     new_project(NAME, dest)
     thinkube = dest / "thinkube.yaml"
-    edited = thinkube.read_text().replace("replicas: 1", "replicas: 3")
-    assert edited != thinkube.read_text()
-    thinkube.write_text(edited)
-    commit_all(dest, "more replicas")
+    thinkube.write_text(thinkube.read_text() + "# deployed by the claims team\n")
+    commit_all(dest, "a note")
     publish(NAME, assemble_changed("1.1.0", {"CHANGELOG.md": "1.1.0: a changelog\n"}),
             templates_home() / NAME)
     result = cli("templates", "update", dest)
     assert result.exit_code == 0, result.output
     assert "-> 1.1.0" in result.output
     assert (dest / "CHANGELOG.md").read_text() == "1.1.0: a changelog\n"
-    assert "replicas: 3" in thinkube.read_text()
+    assert thinkube.read_text().endswith("# deployed by the claims team\n")
     assert read_answers(dest)["_commit"] == "v1.1.0"
     commit_all(dest, "update")
     again = cli("templates", "update", dest)
@@ -224,3 +222,20 @@ def test_export_is_a_copier_source_with_tags(tmp_path):
     assert export_templates(tmp_path / "export", [NAME]) == [path]  # a rerun updates
     result = cli("templates", "export", tmp_path / "export", "--name", "tkt-nope")
     assert result.exit_code == 1 and "unknown template" in result.output
+
+
+def test_update_marks_a_clash_with_the_users_edit(tmp_path):
+    dest = tmp_path / "proj"
+    new_project(NAME, dest)
+    thinkube = dest / "thinkube.yaml"
+    original = thinkube.read_text()
+    thinkube.write_text(original + "# ours\n")
+    commit_all(dest, "our line")
+    changed = original + "# the template's\n"
+    publish(NAME, assemble_changed("2.0.0", {"thinkube.yaml": changed}),
+            templates_home() / NAME)
+    result = cli("templates", "update", dest)
+    assert result.exit_code == 0, result.output
+    assert "conflicts to resolve" in result.output and "thinkube.yaml" in result.output
+    text = thinkube.read_text()
+    assert "<<<<<<< " in text and "# ours" in text and "# the template's" in text
