@@ -107,16 +107,39 @@ def test_sigterm_of_the_owner_leaves_no_orphan(tmp_path):
     assert _gone(pid)
 
 
-def test_a_server_left_by_a_killed_owner_is_reused_then_stopped(tmp_path):
+def test_a_killed_owner_leaves_the_server_to_the_others_then_the_last_one_stops_it(
+        tmp_path):
     store = tmp_path / "nats"
     child, url, pid = _owner(store)
-    child.kill()  # SIGKILL: no cleanup can run
-    child.wait(10)
-    assert _is_nats(pid)
-    assert json.loads((store / "server.json").read_text()) == {"pid": pid, "url": url}
     with NatsServer(store) as server:
         assert (server.url, server.started_here) == (url, False)
+        child.kill()  # SIGKILL: no cleanup can run; we still use the server
+        child.wait(10)
+        time.sleep(1.5)  # three rounds of its keeper
+        assert _is_nats(pid) and asyncio.run(_roundtrip(url)) == b"pong:1"
+        state = json.loads((store / "server.json").read_text())
+        assert (state["pid"], state["url"]) == (pid, url)
     assert _gone(pid)
+
+
+def test_the_crash_of_the_last_user_does_not_leave_the_server_forever(tmp_path):
+    child, url, pid = _owner(tmp_path / "nats")
+    keeper = json.loads((tmp_path / "nats" / "server.json").read_text())["keeper"]
+    child.kill()
+    child.wait(10)
+    assert _gone(pid, timeout=5), "nobody uses the server: its keeper must stop it"
+    assert _gone_pid(keeper)
+    with NatsServer(tmp_path / "nats") as server:  # the next user starts a fresh one
+        assert server.started_here and server.pid != pid
+
+
+def _gone_pid(pid: int, timeout: float = 5) -> bool:
+    from agentcycle._processes import alive
+
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
 
 
 def test_nats_session_and_url_follow_the_settings(settings, monkeypatch, tmp_path):

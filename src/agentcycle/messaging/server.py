@@ -4,14 +4,19 @@
 Several processes on one data dir share one server instead of fighting over one
 JetStream store: the first starts it and records its pid and URL in ``server.json``;
 the others find it there and reuse it. Every user holds a shared ``flock`` on
-``users.lock`` (the kernel drops it even on SIGKILL), so the last one out sees it can
-take that lock exclusively and stops the server, whoever started it. ``server.lock``
-serializes the start/stop decisions.
+``users.lock`` (the kernel drops it even on SIGKILL); ``server.lock`` serializes the
+start/stop decisions. The last one out stops the server, whoever started it:
+
+- a user that leaves normally (``stop``, ``with``, exit, SIGTERM) and finds it can take
+  ``users.lock`` exclusively stops the server at once;
+- the server runs under a small keeper process (``_processes.keep_while_used``) in its
+  own session, which the crash of its starter does not stop: users that crash
+  (SIGKILL, OOM) leave it serving the others, and once none holds the lock, the keeper
+  stops it within half a second. The server dies with its keeper.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
@@ -19,15 +24,23 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agentcycle._processes import (
+    flock,
+    forget,
+    keep_while_used,
+    on_terminate,
+    open_lock,
+    stop_tree,
+    try_lock,
+)
 from agentcycle.errors import MissingDependency, ServiceError
 
 _STATE, _LOCK, _USERS, _LOG = "server.json", "server.lock", "users.lock", "server.log"
+_ERR = "server.err"  # the server's (and its keeper's) stderr
 
 
 def nats_server_binary() -> Path:
@@ -52,7 +65,8 @@ class NatsServer:
     """Start (or reuse) the embedded server for ``store_dir``; ``url`` is where it listens.
 
     Use it as a context manager, or ``start()``/``stop()``. ``stop`` runs at interpreter
-    exit and on SIGTERM too, so the server is not orphaned when the parent is stopped.
+    exit and on an unhandled SIGTERM too; after a crash the keeper stops the server once
+    no process uses it.
     """
 
     def __init__(self, store_dir: Path | str, *, start_timeout: float = 20.0):
@@ -62,7 +76,7 @@ class NatsServer:
         self.pid: int | None = None
         self.started_here = False  # False: reused a server another process started
         self._users: int | None = None  # fd holding the shared lock on users.lock
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen | None = None  # the keeper, when started here
 
     @classmethod
     def for_settings(cls, settings: Any) -> NatsServer:
@@ -86,8 +100,8 @@ class NatsServer:
         except OSError as exc:
             raise ServiceError(f"the embedded NATS store {self.store_dir} cannot be created: "
                                f"{exc.strerror or exc}") from None
-        with _flock(self.store_dir / _LOCK):
-            self._users = _open_lock(self.store_dir / _USERS, fcntl.LOCK_SH)
+        with flock(self.store_dir / _LOCK):
+            self._users = open_lock(self.store_dir / _USERS, fcntl.LOCK_SH)
             try:
                 state = _read_state(self.store_dir)
                 if state and _is_nats(state["pid"]) and _accepts(state["url"]):
@@ -98,20 +112,18 @@ class NatsServer:
                 os.close(self._users)
                 self._users = None
                 raise
-        atexit.register(self.stop)
-        _stop_on_sigterm(self)
+        on_terminate(self.stop)
         return self
 
     def stop(self) -> None:
         """Leave the server; stop it if no other process still uses it."""
         if self._users is None:
             return
-        atexit.unregister(self.stop)
-        _SIGTERM_STOPS.discard(self)
-        with _flock(self.store_dir / _LOCK):
+        forget(self.stop)
+        with flock(self.store_dir / _LOCK):
             os.close(self._users)
             self._users = None
-            last = _try_lock(self.store_dir / _USERS)
+            last = try_lock(self.store_dir / _USERS)
             if last is None:
                 return  # someone else still uses it: the last one out stops it
             try:
@@ -129,107 +141,60 @@ class NatsServer:
         command = [str(nats_server_binary()), "-a", "127.0.0.1", "-p", "-1", "-js",
                    "-sd", str(self.store_dir), "--ports_file_dir", str(self.store_dir),
                    "-l", str(self.store_dir / _LOG), "-n", "agentcycle"]
-        # Its own session: a Ctrl-C in the terminal must not kill a server other
-        # processes still use; our stop() (atexit, SIGTERM, `with`) ends it instead.
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True)
-        self.pid = self._process.pid
-        self.url = self._wait_ready()
+        # Under a keeper in its own session: neither a Ctrl-C in the terminal nor the
+        # crash of this process stops a server other processes still use.
+        with open(self.store_dir / _ERR, "wb") as err:
+            self._process = keep_while_used(command, self.store_dir / _USERS,
+                                            self.store_dir / _LOCK, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=err)
+        self.pid, self.url = self._wait_ready()
         self.started_here = True
-        (self.store_dir / _STATE).write_text(json.dumps({"pid": self.pid, "url": self.url}))
+        (self.store_dir / _STATE).write_text(json.dumps(
+            {"pid": self.pid, "url": self.url, "keeper": self._process.pid}))
 
-    def _wait_ready(self) -> str:
+    def _wait_ready(self) -> tuple[int, str]:
+        """The server's pid and URL, from the ports file it writes once it listens."""
         assert self._process is not None
-        ports = self.store_dir / f"nats-server_{self._process.pid}.ports"
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise ServiceError(f"the embedded nats-server exited at start "
                                    f"(code {self._process.returncode}): {self._log_tail()}")
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                url = json.loads(ports.read_text())["nats"][0]
-                if _accepts(url):
-                    return url
+            for ports in self.store_dir.glob("nats-server_*.ports"):
+                with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                    url = json.loads(ports.read_text())["nats"][0]
+                    if _accepts(url):
+                        return int(ports.stem.rpartition("_")[2]), url
             time.sleep(0.02)
-        self._terminate(self._process.pid)
+        stop_tree(self._process, grace=5)
+        self._process = None
         raise ServiceError(f"the embedded nats-server did not accept connections within "
                            f"{self.start_timeout:.0f}s: {self._log_tail()}")
 
     def _log_tail(self) -> str:
-        stderr = ""
-        if self._process and self._process.stderr and self._process.poll() is not None:
-            stderr = self._process.stderr.read().decode(errors="replace")
-        log = self.store_dir / _LOG
-        text = (log.read_text(errors="replace") if log.exists() else "") + stderr
+        text = "".join((self.store_dir / name).read_text(errors="replace")
+                       for name in (_LOG, _ERR) if (self.store_dir / name).exists())
         return " | ".join(text.strip().splitlines()[-3:]) or "no output"
 
     def _terminate(self, pid: int) -> None:
+        """Stop the server (its keeper then exits); SIGKILL after 10 s."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if self._process is not None and self._process.pid == pid:
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-            return
-        deadline = time.monotonic() + 10  # not our child: its parent is gone, init reaps it
+        deadline = time.monotonic() + 10  # maybe not our child: its keeper reaps it
         while _is_nats(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
         if _is_nats(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-# -- SIGTERM: stop what we hold, then die of SIGTERM as the default handler would --------
-_SIGTERM_STOPS: set[NatsServer] = set()
-
-
-def _stop_on_sigterm(server: NatsServer) -> None:
-    _SIGTERM_STOPS.add(server)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return  # the program handles SIGTERM itself (the CLI turns it into Ctrl-C)
-
-    def handler(signum: int, frame: Any) -> None:
-        for held in list(_SIGTERM_STOPS):
-            with contextlib.suppress(Exception):
-                held.stop()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, handler)
+        keeper, self._process = self._process, None
+        if keeper is not None:  # ours: reap it, and stop it if it lingers
+            try:
+                keeper.wait(5)
+            except subprocess.TimeoutExpired:
+                stop_tree(keeper, grace=2)
 
 
 # -- small helpers ---------------------------------------------------------------------
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    fd = _open_lock(path, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def _open_lock(path: Path, mode: int) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, mode)
-    return fd
-
-
-def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def _read_state(store_dir: Path) -> dict | None:
     try:
         state = json.loads((store_dir / _STATE).read_text())

@@ -13,12 +13,10 @@ presents them in the prompt and turns the model's ``<tool_call>`` text into Open
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import json
 import os
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentcycle._hardware import native_bf16
+from agentcycle._processes import spawn, stop_tree
 from agentcycle.serving import toolcalls
 
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization"}
@@ -268,8 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, "-m", "transformers.cli.transformers", "serve",
                    args.model_dir, "--host", "127.0.0.1", "--port", str(engine_port),
                    *engine_options()]
-    engine = subprocess.Popen(command)
-    atexit.register(engine.terminate)
+    engine = spawn(command, new_session=False)  # in our group; dies with us
     from agentcycle.serving.server import wait_for_health
 
     wait_for_health(f"http://127.0.0.1:{engine_port}", process=engine)
@@ -280,14 +278,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
-        engine.terminate()
-        engine.wait(timeout=15)
+        stop_tree(engine, grace=15)
 
 
 def _stop_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
-    """A parent killed without cleanup (SIGKILL, or SIGTERM to a script that never
-    catches it) must not leave the gate and its ~1 GB engine running: when this process
-    is re-parented, signal our whole process group (the gate and the engine)."""
+    """A parent killed without cleanup (SIGKILL) must not leave the gate and its ~1 GB
+    engine running. On Linux the kernel's parent-death signal (``_processes.spawn``)
+    does it at once; this watch is the fallback elsewhere: when this process is
+    re-parented, signal our whole process group (the gate and the engine)."""
     import signal
     import threading
     import time

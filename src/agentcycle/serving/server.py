@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Literal
 import httpx
 
 from agentcycle._hardware import has_cuda
+from agentcycle._processes import spawn, stop_tree
 from agentcycle.errors import ServiceError
 from agentcycle.models.bundled import check_model_dir
 from agentcycle.serving.adapters import check_adapters, vllm_lora_args
@@ -64,11 +64,6 @@ def wait_for_health(
             pass
         time.sleep(0.3)
     raise ServiceError(f"the model server at {base_url} was not healthy after {timeout:.0f}s")
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 class ModelServer:
@@ -129,10 +124,9 @@ class ModelServer:
         with contextlib.ExitStack() as files:
             out = (files.enter_context(open(self.log_file, "ab")) if self.log_file
                    else subprocess.DEVNULL)
-            self._process = subprocess.Popen(
-                self.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,  # so stop() can end the engine's children too
-            )
+            # Its own process group (stop() ends the engine too), and it dies with us.
+            self._process = spawn(self.command(), env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
         try:
             wait_for_health(self.base_url, timeout=timeout, process=self._process)
             self.warm_up()
@@ -153,19 +147,12 @@ class ModelServer:
             raise ServiceError(f"the model server at {self.base_url} failed its first "
                                f"request: {exc}") from None
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """Stop the server and its engine (SIGKILL after 15 s); the seconds it took."""
         process, self._process = self._process, None
         if process is None:
-            return
-        # The whole process group: the gate's engine must not outlive it.
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-        time.sleep(0.2)
-        _signal_group(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+            return 0.0
+        return stop_tree(process, grace=15)
 
     def __enter__(self) -> ModelServer:
         return self.start()
