@@ -1,38 +1,39 @@
-"""A Qdrant collection of chunks: local mode on disk, or the platform's server."""
+"""A Qdrant collection of chunks: local mode on disk, or the platform's server.
+
+Both paths behave the same for users: any number of processes read and ingest at once,
+and an ingest switches readers to the new chunks only once they are all written (a
+killed ingest leaves the previous collection answering). On a Qdrant server
+(``QDRANT_URL``) the name users give is an *alias* moved atomically to each new versioned
+collection; in local mode, :mod:`agentcycle.rag.local_store` keeps versions in folders
+of their own behind a pointer file.
+"""
 
 from __future__ import annotations
 
-import atexit
-import functools
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from agentcycle.errors import DataError, ServiceError
 from agentcycle.rag.documents import Chunk
+from agentcycle.rag.local_store import LocalCollection, new_version
 from agentcycle.settings import Settings
 
-
-@functools.lru_cache(maxsize=8)
-def _local_client(path: str):
-    from qdrant_client import QdrantClient
-
-    # Local mode locks its folder: one client per process, shared by everyone in it.
-    client = QdrantClient(path=path)
-    # Closed before interpreter shutdown: its __del__ fails noisily once modules are gone.
-    atexit.register(client.close)
-    return client
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_VERSION_SEP = "__v"
+_BATCH = 256
 
 
 def qdrant_client(settings: Settings):
+    """A client of the platform's Qdrant server (``QDRANT_URL``)."""
     from qdrant_client import QdrantClient
 
-    if settings.qdrant_url:
-        return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=10)
-    settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-    try:
-        return _local_client(str(settings.qdrant_path))
-    except RuntimeError as exc:  # "Storage folder ... is already accessed by another instance"
-        raise ServiceError(f"the local Qdrant store is busy: {exc}") from None
+    if not settings.qdrant_url:
+        raise ServiceError("QDRANT_URL is not set: the local store needs no client "
+                           "(ChunkStore opens it per operation)")
+    return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=10)
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,77 @@ class Hit:
     score: float
 
 
-class ChunkStore:
-    """Upsert and search chunks with their source metadata."""
+class ServerCollection:
+    """One collection on a Qdrant server: an alias over versioned collections."""
 
-    def __init__(self, settings: Settings, collection: str):
-        self.client = qdrant_client(settings)
+    def __init__(self, client: Any, name: str):
+        self.client, self.name = client, name
+        self._version = re.compile(re.escape(name + _VERSION_SEP) + r"(\d{13}-[0-9a-f]{8})")
+
+    def _alias_target(self) -> str | None:
+        aliases = self.client.get_aliases().aliases
+        return next((a.collection_name for a in aliases if a.alias_name == self.name), None)
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.name) or self._alias_target() is not None
+
+    def count(self) -> int:
+        return self.client.count(self.name).count
+
+    def query(self, vector: list[float], limit: int) -> list:
+        return self.client.query_points(self.name, query=vector, limit=limit).points
+
+    def replace(self, points: list, dim: int,
+                progress: Callable[[int, int], None] | None = None) -> str:
+        from qdrant_client import models
+
+        target = f"{self.name}{_VERSION_SEP}{new_version()}"
+        self.client.create_collection(target, vectors_config=models.VectorParams(
+            size=dim, distance=models.Distance.COSINE))
+        for start in range(0, len(points), _BATCH):
+            self.client.upsert(target, points=points[start : start + _BATCH])
+            if progress:
+                progress(min(start + _BATCH, len(points)), len(points))
+        current = self._alias_target()
+        switch: list = []
+        if current is not None:
+            switch.append(models.DeleteAliasOperation(
+                delete_alias=models.DeleteAlias(alias_name=self.name)))
+        elif self.client.collection_exists(self.name):
+            # A collection from before versioning holds the name: it goes, once.
+            self.client.delete_collection(self.name)
+        switch.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
+            collection_name=target, alias_name=self.name)))
+        self.client.update_collection_aliases(change_aliases_operations=switch)  # atomic
+        self._cleanup(target)
+        return target
+
+    def _cleanup(self, keep: str) -> None:
+        """Delete older versions (the previous one, killed ingests); newer ones may be
+        another ingest still writing."""
+        for collection in self.client.get_collections().collections:
+            if self._version.fullmatch(collection.name) and collection.name < keep:
+                self.client.delete_collection(collection.name)
+
+
+class ChunkStore:
+    """Ingest (replace) and search chunks with their source metadata.
+
+    ``server`` is a Qdrant client to use as the platform's server; by default one is
+    made from ``QDRANT_URL`` when it is set, else the shared local store is used.
+    """
+
+    def __init__(self, settings: Settings, collection: str, *, server: Any = None):
+        if not _NAME.fullmatch(collection):
+            raise DataError(f"invalid collection name '{collection}': use letters, digits, "
+                            "'-', '_' and '.', starting with a letter or digit (<= 100)")
         self.collection = collection
-        self.location = settings.qdrant_url or str(settings.qdrant_path)
+        if server is not None or settings.qdrant_url:
+            self.location = settings.qdrant_url or "the given Qdrant client"
+            self._backend: Any = ServerCollection(server or qdrant_client(settings), collection)
+        else:
+            self.location = str(settings.qdrant_path)
+            self._backend = LocalCollection(settings.qdrant_path, collection)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -60,20 +125,16 @@ class ChunkStore:
             raise
 
     def exists(self) -> bool:
-        return bool(self._call(self.client.collection_exists, self.collection))
+        return bool(self._call(self._backend.exists))
 
-    def replace(self, chunks: list[Chunk], vectors) -> int:
-        """Recreate the collection with exactly these chunks."""
+    def replace(self, chunks: list[Chunk], vectors,
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Make the collection exactly these chunks: written as a new version, switched
+        to when complete, older versions deleted. Readers see the old chunks until then."""
         from qdrant_client import models
 
-        if self.exists():
-            self._call(self.client.delete_collection, self.collection)
-        self._call(
-            self.client.create_collection,
-            self.collection,
-            vectors_config=models.VectorParams(size=len(vectors[0]),
-                                               distance=models.Distance.COSINE),
-        )
+        if not chunks:
+            raise DataError(f"nothing to write into collection '{self.collection}': no chunks")
         points = [
             models.PointStruct(
                 id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{c.source}#{c.index}")),
@@ -83,12 +144,12 @@ class ChunkStore:
             )
             for c, v in zip(chunks, vectors, strict=True)
         ]
-        for start in range(0, len(points), 256):
-            self._call(self.client.upsert, self.collection, points=points[start : start + 256])
+        self._call(self._backend.replace, points, len(points[0].vector), progress)
         return len(points)
 
     def count(self) -> int:
-        return self._call(self.client.count, self.collection).count
+        self.require()
+        return self._call(self._backend.count)
 
     def require(self) -> ChunkStore:
         """This store, or a DataError telling how to create the collection."""
@@ -101,9 +162,7 @@ class ChunkStore:
 
     def search(self, vector, top_k: int = 3) -> list[Hit]:
         self.require()
-        result = self._call(
-            self.client.query_points, self.collection, query=list(map(float, vector)), limit=top_k
-        )
+        points = self._call(self._backend.query, list(map(float, vector)), top_k)
         return [
             Hit(
                 Chunk(
@@ -112,5 +171,5 @@ class ChunkStore:
                 ),
                 float(p.score),
             )
-            for p in result.points
+            for p in points
         ]
