@@ -57,8 +57,8 @@ class DeployTarget(BaseModel):
             return cls(**fields)  # type: ignore[arg-type]
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "target"
-            raise ConfigError(f"deploy target: {field}: "
+            field = "".join(f"{p}: " for p in first["loc"][:1])
+            raise ConfigError(f"deploy target: {field}"
                               f"{first['msg'].removeprefix('Value error, ')}") from None
 
     @property
