@@ -58,6 +58,9 @@ def mount_ui(app: FastAPI, agent: Agent, guard: Guard) -> None:
         guard.usage.answered(name)
         return render(result)
 
+    # Gradio finds the request argument by its type (annotations are strings here)
+    respond.__annotations__["request"] = gr.Request
+
     def login(user: str, password: str) -> bool:
         return policy.identify(password) == user
 
