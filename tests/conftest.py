@@ -81,3 +81,11 @@ def legal_agent(settings, base_server, embedder):
     ingest(legal_corpus_dir(), LEGAL_COLLECTION, settings, embedder=embedder)
     router = Router([local_backend("base", base_server.base_url, "base", "test-key")])
     return RagAgent(settings, LEGAL_COLLECTION, router, embedder=embedder, max_tokens=32)
+
+
+@pytest.fixture(autouse=True)
+def no_shared_router_state(monkeypatch):
+    """Routers keep their state per process unless a test points them at a Redis."""
+    for name in ("REDIS_URL", "CACHE_URL", "VALKEY_HOST", "VALKEY_PORT", "VALKEY_PASSWORD",
+                 "AGENTCYCLE_ROUTER_STATE", "AGENTCYCLE_ROUTER_NAMESPACE", "APP_NAME"):
+        monkeypatch.delenv(name, raising=False)
