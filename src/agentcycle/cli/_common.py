@@ -44,14 +44,24 @@ def friendly_errors(fn: Callable) -> Callable:
 
 
 def stop_on_sigterm() -> None:
-    """Treat SIGTERM (systemd, Kubernetes, `kill`) like Ctrl-C, so `with` blocks stop the
-    servers they started instead of leaving them orphaned."""
+    """Treat SIGTERM (systemd, Kubernetes, `kill`) and SIGHUP (a closed terminal) like
+    Ctrl-C, so `with` blocks stop the servers they started instead of orphaning them.
+    A second signal (SIGINT too) while they stop stops every child at once first: the
+    interrupt it raises would otherwise cut their orderly stop short."""
     import signal
 
+    from agentcycle._processes import stop_all
+
+    received: list[int] = []
+
     def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            stop_all(grace=2)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, interrupt)
 
 
 def settings() -> Settings:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentcycle._processes import run as run_child
 from agentcycle.agents._protocol import BaseAgent
 from agentcycle.agents._result import AgentResult, Step, elapsed_ms
 from agentcycle.errors import ConfigError, ServiceError
@@ -59,9 +60,10 @@ class CrewAgent(BaseAgent):
 
     def _kickoff(self, task: str) -> dict[str, Any]:
         try:
-            done = subprocess.run([str(self.python), str(_RUNNER)], text=True,
-                                  input=json.dumps({**self.request, "task": task}),
-                                  capture_output=True, timeout=self.timeout_s)
+            # dies with us, and a timeout stops the crew's whole process tree
+            done = run_child([str(self.python), str(_RUNNER)],
+                             input=json.dumps({**self.request, "task": task}),
+                             timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             raise ServiceError(f"the crew did not finish within {self.timeout_s:g} s") from None
         if done.returncode != 0:
