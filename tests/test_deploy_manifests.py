@@ -21,6 +21,7 @@ from agentcycle.deploy import (
     kustomize_build,
     manifests_for,
     parse_thinkube,
+    referenced_secrets,
     validate_manifests,
     write_manifests,
 )
@@ -234,12 +235,29 @@ def test_broken_manifests_name_file_object_and_field(case):
 
 
 def test_a_credential_in_thinkube_yaml_never_reaches_git():
-    text = AGENT.replace("      health: /health",
-                         "      health: /health\n      environment:\n"
-                         "        - {name: OPENAI_API_KEY, value: sk-abcdefghijklmnopqrstuv}")
-    files = manifests_for(parse_thinkube(text), TARGET)
-    with pytest.raises(ManifestError, match=r"\(OPENAI_API_KEY\): a credential as a plain"):
-        validate_manifests(files, kustomize=False)
+    key = "sk-abcdefghijklmnopqrstuv"
+    for text, line, field in (
+            (AGENT.replace("      health: /health", "      health: /health\n      environment:\n"
+                           f"        - {{name: OPENAI_API_KEY, value: {key}}}"),
+             15, "spec.containers.0.environment.0.value: OPENAI_API_KEY: a credential"),
+            (AGENT.replace("default: gpt-4o-mini", "default: postgres://u:pw@db/x"),
+             26, "spec.env.0.default: AGENT_MODEL: looks like a URL with a password")):
+        with pytest.raises(ConfigError) as info:
+            parse_thinkube(text)
+        assert str(info.value).startswith(f"thinkube.yaml:{line}: {field}"), str(info.value)
+        assert "would be committed to git" in str(info.value)
+
+
+def test_the_secrets_the_cluster_must_hold_are_listed():
+    files = manifests_for(parse_thinkube(AGENT.replace("  env:", "  services: [database]\n"
+                                                                   "  env:")), TARGET)
+    secrets = referenced_secrets(files)
+    assert secrets[("legal-agent", "legal-agent-platform")] == [
+        "LITELLM_MASTER_KEY", "MLFLOW_AUTH_PASSWORD", "MLFLOW_AUTH_USERNAME", "QDRANT_API_KEY"]
+    assert "POSTGRES_PASSWORD" in secrets[("legal-agent", "legal-agent-db-credentials")]
+    assert secrets[("argo", "gitea-credentials")] == ["token", "username"]
+    assert {("legal-agent", "app-pull-secret"), ("legal-agent", "legal-agent-env"),
+            ("argo", "harbor-docker-config")} <= set(secrets)
 
 
 @needs_kubectl

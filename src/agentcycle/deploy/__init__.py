@@ -23,7 +23,12 @@ from agentcycle.deploy.thinkube import (
     schema_path,
     thinkube_json_schema,
 )
-from agentcycle.deploy.validate import ManifestError, kustomize_build, validate_manifests
+from agentcycle.deploy.validate import (
+    ManifestError,
+    kustomize_build,
+    referenced_secrets,
+    validate_manifests,
+)
 
 __all__ = [
     "APPLICATION_FILE",
@@ -37,6 +42,7 @@ __all__ = [
     "load_thinkube",
     "manifests_for",
     "parse_thinkube",
+    "referenced_secrets",
     "schema_path",
     "thinkube_json_schema",
     "validate_manifests",

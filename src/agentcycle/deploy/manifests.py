@@ -148,9 +148,10 @@ def _hook(spec: ThinkubeDeployment, target: DeployTarget, phase: str) -> Obj:
     """PostSync: wait until the app answers its health path in the cluster; SyncFail:
     leave a clear line in the Job's log (ArgoCD shows it in the sync result)."""
     if phase == "PostSync":
+        running = spec.spec.deployment.type != "knative" and spec.spec.deployment.replicas != 0
         checks = [f"http://{c.name}.{target.namespace}.svc.cluster.local:{c.port}{c.health}"
-                  for c in spec.spec.containers if c.health and c.port and not c.schedule
-                  and spec.spec.deployment.type != "knative"]
+                  for c in spec.spec.containers
+                  if running and c.health and c.port and not c.schedule]
         script = " && ".join(f"curl -fsS --retry 30 --retry-delay 10 --retry-all-errors "
                              f"-o /dev/null {url}" for url in checks) or "true"
         script += f" && echo '{target.app_name} is healthy at {target.app_url}'"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from agentcycle._yaml import load_yaml, relevant_errors
+from agentcycle.deploy._secrets import credential_problem
 from agentcycle.errors import ConfigError
 
 __all__ = ["SIZES", "Container", "Dependency", "DeploymentSpec", "SpecIssue",
@@ -77,9 +78,21 @@ class Migrations(_Model):
     auto: bool = False
 
 
+def _no_credential(name: str, value: object, field: str) -> None:
+    problem = credential_problem(name, str(value)) if value is not None else None
+    if problem:
+        raise SpecIssue((field,), f"{name}: {problem} would be committed to git: put it "
+                                  "in the app's Secret <app>-env in the cluster")
+
+
 class EnvValue(_Model):
     name: str = Field(pattern=ENV_NAME)
     value: str
+
+    @model_validator(mode="after")
+    def _no_secret(self) -> EnvValue:
+        _no_credential(self.name, self.value, "value")
+        return self
 
 
 class Container(_Model):
@@ -123,6 +136,11 @@ class EnvDefault(_Model):
     name: str = Field(pattern=ENV_NAME)
     description: str | None = None
     default: str | int | float | bool | None = None
+
+    @model_validator(mode="after")
+    def _no_secret(self) -> EnvDefault:
+        _no_credential(self.name, self.default, "default")
+        return self
 
 
 class Deployment(_Model):

@@ -13,7 +13,6 @@ Four checks, each error naming the file, the object and the field:
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import tempfile
@@ -24,27 +23,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from agentcycle.deploy._secrets import CREDENTIAL_NAME, secret_like
 from agentcycle.deploy.resources import embedded_containers, parse_custom
 from agentcycle.errors import ConfigError, MissingDependency
 
-__all__ = ["K8S_VERSION", "ManifestError", "kustomize_build", "scan_secrets",
-           "validate_manifests"]
+__all__ = ["K8S_VERSION", "ManifestError", "kustomize_build", "referenced_secrets",
+           "scan_secrets", "validate_manifests"]
 
 K8S_VERSION = "1.33"  # the Kubernetes release whose schemas the core kinds must meet
-_CREDENTIAL_NAME = re.compile(
-    r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|MASTER_?KEY|"
-    r"CREDENTIAL|AUTH_?KEY)", re.IGNORECASE)
-_CREDENTIAL_VALUE = [
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@{}]+:[^/\s@{}]+@"), "a URL with a password"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "an API key (sk-...)"),
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "an AWS access key"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
-    (re.compile(r"\b(pk|sk)-lf-[A-Za-z0-9-]{8,}"), "a Langfuse key"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\."), "a JWT"),
-]
-
-
 class ManifestError(ConfigError):
     """A generated manifest is invalid, or would put a secret into git."""
 
@@ -132,15 +118,36 @@ def scan_secrets(obj: Any, where: str) -> None:
     for path, value in _walk(obj, ()):
         if isinstance(value, dict) and "name" in value and isinstance(value.get("value"), str):
             name, text = str(value["name"]), value["value"]
-            if path[-2:-1] == ("env",) and text and _CREDENTIAL_NAME.search(name):
+            if path[-2:-1] == ("env",) and text and CREDENTIAL_NAME.search(name):
                 raise ManifestError(
                     f"{where}: {_dotted(path)} ({name}): a credential as a plain value: "
                     "reference a Secret (valueFrom.secretKeyRef) instead")
-        if isinstance(value, str):
-            for pattern, what in _CREDENTIAL_VALUE:
-                if pattern.search(value):
-                    raise ManifestError(f"{where}: {_dotted(path)}: looks like {what}: "
-                                        "secrets belong in a Secret, referenced")
+        what = secret_like(value) if isinstance(value, str) else None
+        if what:
+            raise ManifestError(f"{where}: {_dotted(path)}: looks like {what}: "
+                                "secrets belong in a Secret, referenced")
+
+
+def referenced_secrets(files: dict[str, str]) -> dict[tuple[str, str], list[str]]:
+    """(namespace, Secret name) -> the keys the manifests read from it ([] when read
+    whole): what must exist in the cluster, since git holds none of it."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for name, text in sorted(files.items()):
+        if name == "kustomization.yaml":
+            continue
+        for obj in _documents(name, text):
+            namespace = (obj.get("metadata") or {}).get("namespace", "")
+            for path, value in _walk(obj, ()):
+                if not isinstance(value, dict):
+                    continue
+                key = path[-1] if path else None
+                if key in ("secretKeyRef", "usernameSecret", "passwordSecret"):
+                    found.setdefault((namespace, value["name"]), set()).add(value["key"])
+                elif key == "secretRef" or (path[-2:-1] == ("imagePullSecrets",)):
+                    found.setdefault((namespace, value["name"]), set())
+                elif key == "secret" and "secretName" in value:
+                    found.setdefault((namespace, value["secretName"]), set())
+    return {ref: sorted(keys) for ref, keys in sorted(found.items())}
 
 
 def _walk(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
