@@ -51,6 +51,9 @@ spec:
 """
 SPECS = {p.name.split(".")[0]: p.read_text() for p in SAMPLE_FILES}
 SPECS |= {"agent": AGENT, "knative-agent": KNATIVE}
+# The agent templates we ship (issue 10): their thinkube.yaml must deploy as they are.
+TEMPLATES = Path(__file__).resolve().parents[1] / "src/agentcycle/templates/sources"
+SPECS |= {p.parent.name: p.read_text() for p in sorted(TEMPLATES.glob("*/thinkube.yaml"))}
 
 
 def _objects(files: dict[str, str]) -> list[tuple[str, dict]]:

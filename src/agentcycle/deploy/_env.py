@@ -32,13 +32,16 @@ DEPENDENCY_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "qdrant": (_QDRANT, ("QDRANT_API_KEY",)),
     "vector-db": (_QDRANT, ("QDRANT_API_KEY",)),
     "vectordb": (_QDRANT, ("QDRANT_API_KEY",)),
+    "vector-database": (_QDRANT, ("QDRANT_API_KEY",)),
     "nats": (_NATS, ()),
     "messaging": (_NATS, ()),
+    "message-bus": (_NATS, ()),
     "langfuse": (_LANGFUSE, ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY")),
     "observability": (_LANGFUSE, ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY")),
     "tracing": (_LANGFUSE, ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY")),
     "mlflow": (_MLFLOW, ()),
     "experiment-tracking": (_MLFLOW, ()),
+    "ml-tracking": (_MLFLOW, ()),
 }
 _POSTGRES = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
              "POSTGRES_DB")
