@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -118,6 +120,21 @@ def test_output_is_deterministic(tmp_path):
     assert generate_manifests(project, TARGET) == first
     assert list(first) == sorted(first)
     assert generate_manifests(project, shuffled) == generate_manifests(project, ordered)
+
+
+def test_output_is_byte_identical_across_processes(tmp_path):
+    project = _project(tmp_path)
+    code = ("import hashlib, json, sys; from pathlib import Path; "
+            "from agentcycle.deploy import DeployTarget, generate_manifests; "
+            "t = DeployTarget(app_name='legal-agent', domain='thinkube.example', "
+            "image_tag='abc', parameters={'b': 1, 'a': 2}); "
+            "f = generate_manifests(Path(sys.argv[1]), t); "
+            "print(hashlib.sha256(json.dumps(f).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code, str(project)], check=True,
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+               for seed in ("1", "2")}
+    assert len(digests) == 1
 
 
 def _deployment(files: dict[str, str], name: str) -> dict:
