@@ -29,6 +29,14 @@ _IDENTITY = {"GIT_AUTHOR_NAME": "agentcycle", "GIT_AUTHOR_EMAIL": "agentcycle@lo
              "GIT_COMMITTER_NAME": "agentcycle", "GIT_COMMITTER_EMAIL": "agentcycle@localhost"}
 
 
+class GitError(ServiceError):
+    """A git command failed; `output` holds all it said (scrubbed of the token)."""
+
+    def __init__(self, message: str, output: str):
+        super().__init__(message)
+        self.output = output
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
@@ -76,9 +84,11 @@ def git(project_dir: Path, *args: str, credentials: Credentials | None = None,
             time.sleep(0.2 * 2 ** attempt)
             continue
         scrub = credentials.scrub if credentials else str
-        lines = [line for line in scrub(output).splitlines() if line.strip()]
+        output = scrub(output)
+        lines = [line for line in output.splitlines()
+                 if line.strip() and not line.startswith("hint:")]
         detail = "; ".join(lines[-3:]) or f"exit {done.returncode}"
-        raise ServiceError(f"{what}: git {args[0]} failed: {detail}")
+        raise GitError(f"{what}: git {args[0]} failed: {detail}", output)
     raise AssertionError("unreachable")
 
 
@@ -174,8 +184,8 @@ def push(project_dir: Path, url: str, credentials: Credentials, *,
     args = ("push", "-u", remote, f"HEAD:refs/heads/{branch}")
     try:
         git(project_dir, *args, credentials=credentials, what=what)
-    except ServiceError as exc:
-        if not _BEHIND.search(str(exc)):
+    except GitError as exc:
+        if not _BEHIND.search(exc.output):
             raise
         git(project_dir, "fetch", "-q", remote, branch, credentials=credentials, what=what)
         rebase = git(project_dir, "rebase", "-q", "FETCH_HEAD", check=False,

@@ -31,8 +31,9 @@ def _message(response: httpx.Response) -> str:
 
 def request(client: httpx.Client, service: str, method: str, path: str, *,
             missing_ok: bool = False, **kwargs: Any) -> httpx.Response | None:
-    """Send one request; None for a 404 when `missing_ok`, else ServiceError on failure."""
-    where = f"{service} at {client.base_url}"
+    """Send one request; None for a 404 when `missing_ok`, else ServiceError on failure.
+    `service` names it in the error: "Gitea at https://git.example.com"."""
+    where = service
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TimeoutException:

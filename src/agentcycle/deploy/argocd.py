@@ -52,7 +52,7 @@ class ArgoCD:
         self._client.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
-        return request(self._client, SERVICE, method, path, **kwargs)
+        return request(self._client, f"{SERVICE} at {self.url}", method, path, **kwargs)
 
     # -- repositories -------------------------------------------------------------
     def repositories(self) -> list[dict[str, Any]]:

@@ -66,7 +66,7 @@ class Gitea:
         self._client.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
-        return request(self._client, SERVICE, method, path, **kwargs)
+        return request(self._client, f"{SERVICE} at {self.url}", method, path, **kwargs)
 
     def whoami(self) -> str:
         """The token's user (this is also the check that the token is accepted)."""

@@ -166,7 +166,8 @@ def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
         except AgentcycleError as exc:
             if report.repository != "created":
                 raise
-            raise type(exc)(f"{exc} ({_undo(report, repo, git_server, argo)})") from None
+            exc.args = (f"{exc} ({_undo(report, repo, git_server, argo)})",)
+            raise
     return report
 
 
