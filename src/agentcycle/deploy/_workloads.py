@@ -69,7 +69,7 @@ def _container(spec: ThinkubeDeployment, container: Container, target: DeployTar
         out["ports"] = [{"name": "http", "containerPort": container.port,
                          "protocol": "TCP"}]
     out["env"] = container_env(spec, container, target)
-    if container.gpu:
+    if container.gpu and all(e["name"] != "HF_HOME" for e in out["env"]):
         out["env"].append({"name": "HF_HOME", "value": f"{CACHE_PATH}/huggingface"})
     out["envFrom"] = env_from(target)
     out["resources"] = resources(container)

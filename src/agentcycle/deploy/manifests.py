@@ -107,9 +107,12 @@ def _kustomization(resources_: list[str], images: dict[str, str],
 def _policies(spec: ThinkubeDeployment, target: DeployTarget) -> list[Obj]:
     """Defaults for any container without limits, and a quota sized for the app twice
     over (a rolling update runs old and new pods side by side) plus its hooks."""
-    replicas = spec.spec.deployment.replicas
-    copies = 1 if replicas is None else max(replicas, 1)
+    dep = spec.spec.deployment
+    copies = 1 if dep.replicas is None else max(dep.replicas, 1)
     memory_mi = cpu_m = gpus = 0
+    if dep.type == "knative":  # up to maxScale pods, each with Knative's queue-proxy
+        copies = dep.max_scale or 10
+        memory_mi, cpu_m = 256 * copies * 2, 500 * copies * 2  # the LimitRange default
     for container in spec.spec.containers:
         _, (mem, cpu) = SIZES[container.size]
         memory_mi += _mebibytes(mem) * copies * 2
