@@ -325,11 +325,20 @@ class ArgoCDStandin:
                 return self._error(401, 16, "invalid session: token signature is invalid")
             return await call_next(request)
 
+        def missing(name: str, request: Request) -> JSONResponse | None:
+            """ArgoCD (since GHSA-2q5c-qw9c-fmvq) answers 403 for a missing app unless the
+            request names the project; then 404, also for an app of another project."""
+            project = request.query_params.get("project")
+            app = self.applications.get(name)
+            if app is not None and project in (None, app["spec"].get("project")):
+                return None
+            if project is None:
+                return self._error(403, 7, "permission denied")
+            return self._error(404, 5, f'applications.argoproj.io "{name}" not found')
+
         @app.get(api + "/applications/{name}")
-        async def get_app(name: str):
-            if name not in self.applications:
-                return self._error(404, 5, f'applications.argoproj.io "{name}" not found')
-            return self.applications[name]
+        async def get_app(name: str, request: Request):
+            return missing(name, request) or self.applications[name]
 
         @app.post(api + "/applications")
         async def create_app(request: Request):
@@ -361,9 +370,10 @@ class ArgoCDStandin:
             return self.applications[name]
 
         @app.delete(api + "/applications/{name}")
-        async def delete_app(name: str):
-            if self.applications.pop(name, None) is None:
-                return self._error(404, 5, f'applications.argoproj.io "{name}" not found')
+        async def delete_app(name: str, request: Request):
+            if (refused := missing(name, request)) is not None:
+                return refused
+            del self.applications[name]
             return {}
 
         @app.get(api + "/repositories")

@@ -148,9 +148,11 @@ def test_second_deploy_changes_nothing_and_dedupes_hooks(gitops):
     hooks = gitops.gitea.hooks[(ORG, APP)]
     hooks.append(hooks[0] | {"id": 99})
     hooks.append(hooks[0] | {"id": 98, "active": False})
+    hooks[0]["active"] = False  # and the kept one was switched off
     code, output = deploy(gitops.project)
-    assert code == 0 and "2 duplicates deleted" in output, output
+    assert code == 0 and "updated (2 duplicates deleted)" in output, output
     assert [h["id"] for h in gitops.gitea.hooks[(ORG, APP)]] == [hooks[0]["id"]]
+    assert_deployed(gitops)
 
 
 def test_changed_project_is_pushed_and_the_application_updated(gitops):
@@ -198,12 +200,20 @@ def test_gitea_refusing_the_token(gitops, monkeypatch, token, status):
     assert_deployed(gitops)
 
 
-def test_argocd_refusing_the_token_deletes_the_new_repository(gitops, monkeypatch):
-    monkeypatch.setenv("ARGOCD_AUTH_TOKEN", "not-the-argo-token")
+@pytest.mark.parametrize("failure", ["token", "unreachable"])
+def test_argocd_failing_deletes_the_new_repository(gitops, monkeypatch, failure):
+    if failure == "token":
+        monkeypatch.setenv("ARGOCD_AUTH_TOKEN", "not-the-argo-token")
+        expected = ("ArgoCD at", "refused the token (HTTP 401", "invalid session")
+    else:
+        with dead_url() as url:
+            monkeypatch.setenv("ARGOCD_SERVER", url.removesuffix("/v1"))
+        expected = ("ArgoCD at", "unreachable")
     code, output = deploy(gitops.project)
-    assert_clean_error(code, output, "ArgoCD at", "refused the token", "deleted again")
+    assert_clean_error(code, output, *expected, "deleted again")
     assert gitops.gitea.repos == {}
     monkeypatch.setenv("ARGOCD_AUTH_TOKEN", ARGO_TOKEN)
+    monkeypatch.setenv("ARGOCD_SERVER", gitops.argocd.url)
     assert deploy(gitops.project)[0] == 0
     assert_deployed(gitops)
 

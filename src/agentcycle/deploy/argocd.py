@@ -74,14 +74,17 @@ class ArgoCD:
         return "created" if known is None else "updated"
 
     # -- applications -------------------------------------------------------------
-    def get_application(self, name: str) -> dict[str, Any] | None:
-        response = self._call("GET", f"/applications/{name}", missing_ok=True)
+    def get_application(self, name: str, project: str = "default") -> dict[str, Any] | None:
+        """The Application, None when missing. The project must be given: without it
+        ArgoCD answers 403 for a missing app, not to leak which apps exist."""
+        response = self._call("GET", f"/applications/{name}", params={"project": project},
+                              missing_ok=True)
         return response.json() if response is not None else None
 
     def ensure_application(self, app: dict[str, Any]) -> Change:
         """Create the Application, or update it where it differs from `app`."""
         name = app["metadata"]["name"]
-        current = self.get_application(name)
+        current = self.get_application(name, app["spec"].get("project", "default"))
         if current is None:
             self._call("POST", "/applications", params={"validate": "false"}, json=app)
             return "created"
@@ -93,7 +96,7 @@ class ArgoCD:
         self._call("PUT", f"/applications/{name}", params={"validate": "false"}, json=update)
         return "updated"
 
-    def delete_application(self, name: str) -> None:
+    def delete_application(self, name: str, project: str = "default") -> None:
         """Remove the Application only (`cascade=false`: nothing it deployed is touched)."""
-        self._call("DELETE", f"/applications/{name}", params={"cascade": "false"},
-                   missing_ok=True)
+        self._call("DELETE", f"/applications/{name}",
+                   params={"cascade": "false", "project": project}, missing_ok=True)

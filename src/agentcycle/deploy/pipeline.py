@@ -79,6 +79,7 @@ class DeployReport:
     hook: str | None = None  # "created" | "updated" | "unchanged"
     credentials: str | None = None
     application: str | None = None
+    argocd_project: str = "default"
     commit: str | None = None
     pushed: bool | None = None  # False: the branch already held the commit
 
@@ -184,6 +185,7 @@ def _publish(report: DeployReport, repo: gitea.GiteaRepo, user: str, target: Any
                                                 name=target.app_name)
     say("argocd repository", f"{repo.clone_url} {report.credentials}")
     app = _application(files, repo.clone_url)
+    report.argocd_project = app["spec"].get("project", "default")
     report.application = argo.ensure_application(app)
     say("argocd application", f"{target.app_name} {report.application}")
     result = _git.push(report.project_dir, repo.clone_url, _git.Credentials(user, token),
@@ -210,7 +212,7 @@ def _undo(report: DeployReport, repo: gitea.GiteaRepo, git_server: gitea.Gitea,
     """Delete what this run created, so the rerun starts from nothing; say what was done."""
     try:
         if report.application == "created":
-            argo.delete_application(report.app)
+            argo.delete_application(report.app, report.argocd_project)
         git_server.delete_repo(repo.owner, repo.name)
     except AgentcycleError as exc:
         return (f"the repository {repo.owner}/{repo.name} this run created could not be "
