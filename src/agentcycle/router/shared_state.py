@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 AB_TTL_S = 30 * 86400
+MAX_CONNECTIONS = 32  # per replica and event loop
 _CLAIM_PROBE = """
-local until = redis.call('GET', KEYS[1])
-if not until or tonumber(until) > tonumber(ARGV[1]) then return 0 end
+local ends = redis.call('GET', KEYS[1])
+if not ends or tonumber(ends) > tonumber(ARGV[1]) then return 0 end
 if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """
@@ -114,8 +115,12 @@ class RedisState(RouterState):
         import redis
 
         try:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             client = redis.Redis.from_url(self.url, socket_timeout=max(self.timeout_s, 2.0),
-                                          socket_connect_timeout=max(self.timeout_s, 2.0))
+                                          socket_connect_timeout=max(self.timeout_s, 2.0),
+                                          retry=Retry(NoBackoff(), 0))
         except ValueError as exc:
             raise ConfigError(f"the router's Redis URL is invalid ({exc}); set REDIS_URL "
                               "like redis://host:6379/0") from None
@@ -137,9 +142,18 @@ class RedisState(RouterState):
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(
-                self.url, decode_responses=True, socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s)
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # One immediate retry (a pooled connection Redis closed when it restarted),
+            # not redis-py's default backoff: a request must not wait seconds for it.
+            # A bounded pool that waits for a free connection (a burst of requests must
+            # queue for a few ms, not fail with "too many connections").
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=MAX_CONNECTIONS, timeout=self.timeout_s,
+                decode_responses=True, socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 1))
+            client = aioredis.Redis(connection_pool=pool)
             client.scripts = {name: client.register_script(body) for name, body in (
                 ("probe", _CLAIM_PROBE), ("read_spend", _READ_SPEND),
                 ("add_spend", _ADD_SPEND), ("sticky", _STICKY))}
@@ -149,16 +163,14 @@ class RedisState(RouterState):
     async def _shared(self, work: Callable[[Any], Awaitable[T]],
                       fallback: Callable[[], T]) -> T:
         """``work`` on Redis; on a Redis error (or while it is down) ``fallback``."""
-        if self._down_since is not None and time.monotonic() < self._retry_at:
+        if self._down_since is not None and (
+                time.monotonic() < self._retry_at or not await self._came_back()):
             return fallback()
         try:
-            result = await work(self._client())
+            return await work(self._client())
         except _errors() as exc:
             self._went_down(exc)
             return fallback()
-        if self._down_since is not None:
-            await self._came_back()
-        return result
 
     def _went_down(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + self.retry_s
@@ -170,22 +182,28 @@ class RedisState(RouterState):
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
                         self.retry_s)
 
-    async def _came_back(self) -> None:
-        self._down_since = None
-        pending, self._pending_spend = self._pending_spend, {}
-        client = self._client()
+    async def _came_back(self) -> bool:
+        """Try Redis again: add the spend made while it was away; True when it is back."""
+        client, today = self._client(), utc_day()
         try:
-            for (route, day), usd in pending.items():
-                await client.scripts["add_spend"](
-                    keys=[self._spend_key(route, day)],
-                    args=[usd, 0, _day_end(day)])
+            await client.ping()
+            while self._pending_spend:
+                (route, day), usd = self._pending_spend.popitem()
+                seed = self.logged_before(route) if day == today else 0.0
+                try:
+                    await client.scripts["add_spend"](
+                        keys=[self._spend_key(route, day)], args=[usd, seed, _day_end(day)])
+                except BaseException:
+                    self._pending_spend[(route, day)] = (
+                        self._pending_spend.get((route, day), 0.0) + usd)
+                    raise
         except _errors() as exc:
-            for key, usd in pending.items():  # keep it for the next recovery
-                self._pending_spend[key] = self._pending_spend.get(key, 0.0) + usd
             self._went_down(exc)
-            return
-        log.warning("router state: Redis at %s is back; state is shared again (%d spend "
-                    "totals caught up)", shown_url(self.url), len(pending))
+            return False
+        self._down_since = None
+        log.warning("router state: Redis at %s is back; state is shared again",
+                    shown_url(self.url))
+        return True
 
     def describe(self) -> str:
         where = f"redis {shown_url(self.url)} namespace '{self.namespace}'"
@@ -194,7 +212,7 @@ class RedisState(RouterState):
     async def aclose(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
 
     # -- keys ------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -262,7 +280,7 @@ class RedisState(RouterState):
     # -- spend -----------------------------------------------------------------------
     async def aspent_today(self, route: str) -> float:
         day = utc_day()
-        seed = self.spent_today(route)  # this replica's log: re-seeds an emptied Redis
+        seed = self.logged_before(route)  # this replica's log: seeds an empty Redis
 
         async def work(r: Any) -> float:
             value = float(await r.scripts["read_spend"](
@@ -276,7 +294,7 @@ class RedisState(RouterState):
         if usd <= 0:
             return
         day = utc_day()
-        seed = self.spent_today(route)
+        seed = self.logged_before(route)
         self.add_spend(route, usd)
 
         async def work(r: Any) -> None:

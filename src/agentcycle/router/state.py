@@ -59,6 +59,7 @@ class RouterState:
         self.latency_ms: dict[str, float] = {}
         self._spend: dict[tuple[str, str], float] = {}
         self._counts: dict[tuple[str, int], int] = {}
+        self._loaded: dict[tuple[str, str], float] = {}  # what earlier runs had logged
 
     # -- cooldown ------------------------------------------------------------------
     def is_ready(self, name: str) -> bool:
@@ -98,7 +99,13 @@ class RouterState:
                 # First look this day: start from what earlier runs recorded (budgets
                 # survive a restart).
                 self._spend[key] = self._load_spend(*key) if self._load_spend else 0.0
+                self._loaded[key] = self._spend[key]
             return self._spend[key]
+
+    def logged_before(self, route: str) -> float:
+        """What earlier runs had recorded today for this route (read once a day)."""
+        self.spent_today(route)
+        return self._loaded[(route, utc_day())]
 
     def add_spend(self, route: str, usd: float) -> None:
         if usd <= 0:
