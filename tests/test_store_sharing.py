@@ -133,13 +133,13 @@ def test_a_killed_ingest_leaves_the_previous_collection_answering(settings, embe
     old = ingest(_corpus(tmp_path / "old", "deposits.md", "deposit"), "law", settings,
                  embedder=embedder)
     large = tmp_path / "large"
-    for doc in range(40):  # 1000 chunks: four batches to write, killed after the first
-        _corpus(large, f"generated-{doc:02d}.md", f"topic{doc}", sections=25)
+    for doc in range(20):  # 520 chunks: three batches to write, killed after the first
+        _corpus(large, f"generated-{doc:02d}.md", f"topic{doc}", sections=26)
     child = subprocess.Popen([sys.executable, "-c", KILLED_INGEST, str(large), "law"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()
-        assert line.startswith("written 256/1000"), line + child.stderr.read()
+        assert line.startswith("written 256/520"), line + child.stderr.read()
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
