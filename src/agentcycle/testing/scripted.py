@@ -79,7 +79,7 @@ class ScriptedModel:
                  default: Scripted | None = None, model: str = MODEL_NAME,
                  usage: tuple[int, int] | None = None, api_key: str | None = None):
         self._script: list[Reply] = [as_reply(r) for r in replies]
-        self._rule, self.model = rule, model
+        self.rule, self.model = rule, model  # rule: may be set between steps
         self._default = as_reply(default) if default is not None else None
         self._usage, self._api_key = usage, api_key
         self._lock = threading.Lock()
@@ -104,8 +104,8 @@ class ScriptedModel:
             self.requests.append(request)
             if self._script:
                 return self._script.pop(0)
-        if self._rule is not None:
-            return as_reply(self._rule(request))
+        if self.rule is not None:
+            return as_reply(self.rule(request))
         if self._default is not None:
             return self._default
         return Reply(status=500, content=f"ScriptedModel: the script is exhausted (request "

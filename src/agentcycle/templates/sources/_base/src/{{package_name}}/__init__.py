@@ -1,0 +1,1 @@
+"""The agent of this project: ``agent.build_agent(settings, options)`` builds it."""

@@ -1,0 +1,32 @@
+"""The multi-agent app: a coordinator splits a question into sub-questions, publishes
+them on a NATS JetStream work queue, and RAG workers (started in this process; more can
+join from anywhere with ``agentcycle multi worker``) answer each from ``docs/``; the
+reporter merges their answers. NATS is embedded here and the platform's at NATS_URL.
+
+Edit freely: ``build_agent`` is what the app (``agentcycle app --agent``), the eval suite
+(``--target agent:...``) and the tests call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agentcycle.rag.ingest import ingest
+from agentcycle.session import AgentOptions, agent_session
+from agentcycle.settings import Settings
+
+from .config import AppConfig
+from .runtime import HeldAgent, hold, with_model
+
+
+def build_agent(settings: Settings | None = None,
+                options: AgentOptions | None = None) -> HeldAgent:
+    settings, config = settings or Settings(), AppConfig()
+    options = with_model(options, config)
+    collection = options.collection or config.collection
+    ingest(config.docs_dir, collection, settings)  # replaces the collection: idempotent
+    # Workers: the caller's count when it set one (agent:...?workers=3), else WORKERS.
+    workers = options.workers if options.workers != AgentOptions.workers else config.workers
+    options = dataclasses.replace(options, collection=collection, worker="rag",
+                                  workers=workers)
+    return hold(agent_session(settings, "multi", options))
