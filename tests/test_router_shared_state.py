@@ -336,3 +336,20 @@ def test_settings_pick_the_platforms_valkey(monkeypatch):
     assert type(open_state(Settings())) is RouterState
     state = RedisState("redis://:pw@cache:6379/1", namespace="x", check=False)
     assert state.describe() == "redis redis://cache:6379/1 namespace 'x'"
+
+
+def test_doctor_shows_where_router_state_lives(redis_server, monkeypatch):
+    from agentcycle.discovery import discover
+    from agentcycle.settings import Settings
+
+    def row():
+        return next(r for r in discover(Settings()) if r.service == "router state")
+
+    assert row().mode == "embedded" and row().location.endswith("router.db")
+    monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{redis_server.port}/0")
+    monkeypatch.setenv("APP_NAME", "legal-agent")
+    shared = row()
+    assert (shared.mode, shared.reachable) == ("real", True)
+    assert "hunter2" not in shared.location and "'legal-agent'" in shared.detail
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert row().reachable is False

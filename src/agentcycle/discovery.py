@@ -94,7 +94,24 @@ def discover(settings: Settings, check: bool = True) -> list[ServiceStatus]:
     else:
         rows.append(_embedded_nats(settings))
     rows.append(_checkpoints(settings, probe))
+    rows.append(_router_state(settings, probe))
     return rows
+
+
+def _router_state(settings: Settings, probe) -> ServiceStatus:
+    """Where the router keeps budgets, cooldowns and A/B arms: Valkey/Redis (shared by
+    proxy replicas), or each process (its SQLite log under the data dir)."""
+    url = settings.router_redis_url
+    if settings.router_state == "local" or not url:
+        return ServiceStatus("router state", "embedded", str(settings.home.resolve() /
+                                                             "router.db"), None,
+                             "per process (set REDIS_URL to share it between replicas)")
+    parsed = urlparse(url)
+    shown = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 6379}{parsed.path}"
+    status = _real("router state", shown, probe(_tcp_ok, url, 6379))
+    namespace = settings.router_namespace or "default"
+    status.detail = f"shared by replicas, namespace '{namespace}'; {status.detail}"
+    return status
 
 
 def _checkpoints(settings: Settings, probe) -> ServiceStatus:

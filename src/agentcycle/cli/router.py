@@ -50,7 +50,7 @@ def serve(
     key = os.environ.get(loaded.proxy_key_env) if loaded.proxy_key_env else None
     console.print(f"router proxy on http://{host}:{port}/v1 - routes: "
                   f"{', '.join(router.routes)}; backends: {', '.join(router.by_name)}"
-                  + ("" if key else " (no key required)"))
+                  + ("" if key else " (no key required)") + f"; state: {router.state.describe()}")
     serve_proxy(router, host=host, port=port, api_key=key)
 
 
