@@ -91,6 +91,7 @@ def test_template_renders_a_complete_project(name, tmp_path, home_settings):
     assert read_answers(project)["_commit"] == release.tag
 
 
+@pytest.mark.slow  # each project's suite: 30 s and more on 2 cores
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_template_project_tests_pass(name, tmp_path, home_settings):
     project = render(name, tmp_path, home_settings)
@@ -145,3 +146,89 @@ def test_template_update_from_an_older_version_keeps_the_users_edit(name, tmp_pa
     assert pyproject.read_text().endswith('[tool.our-team]\non-call = "Ada"\n')
     assert (project / "CHANGELOG.md").read_text().startswith(f"# {new}")
     assert read_answers(project)["_commit"] == f"v{new}"
+
+
+def _chromium():
+    """Debian's headless Chromium through its chromedriver: selenium-manager never runs."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited: {process.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the app did not answer /health in time")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromedriver").exists(), reason="needs Debian's "
+                    "chromium and chromedriver (CI installs them)")
+def test_template_ui_answers_one_question_in_headless_chromium(tmp_path, home_settings,
+                                                               monkeypatch):
+    """The tool agent's project served as the platform runs it (`agentcycle app --agent
+    <package>.agent:build_agent`) on the scripted model; a browser logs in with an API
+    key, asks one question and reads the answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from agentcycle.serving.server import free_port
+    from agentcycle.testing import ScriptedModel
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium: no download, ever
+    project = render("tkt-tool-agent", tmp_path, home_settings)
+    package = read_answers(project)["project_name"].replace("-", "_")
+    answer = "Returns are accepted within 30 days of delivery."
+    key = "ui-test-key-0123456789"
+    port = free_port()
+    with ScriptedModel(default=answer) as model:
+        env = project_env(project) | {
+            "PYTHONPATH": str(project / "src"), "AGENTCYCLE_SERVER_URL": model.base_url,
+            "AGENTCYCLE_API_KEYS": f"tester={key}"}
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "agentcycle"), "app", "--agent",
+             f"{package}.agent:build_agent", "--port", str(port)],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        driver = None
+        try:
+            _wait_healthy(url, process)
+            driver = _chromium()
+            wait = WebDriverWait(driver, 60)
+            driver.get(f"{url}/ui/")
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+            driver.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("tester")
+            password = driver.find_element(By.CSS_SELECTOR, "input[type=password]")
+            password.send_keys(key, Keys.ENTER)
+            box = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "textarea"))[0]
+            box.send_keys("How long do I have to return a jacket?", Keys.ENTER)
+            wait.until(lambda d: answer in d.find_element(By.TAG_NAME, "body").text)
+            assert "How long do I have to return a jacket?" in str(model.requests[-1])
+        finally:
+            if driver is not None:
+                driver.quit()
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
