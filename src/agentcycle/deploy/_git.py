@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentcycle.deploy._http import plain
 from agentcycle.errors import ConfigError, DataError, ServiceError
 
 _LOCK_RACE = re.compile(r"index\.lock|cannot lock ref|unable to lock|failed to lock|"
@@ -85,11 +86,19 @@ def git(project_dir: Path, *args: str, credentials: Credentials | None = None,
             continue
         scrub = credentials.scrub if credentials else str
         output = scrub(output)
-        lines = [line for line in output.splitlines()
-                 if line.strip() and not line.startswith("hint:")]
-        detail = "; ".join(lines[-3:]) or f"exit {done.returncode}"
-        raise GitError(f"{what}: git {args[0]} failed: {detail}", output)
+        raise GitError(f"{what}: git {args[0]} failed: {_detail(output, done.returncode)}",
+                       output)
     raise AssertionError("unreachable")
+
+
+def _detail(output: str, returncode: int) -> str:
+    """What git said that matters: the server's own words (`remote:`), the refused ref
+    (`! [remote rejected] ... (why)`), the fatal line; not hints or the URL."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    key = [line for line in lines if line.startswith(("remote:", "!", "fatal:", "error:"))
+           and "failed to push some refs" not in line]
+    chosen = (key or [line for line in lines if not line.startswith("hint:")])[-4:]
+    return "; ".join(plain(line) for line in chosen) or f"exit {returncode}"
 
 
 def _identity_env(project_dir: Path) -> dict[str, str]:

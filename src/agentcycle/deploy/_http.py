@@ -6,6 +6,7 @@ gateway adds `error` and `code`); the line quotes it, never the token.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -19,14 +20,19 @@ def service_client(base_url: str, headers: dict[str, str], timeout: float,
                         transport=transport, follow_redirects=False)
 
 
+def plain(text: str) -> str:
+    """`[uid: 0]` reads the same without brackets, which a terminal may take as markup."""
+    return re.sub(r"\[([^\]]*)\]", r"\1", text)
+
+
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
+        return plain(response.text.strip()[:200] or response.reason_phrase)
     if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)[:200]
-    return str(body)[:200]
+        body = body.get("message") or body.get("error") or body
+    return plain(str(body)[:200])
 
 
 def request(client: httpx.Client, service: str, method: str, path: str, *,
