@@ -16,7 +16,7 @@ import itertools
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -38,7 +38,31 @@ def _bearer_or_token(request: Request) -> str | None:
     return request.query_params.get("token") or request.query_params.get("access_token")
 
 
-class GiteaStandin:
+class _Served:
+    """A FastAPI app (`_app`) on 127.0.0.1 for the `with` block; every request and every
+    write recorded."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+        self.requests: list[str] = []
+        self._server = BackgroundServer(self._app())
+
+    def _app(self) -> FastAPI:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def __enter__(self) -> Self:
+        self._server.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.__exit__(*exc)
+
+
+class GiteaStandin(_Served):
     """`with GiteaStandin(root, token="t") as gitea:` serves on 127.0.0.1 until exit."""
 
     def __init__(self, root: Path, *, token: str, user: str = "deployer",
@@ -52,16 +76,10 @@ class GiteaStandin:
         self.hooks: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.hook_secrets: dict[int, str] = {}
         self.pre_receive: str | None = None  # a script installed in each new repository
-        self.writes: list[str] = []
-        self.requests: list[str] = []
         self._ids = itertools.count(1)
-        self._server = BackgroundServer(self._app())
+        super().__init__()
 
     # -- helpers for tests ----------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return self._server.url
-
     def bare(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.git"
 
@@ -77,13 +95,6 @@ class GiteaStandin:
             return
         hook.write_text(script)
         hook.chmod(0o755)
-
-    def __enter__(self) -> GiteaStandin:
-        self._server.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.__exit__(*exc)
 
     # -- the server ------------------------------------------------------------------
     def _error(self, status: int, message: str) -> JSONResponse:
@@ -252,7 +263,7 @@ class GiteaStandin:
         return Response(payload, status, headers)
 
 
-class ArgoCDStandin:
+class ArgoCDStandin(_Served):
     """ArgoCD's API server, its applications and repositories; `gitea` resolves repoURLs
     for `validate`."""
 
@@ -260,21 +271,8 @@ class ArgoCDStandin:
         self.token, self.gitea = token, gitea
         self.applications: dict[str, dict[str, Any]] = {}
         self.repositories: dict[str, dict[str, Any]] = {}
-        self.writes: list[str] = []
-        self.requests: list[str] = []
         self._versions = itertools.count(1000)
-        self._server = BackgroundServer(self._app())
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    def __enter__(self) -> ArgoCDStandin:
-        self._server.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.__exit__(*exc)
+        super().__init__()
 
     @staticmethod
     def _error(status: int, code: int, message: str) -> JSONResponse:

@@ -277,9 +277,13 @@ def test_missing_settings_and_bad_project_are_one_line(gitops, monkeypatch, tmp_
     monkeypatch.delenv("GITEA_TOKEN")
     assert_clean_error(*deploy(gitops.project), "GITEA_TOKEN")
     monkeypatch.setenv("GITEA_TOKEN", GITEA_TOKEN)
+    monkeypatch.setenv("GITEA_ORG", "no-such-org")
+    assert_clean_error(*deploy(gitops.project), "Gitea at", "/orgs/no-such-org/repos",
+                       "HTTP 404")
+    monkeypatch.delenv("GITEA_ORG")
     (tmp_path / "empty").mkdir()
     assert_clean_error(*deploy(tmp_path / "empty", "--dry-run"), "thinkube.yaml")
-    assert gitops.gitea.requests == []
+    assert gitops.gitea.repos == {} and gitops.argocd.writes == []
 
 
 def test_git_retries_a_lock_race(tmp_path):

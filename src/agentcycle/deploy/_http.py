@@ -7,17 +7,11 @@ gateway adds `error` and `code`); the line quotes it, never the token.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from agentcycle.errors import ServiceError
-
-
-def service_client(base_url: str, headers: dict[str, str], timeout: float,
-                   transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    return httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                        transport=transport, follow_redirects=False)
 
 
 def plain(text: str) -> str:
@@ -56,3 +50,34 @@ def request(client: httpx.Client, service: str, method: str, path: str, *,
         raise ServiceError(f"{where}: {method} {path} failed with HTTP "
                            f"{response.status_code}: {_message(response)}")
     return response
+
+
+class ServiceClient:
+    """A REST client of one service (`SERVICE`): `with Client(url, token) as c: ...`."""
+
+    SERVICE = "service"
+
+    def __init__(self, url: str, headers: dict[str, str], *, api: str, timeout: float,
+                 transport: httpx.BaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(base_url=self.url + api, timeout=timeout,
+                                    headers=headers | {"Accept": "application/json"},
+                                    transport=transport, follow_redirects=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
+        return request(self._client, f"{self.SERVICE} at {self.url}", method, path, **kwargs)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of a call that must succeed."""
+        response = self._call(method, path, **kwargs)
+        assert response is not None  # only missing_ok calls answer None
+        return response.json()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-from agentcycle.deploy._http import request, service_client
+from agentcycle.deploy._http import ServiceClient
 
 SERVICE = "ArgoCD"
 Change = Literal["created", "updated", "unchanged"]
@@ -32,33 +32,19 @@ def _contains(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
-class ArgoCD:
+class ArgoCD(ServiceClient):
     """`with ArgoCD(server, token) as argocd: ...`; every failure is one ServiceError line."""
+
+    SERVICE = SERVICE
 
     def __init__(self, server: str, token: str, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None):
-        self.url = server_url(server).rstrip("/")
-        self._client = service_client(self.url + "/api/v1",
-                                      {"Authorization": f"Bearer {token}",
-                                       "Accept": "application/json"}, timeout, transport)
-
-    def __enter__(self) -> ArgoCD:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
-        return request(self._client, f"{SERVICE} at {self.url}", method, path, **kwargs)
+        super().__init__(server_url(server), {"Authorization": f"Bearer {token}"},
+                         api="/api/v1", timeout=timeout, transport=transport)
 
     # -- repositories -------------------------------------------------------------
     def repositories(self) -> list[dict[str, Any]]:
-        response = self._call("GET", "/repositories")
-        assert response is not None
-        return list(response.json().get("items") or [])
+        return list(self._json("GET", "/repositories").get("items") or [])
 
     def ensure_repository(self, repo_url: str, username: str, password: str,
                           *, name: str | None = None) -> Change:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import httpx
 
-from agentcycle.deploy._http import request, service_client
+from agentcycle.deploy._http import ServiceClient
 
 SERVICE = "Gitea"
 HookChange = Literal["created", "updated", "unchanged"]
@@ -46,33 +46,19 @@ def push_hook_spec(url: str, secret: str) -> dict[str, Any]:
             "config": {"url": url, "content_type": "json", "secret": secret}}
 
 
-class Gitea:
+class Gitea(ServiceClient):
     """`with Gitea(url, token) as gitea: ...`; every failure is one ServiceError line."""
+
+    SERVICE = SERVICE
 
     def __init__(self, url: str, token: str, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None):
-        self.url = url.rstrip("/")
-        self._client = service_client(self.url + "/api/v1",
-                                      {"Authorization": f"token {token}",
-                                       "Accept": "application/json"}, timeout, transport)
-
-    def __enter__(self) -> Gitea:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
-        return request(self._client, f"{SERVICE} at {self.url}", method, path, **kwargs)
+        super().__init__(url, {"Authorization": f"token {token}"}, api="/api/v1",
+                         timeout=timeout, transport=transport)
 
     def whoami(self) -> str:
         """The token's user (this is also the check that the token is accepted)."""
-        response = self._call("GET", "/user")
-        assert response is not None
-        return str(response.json()["login"])
+        return str(self._json("GET", "/user")["login"])
 
     def get_repo(self, owner: str, name: str) -> GiteaRepo | None:
         response = self._call("GET", f"/repos/{owner}/{name}", missing_ok=True)
@@ -81,17 +67,13 @@ class Gitea:
     def create_repo(self, org: str, name: str, description: str = "") -> GiteaRepo:
         body = {"name": name, "description": description, "private": True,
                 "auto_init": False}
-        response = self._call("POST", f"/orgs/{org}/repos", json=body)
-        assert response is not None
-        return GiteaRepo.from_api(response.json())
+        return GiteaRepo.from_api(self._json("POST", f"/orgs/{org}/repos", json=body))
 
     def delete_repo(self, owner: str, name: str) -> None:
         self._call("DELETE", f"/repos/{owner}/{name}", missing_ok=True)
 
     def hooks(self, owner: str, name: str) -> list[dict[str, Any]]:
-        response = self._call("GET", f"/repos/{owner}/{name}/hooks", params={"limit": 50})
-        assert response is not None
-        return list(response.json())
+        return list(self._json("GET", f"/repos/{owner}/{name}/hooks", params={"limit": 50}))
 
     def ensure_push_hook(self, owner: str, name: str, url: str, secret: str) -> HookResult:
         """Exactly one active push hook to `url`: duplicates are deleted, a drifted one
@@ -103,9 +85,8 @@ class Gitea:
             self._call("DELETE", f"/repos/{owner}/{name}/hooks/{duplicate['id']}",
                        missing_ok=True)
         if not ours:
-            response = self._call("POST", f"/repos/{owner}/{name}/hooks", json=spec)
-            assert response is not None
-            return HookResult("created", int(response.json()["id"]), 0)
+            created = self._json("POST", f"/repos/{owner}/{name}/hooks", json=spec)
+            return HookResult("created", int(created["id"]), 0)
         hook = ours[0]
         intact = (hook.get("type") == "gitea" and hook.get("active") is True
                   and sorted(hook.get("events") or []) == ["push"]
