@@ -4,6 +4,7 @@ real Copier, real git, the shipped templates (and changed copies of them)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,18 +62,34 @@ def test_the_four_templates_are_shipped():
                                 "tkt-rag-agent", "tkt-tool-agent"]
 
 
-def test_materialize_is_idempotent_and_tags_the_manifest_version():
-    first = materialize(NAME)
-    second = materialize(NAME)
+@pytest.fixture
+def frozen(tmp_path) -> Path:
+    """The shipped template assembled once (its sources may change while tests run)."""
+    path = tmp_path / "frozen"
+    assemble(NAME, path)
+    return path
+
+
+def copy_of(source: Path):
+    def build(dest: Path) -> None:
+        shutil.copytree(source, dest, dirs_exist_ok=True)
+    return build
+
+
+def test_publishing_is_idempotent_and_tags_the_manifest_version(frozen):
+    repo = templates_home() / NAME
+    first = publish(NAME, copy_of(frozen), repo)
+    second = publish(NAME, copy_of(frozen), repo)
     assert first.tag == second.tag == f"v{first.manifest.metadata.version}"
     assert first.commit == second.commit
-    assert git(first.repo, "rev-list", "--count", "HEAD") == "1"
-    assert git(first.repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-list", "--count", "HEAD") == "1"
+    assert git(repo, "status", "--porcelain") == ""
+    assert materialize(NAME).repo == repo
 
 
-def test_changed_content_without_a_bump_becomes_a_post_release():
-    release = materialize(NAME)
+def test_changed_content_without_a_bump_becomes_a_post_release(frozen):
     repo = templates_home() / NAME
+    release = publish(NAME, copy_of(frozen), repo)
     version = release.manifest.metadata.version
     post1 = publish(NAME, assemble_changed(version, {"NOTES.md": "one\n"}), repo)
     post2 = publish(NAME, assemble_changed(version, {"NOTES.md": "two\n"}), repo)
@@ -82,15 +99,17 @@ def test_changed_content_without_a_bump_becomes_a_post_release():
     assert git(repo, "rev-list", "--count", "HEAD") == "4"
 
 
-def test_two_processes_publish_one_version(isolated_home):
-    code = ("from agentcycle.templates import materialize; "
-            f"print(materialize('{NAME}').tag)")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+def test_two_processes_publish_one_version(isolated_home, frozen):
+    repo = isolated_home / "templates" / NAME
+    code = ("import shutil, sys; from pathlib import Path; "
+            "from agentcycle.templates import publish; "
+            "build = lambda d: shutil.copytree(sys.argv[1], d, dirs_exist_ok=True); "
+            f"print(publish('{NAME}', build, Path(sys.argv[2])).tag)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(frozen), str(repo)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
     tags = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert tags[0] == tags[1] and tags[0].startswith("v")
-    repo = isolated_home / "templates" / NAME
     assert git(repo, "tag", "--list").splitlines() == [tags[0]]
     assert git(repo, "rev-list", "--count", "HEAD") == "1"
 
@@ -239,3 +258,12 @@ def test_update_marks_a_clash_with_the_users_edit(tmp_path):
     assert "conflicts to resolve" in result.output and "thinkube.yaml" in result.output
     text = thinkube.read_text()
     assert "<<<<<<< " in text and "# ours" in text and "# the template's" in text
+
+
+def test_update_names_a_template_repository_that_is_gone(tmp_path):
+    dest = tmp_path / "proj"
+    new_project(NAME, dest)
+    shutil.rmtree(templates_home() / NAME)
+    result = cli("templates", "update", dest)
+    assert result.exit_code == 1
+    assert "is gone" in result.output and len(result.output.strip().splitlines()) == 1

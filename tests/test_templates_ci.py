@@ -140,7 +140,7 @@ def test_template_update_from_an_older_version_keeps_the_users_edit(name, tmp_pa
     pyproject.write_text(pyproject.read_text() + '\n[tool.our-team]\non-call = "Ada"\n')
     git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "ours")
     old, new = _older_and_newer(name, home_settings)
-    result = update_project(project, settings=home_settings)
+    result = update_project(project)
     assert (result.old_version, result.new_version) == (old, new)
     assert result.conflicts == []
     assert pyproject.read_text().endswith('[tool.our-team]\non-call = "Ada"\n')

@@ -72,7 +72,7 @@ def update(
     """Apply the template's newest version to PROJECT (copier update); its edits survive."""
     from agentcycle.templates import update_project
 
-    result = update_project(project, settings=settings())
+    result = update_project(project)
     if result.old_version == result.new_version and not result.changed:
         console.print(f"{result.path.name} is up to date ({result.template} "
                       f"{result.new_version})", highlight=False)

@@ -19,7 +19,7 @@ import yaml
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.settings import Settings
 from agentcycle.templates._manifest import ANSWERS_FILE, RESERVED, check_project_name
-from agentcycle.templates._repo import TemplateRelease, git, materialize, templates_home
+from agentcycle.templates._repo import TemplateRelease, git, materialize, publish
 
 
 @dataclass(frozen=True)
@@ -134,17 +134,22 @@ class UpdateResult:
     conflicts: list[str]
 
 
-def _template_of(answers: dict[str, Any], settings: Settings | None) -> str | None:
-    """The shipped template a project came from, when its source is our local repo."""
-    from agentcycle.templates._sources import template_names
+def _refresh_source(answers: dict[str, Any]) -> str | None:
+    """Publish the installed version of a shipped template into the repository the
+    project was rendered from (wherever that data dir was), so update sees it."""
+    from agentcycle.templates._sources import assemble, template_names
 
     src = Path(str(answers["_src_path"]))
-    if src.parent == templates_home(settings) and src.name in template_names():
-        return src.name
-    return None
+    if src.name not in template_names():
+        return None
+    if not (src / ".git").is_dir():
+        raise DataError(f"the template repository {src} is gone (was the data dir "
+                        "cleared?): the project's template version cannot be replayed")
+    publish(src.name, lambda dest: assemble(src.name, dest), src)
+    return src.name
 
 
-def update_project(project: Path, *, settings: Settings | None = None) -> UpdateResult:
+def update_project(project: Path) -> UpdateResult:
     """Apply the newest version of the project's template (``copier update``).
 
     The project's edits survive (a three-way merge; clashing lines get conflict
@@ -162,9 +167,7 @@ def update_project(project: Path, *, settings: Settings | None = None) -> Update
         first = dirty.splitlines()[0][3:]
         raise DataError(f"{project} has uncommitted changes ({first} ...): commit or "
                         "stash them before updating")
-    template = _template_of(answers, settings)
-    if template:
-        materialize(template, settings)
+    template = _refresh_source(answers)
     old = str(answers.get("_commit", "?")).removeprefix("v")
     try:
         copier.run_update(project, defaults=True, overwrite=True, skip_answered=True,
