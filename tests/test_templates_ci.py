@@ -91,12 +91,23 @@ def test_template_renders_a_complete_project(name, tmp_path, home_settings):
     assert read_answers(project)["_commit"] == release.tag
 
 
+def ci_command(project: Path) -> list[str]:
+    """What the platform's CI runs before building (thinkube.yaml's test.command)."""
+    deployment = yaml.safe_load((project / "thinkube.yaml").read_text())
+    commands = [c["test"]["command"] for c in deployment["spec"]["containers"]
+                if (c.get("test") or {}).get("enabled", True) and c.get("test")]
+    assert commands, "thinkube.yaml names no test command"
+    return commands[0].split()
+
+
 @pytest.mark.slow  # each project's suite: 30 s and more on 2 cores
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_template_project_tests_pass(name, tmp_path, home_settings):
+    """The project's own test command, as the platform's CI runs it, in this
+    environment (SKIP_INSTALL=1: agentcycle is already installed here)."""
     project = render(name, tmp_path, home_settings)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
-                             "no:cacheprovider"], cwd=project, env=project_env(project),
+    result = subprocess.run([*ci_command(project), "-x", "-p", "no:cacheprovider"],
+                            cwd=project, env=project_env(project) | {"SKIP_INSTALL": "1"},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{name}:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
     assert " passed" in result.stdout
