@@ -69,7 +69,8 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     with open_target(spec, settings, base_dir=path.parent) as target, \
             judge_context(settings, suite, options.judge) as context, \
             _progress(console) as progress:
-        task = progress.add_task(f"{suite.name} against {spec[:50]}", total=len(suite.cases))
+        task = progress.add_task(f"{suite.name} against {shown_spec(spec)[:50]}",
+                                 total=len(suite.cases))
         run_id = options.resume or new_run_id()
         try:
             run = run_suite_sync(
@@ -82,8 +83,15 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
             raise
     results = check_gates(gate_metrics(run.metrics, run.tags), gates)
     publish(run, settings=settings, gates=results, out=options.out, mlflow=options.mlflow,
-            params={"target_spec": spec[:250]})
+            params={"target_spec": shown_spec(spec)[:250]})
     return run, results
+
+
+def shown_spec(spec: str) -> str:
+    """A target spec fit to show or store: a ``key=`` option's value masked."""
+    import re
+
+    return re.sub(r"([?&]key=)[^&#]*", r"\1***", spec)
 
 
 def gate_metrics(metrics: dict[str, float],
