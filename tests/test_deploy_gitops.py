@@ -3,6 +3,7 @@ token auth) with Gitea's API and ArgoCD's API as stand-ins (tests/gitea_standin.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -140,6 +141,10 @@ def test_second_deploy_changes_nothing_and_dedupes_hooks(gitops):
     code, output = deploy(gitops.project)
     assert code == 0, output
     assert "nothing to change" in output and "already up to date" in output, output
+    code, output = deploy(gitops.project, "--json")
+    report = json.loads(output)
+    assert (report["changed"], report["repository"], report["hook"], report["application"],
+            report["pushed"]) == (False, "exists", "unchanged", "unchanged", False)
     assert gitops.gitea.writes == [] and gitops.argocd.writes == []
     assert gitops.gitea.git(ORG, APP, "rev-parse", "main") == head
     assert_deployed(gitops)

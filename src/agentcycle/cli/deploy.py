@@ -34,9 +34,10 @@ def deploy(
     branch: str = typer.Option("main", help="The branch pushed and synced."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Render k8s/ from thinkube.yaml, validate it, then create the Gitea repository and
-    push hook, the ArgoCD Application, and push (GITEA_TOKEN, ARGOCD_AUTH_TOKEN from the
-    environment). Rerunning changes nothing; a failed deploy can be rerun."""
+    """Render k8s/ from thinkube.yaml and validate it; commit the project (never .env);
+    create the Gitea repository and its push hook, the ArgoCD Application; push.
+    GITEA_TOKEN and ARGOCD_AUTH_TOKEN come from the environment. Rerunning changes
+    nothing; a failed deploy can be rerun."""
     from dataclasses import asdict
 
     from agentcycle.deploy.pipeline import DeployOptions

@@ -70,14 +70,18 @@ def _base_env(credentials: Credentials | None) -> dict[str, str]:
 
 def git(project_dir: Path, *args: str, credentials: Credentials | None = None,
         retries: int = 4, check: bool = True, what: str = "git",
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env: dict[str, str] | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess:
     """Run git in `project_dir`; a lock race is retried, any other failure is one line."""
     if shutil.which("git") is None:
         raise ConfigError("git is not installed: the deploy commits and pushes with git")
     env = _base_env(credentials) | (env or {})
     for attempt in range(retries + 1):
-        done = subprocess.run(["git", *args], cwd=project_dir, env=env, text=True,
-                              capture_output=True, timeout=300)
+        try:
+            done = subprocess.run(["git", *args], cwd=project_dir, env=env, text=True,
+                                  capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"{what}: git {args[0]} did not finish in {timeout_s:.0f} s",
+                           "") from None
         if done.returncode == 0 or not check:
             return done
         output = (done.stderr or done.stdout).strip()
