@@ -304,3 +304,17 @@ def test_git_retries_a_lock_race(tmp_path):
     sha = commit_project(project, "first")
     assert sha and "a.txt" in subprocess.run(["git", "ls-files"], cwd=project, text=True,
                                              capture_output=True).stdout
+
+
+def test_a_repository_left_empty_by_an_interrupted_run_is_completed(gitops):
+    import httpx
+
+    # A run killed between creating the repository and pushing (Ctrl-C, a lost machine)
+    # leaves it empty, without hook or Application: the next deploy completes it.
+    created = httpx.post(f"{gitops.gitea.url}/api/v1/orgs/{ORG}/repos",
+                         headers={"Authorization": f"token {GITEA_TOKEN}"},
+                         json={"name": APP, "private": True, "auto_init": False})
+    assert created.status_code == 201 and created.json()["empty"] is True
+    code, output = deploy(gitops.project)
+    assert code == 0 and "legal-agent exists" in output, output
+    assert_deployed(gitops)

@@ -169,6 +169,10 @@ def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
                 raise
             exc.args = (f"{exc} ({_undo(report, repo, git_server, argo)})",)
             raise
+        except KeyboardInterrupt:
+            if report.repository == "created":
+                _undo(report, repo, git_server, argo)
+            raise
     return report
 
 
