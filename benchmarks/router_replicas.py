@@ -169,6 +169,26 @@ async def load(balancer: RoundRobin, route: str, requests: int, concurrency: int
     return time.perf_counter() - started
 
 
+def state_cost(url: str, rounds: int = 2000) -> tuple[float, float]:
+    """Microseconds of one request's state work (cooling check, budget read, spend add),
+    per-process state against Redis on loopback, one after another."""
+    from agentcycle.router.shared_state import RedisState
+    from agentcycle.router.state import RouterState
+
+    async def per_request(state: RouterState) -> float:
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await state.acooling_among(["cloud", "local"])
+            await state.aspent_today("default")
+            await state.aadd_spend("default", 0.001)
+        elapsed = time.perf_counter() - started
+        await state.aclose()
+        return elapsed / rounds * 1e6
+
+    return (asyncio.run(per_request(RouterState())),
+            asyncio.run(per_request(RedisState(url, namespace="cost"))))
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else 0.0
 
@@ -203,6 +223,9 @@ def main() -> None:
                          f"{balancer.retried} retried on the other replica",
                          f"p50 {pct(lat, 50):.1f} ms, p95 {pct(lat, 95):.1f} ms, p99 "
                          f"{pct(lat, 99):.1f} ms, {len(lat) / elapsed:.0f} req/s"))
+        local_us, redis_us = state_cost(url)
+        rows.append(("state work per request", f"per process {local_us:.0f} us",
+                     f"Redis on loopback {redis_us:.0f} us"))
     print(f"\nrouter replicas ({args.concurrency} concurrent clients, logs in {folder})")
     for row in rows:
         print(" | ".join(row))

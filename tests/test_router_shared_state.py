@@ -353,3 +353,38 @@ def test_doctor_shows_where_router_state_lives(redis_server, monkeypatch):
     assert "hunter2" not in shared.location and "'legal-agent'" in shared.detail
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert row().reachable is False
+
+
+def test_rate_limit_per_process_by_default(tmp_path):
+    """No Redis: the same policy counts in this process (the embedded default)."""
+    from agentcycle.router import AllBackendsFailed, Router, load_config
+
+    with BackgroundServer(openai_fake_app()) as fake:
+        config = _config(tmp_path / "router.yaml", fake.url, fake.url, (1.0, 1.0))
+        router = Router.from_config(load_config(config), log_path=False)
+        assert not router.state.shared
+
+        async def main():
+            answers = [await router.acomplete(MESSAGES, route="limited", key="k")
+                       for _ in range(5)]
+            with pytest.raises(AllBackendsFailed) as refused:
+                await router.acomplete(MESSAGES, route="limited", key="k")
+            other = await router.acomplete(MESSAGES, route="limited", key="other")
+            await router.aclose()
+            return answers, refused.value, other
+
+        if time.time() % 60 > 55:
+            time.sleep(61 - time.time() % 60)
+        answers, refused, other = asyncio.run(main())
+    assert len(answers) == 5 and other.backend == "local"
+    assert refused.status == 429 and 0 < refused.retry_after_s <= 60
+    assert "rate limit: 5 requests a minute for this key" in str(refused)
+
+
+def test_rate_limit_options_are_checked(tmp_path):
+    config = tmp_path / "router.yaml"
+    config.write_text("backends:\n  m: {model: openai/m, api_base: http://127.0.0.1:9/v1}\n"
+                      "routes:\n  r:\n    backends: [m]\n"
+                      "    policies: [{rate_limit: {requests_per_minute: 0}}]\n")
+    assert_clean_error(*cli_run("router", "check", "--config", str(config)),
+                       "router.yaml:6", "requests_per_minute")
