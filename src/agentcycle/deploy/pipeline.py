@@ -115,14 +115,16 @@ def _target(project_dir: Path, options: DeployOptions) -> Any:
         image_tag=tag)
 
 
-def render(project_dir: Path, options: DeployOptions) -> tuple[Any, dict[str, str]]:
+def render(project_dir: Path, options: DeployOptions, *,
+           validate: bool = True) -> tuple[Any, dict[str, str]]:
     """thinkube.yaml -> the k8s/ files, validated offline (nothing written yet)."""
     from agentcycle.deploy.manifests import generate_manifests
     from agentcycle.deploy.validate import validate_manifests
 
     target = _target(project_dir, options)
     files = generate_manifests(project_dir, target)
-    validate_manifests(files)
+    if validate:
+        validate_manifests(files)
     return target, files
 
 
@@ -145,7 +147,9 @@ def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
     _git.commit_project(project_dir, f"{target.app_name}: project for deploy",
                         secrets=secrets, exclude=["k8s"])
     if _git.source_commit(project_dir) != target.image_tag and not options.image_tag:
-        target, files = render(project_dir, options)  # the tag is the commit just made
+        # The tag is the commit just made: the files validated above with another tag
+        # (DeployTarget checked this one), nothing else differs.
+        target, files = render(project_dir, options, validate=False)
     write_manifests(project_dir, files)
     report = DeployReport(target.app_name, project_dir, sorted(files), dry_run)
     report.commit = _git.commit_project(project_dir, options.message, secrets=secrets)
