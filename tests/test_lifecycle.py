@@ -1,8 +1,7 @@
 """Clean process lifecycles: every command that starts child processes stops all of them
 on SIGTERM, SIGINT and its own crash (SIGKILL). Each command runs as a real subprocess in
 its own session; once it serves, the test records its process tree (psutil), signals the
-command's process alone and finds no survivor. The stop times are printed (-s) and are
-in docs/benchmarks.md.
+command's process alone and finds no survivor. The stop times are printed (run with -s).
 
 The building blocks (agentcycle._processes) are tested first with small Python children;
 the commands that load the model are marked slow, the rarer command x signal pairs heavy.
@@ -298,14 +297,15 @@ def _app_case(tmp_path: Path, sig: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=_sig_name)
+def test_app_stopped_by_sigterm_leaves_no_model_server_behind(tmp_path, base_model_dir):
+    """The issue's case: what Kubernetes and process managers send."""
+    _app_case(tmp_path, signal.SIGTERM)
+
+
+@pytest.mark.heavy  # the killed-parent path: test_serving's killed parent (slow)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=_sig_name)
 def test_app_leaves_no_model_server_behind(tmp_path, base_model_dir, sig):
     _app_case(tmp_path, sig)
-
-
-@pytest.mark.heavy
-def test_app_interrupted_leaves_no_model_server_behind(tmp_path, base_model_dir):
-    _app_case(tmp_path, signal.SIGINT)
 
 
 def _has(tree: list[psutil.Process], *needles: str) -> bool:

@@ -48,6 +48,8 @@ def stop_on_sigterm() -> None:
     Ctrl-C, so `with` blocks stop the servers they started instead of orphaning them.
     A second signal (SIGINT too) while they stop stops every child at once first: the
     interrupt it raises would otherwise cut their orderly stop short."""
+    import atexit
+    import gc
     import signal
 
     from agentcycle._processes import stop_all
@@ -62,6 +64,11 @@ def stop_on_sigterm() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, interrupt)
+    # Once the servers are stopped and the exit handlers registered after this one ran
+    # (atexit runs last-in first-out), skip the interpreter's final garbage collection:
+    # over the heap of torch, transformers, Gradio and MLflow it took 9 of the app's
+    # 11 s to exit after SIGTERM here (1.7 s without). The OS frees the memory anyway.
+    atexit.register(gc.freeze)
 
 
 def settings() -> Settings:
