@@ -50,6 +50,7 @@ def demo(
     if wordings_per_fact is not None:
         chosen["wordings_per_fact"] = wordings_per_fact
     options = DemoOptions.full(**chosen) if full else DemoOptions(**chosen)
+    stop_on_sigterm()  # its `with` blocks stop the model servers on SIGTERM too
     result = run_demo(settings(), options, console)
     console.print(_rag_table(result))
     if result.tool_summaries:
