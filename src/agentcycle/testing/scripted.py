@@ -94,6 +94,13 @@ class ScriptedModel:
         """Scripted replies not used yet."""
         return len(self._script)
 
+    def reset(self) -> None:
+        """Forget the script, the rule and the recorded requests (between tests)."""
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+            self.rule = None
+
     def add(self, *replies: Scripted) -> None:
         """Append replies to the script (between two steps of a test)."""
         with self._lock:

@@ -12,8 +12,10 @@ from agentcycle.agents import Source
 from agentcycle.rag.documents import load_documents, split_documents
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an and are can do does for how i in is it my of on or the to what "
-                  "when where which who why with you your".split())
+_STOP = frozenset({
+    "a", "an", "and", "are", "can", "do", "does", "for", "how", "i", "in", "is", "it", "my",
+    "of", "on", "or", "the", "to", "what", "when", "where", "which", "who", "why", "with",
+    "you", "your"})
 
 
 def _words(text: str) -> set[str]:
