@@ -185,12 +185,16 @@ def stop_tree(process: subprocess.Popen | int, *, grace: float = 10.0,
 
     ``sig`` goes to the process, to every descendant found before the signal (one that
     left the group too) and to the process group it leads, if any; SIGKILL follows for
-    what still runs after ``grace`` seconds. A :class:`~subprocess.Popen` is reaped.
+    what still runs after ``grace`` seconds. A :class:`~subprocess.Popen` is reaped; a
+    bare pid must be one that cannot have been reused (a child not yet waited for).
     """
     started = time.monotonic()
     pid = process if isinstance(process, int) else process.pid
     untrack(pid)
-    targets = {pid, *descendants(pid), *_group_members(pid)} - {os.getpid()}
+    reaped = isinstance(process, subprocess.Popen) and process.poll() is not None
+    # A reaped child's pid may name another process by now; its group's id cannot.
+    mine = set() if reaped else {pid, *descendants(pid)}
+    targets = (mine | set(_group_members(pid))) - {os.getpid()}
     _signal_all(pid, targets, sig)
     if not _wait_gone(process, targets, started + grace):
         _signal_all(pid, targets, signal.SIGKILL)
@@ -210,8 +214,8 @@ def _wait_gone(process: subprocess.Popen | int, targets: set[int], deadline: flo
         time.sleep(0.05)
 
 
-def _signal_all(pid: int, targets: set[int], sig: int) -> None:
-    _signal_group(pid, sig)
+def _signal_all(pgid: int, targets: set[int], sig: int) -> None:
+    _signal_group(pgid, sig)
     for target in targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, sig)
