@@ -280,7 +280,8 @@ def test_router_uses_an_entry_point_policy_and_a_file_beside_the_config(
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ("[reverse]", "[revers]", "router.yaml:8: routes.default.policies.0: unknown policy "
                               "'revers' (known: ab, budget, cost_ceiling, fallback, "
-                              "least_latency, missing, quality, reverse, tags, timeout"),
+                              "least_latency, missing, quality, rate_limit, reverse, tags, "
+                              "timeout"),
     ("[reverse]", "[missing]", "router.yaml:8: routes.default.policies.0: entry point "
                                "'missing' in agentcycle.policies of acplug-demo: 'acplug_demo' "
                                "has no attribute 'Nope'"),

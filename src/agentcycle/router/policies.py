@@ -372,6 +372,3 @@ class Quality(Policy):
 
 def build_policies(items: list[str | dict[str, Any]], route_backends: list[str]) -> list[Policy]:
     return [validate_policy(item, route_backends) for item in items]
-
-
-from agentcycle.router import ratelimit as _ratelimit  # noqa: E402,F401  (registers rate_limit)
