@@ -292,6 +292,20 @@ class ArgoCDStandin(_Served):
                 f"InvalidSpecError: Unable to generate manifests in {path}: rpc error: "
                 f"code = Unknown desc = {path}: app path does not exist")
 
+    @staticmethod
+    def _connect(repository: dict[str, Any]) -> str | None:
+        """ArgoCD checks a repository with its credentials before saving it: so does this
+        (`git ls-remote` with them, as the repo server would)."""
+        basic = base64.b64encode(
+            f"{repository.get('username', '')}:{repository.get('password', '')}".encode())
+        env = os.environ | _GIT_ENV | {
+            "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic.decode()}"}
+        done = subprocess.run(["git", "ls-remote", repository["repo"]], env=env,
+                              capture_output=True, text=True, timeout=30)
+        return None if done.returncode == 0 else "authentication required"
+
     def _invalid(self, request: Request, app: dict[str, Any]) -> str | None:
         if request.query_params.get("validate", "true") == "false":
             return None
@@ -392,6 +406,8 @@ class ArgoCDStandin(_Served):
                     request.query_params.get("upsert") != "true":
                 return self._error(400, 3, "existing repository spec is different; use "
                                            "upsert flag to force update")
+            if (problem := await run_in_threadpool(self._connect, body)) is not None:
+                return self._error(400, 3, f"Unable to connect to repository: {problem}")
             self.repositories[url] = body
             return {k: v for k, v in body.items() if k != "password"}
 

@@ -318,3 +318,14 @@ def test_a_repository_left_empty_by_an_interrupted_run_is_completed(gitops):
     code, output = deploy(gitops.project)
     assert code == 0 and "legal-agent exists" in output, output
     assert_deployed(gitops)
+
+
+def test_argocd_is_given_credentials_that_read_the_repository(gitops):
+    from agentcycle.deploy.argocd import ArgoCD
+    from agentcycle.errors import ServiceError
+
+    assert deploy(gitops.project)[0] == 0  # the stand-in checked them with git ls-remote
+    url = gitops.gitea.repos[(ORG, APP)]["clone_url"]
+    with ArgoCD(gitops.argocd.url, ARGO_TOKEN) as argo, \
+            pytest.raises(ServiceError, match="HTTP 400: Unable to connect to repository"):
+        argo.ensure_repository(url, "someone-else", "not-a-token")
