@@ -113,6 +113,23 @@ def test_template_project_tests_pass(name, tmp_path, home_settings):
     assert " passed" in result.stdout
 
 
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow if n == "tkt-rag-agent" else pytest.mark.heavy)
+    for n in TEMPLATES])
+def test_template_eval_gate_passes_on_the_bundled_model(name, tmp_path, home_settings):
+    """`make eval` (agentcycle eval run evals/suite.yaml) with no model configured: the
+    agent serves the bundled model; every gate of the suite must pass."""
+    import json
+
+    project = render(name, tmp_path, home_settings)
+    result = subprocess.run(["make", "eval", f"PYTHON={sys.executable}"], cwd=project,
+                            env=project_env(project), capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, f"{name}:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+    run = json.loads((project / "eval-runs" / "latest" / "run.json").read_text())
+    assert run["gates"] and all(gate["passed"] for gate in run["gates"]), run["gates"]
+
+
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_template_manifests_generate_and_validate(name, tmp_path, home_settings,
                                                   monkeypatch):
