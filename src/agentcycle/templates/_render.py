@@ -105,9 +105,12 @@ def new_project(template: str, dest: Path, data: dict[str, str] | None = None, *
                     "GIT_AUTHOR_EMAIL": answers["author_email"]}
         git("commit", "-q", "--no-verify", "-m",
             f"{name}: from {template} {release.version}", cwd=work, env=identity)
-        if dest.exists():
-            raise ConfigError(f"{dest} appeared while rendering: nothing written")
-        work.rename(dest)
+        try:  # a rename never replaces a non-empty folder that appeared meanwhile
+            if dest.exists():
+                raise OSError
+            work.rename(dest)
+        except OSError:
+            raise ConfigError(f"{dest} appeared while rendering: nothing written") from None
     kept = {k: v for k, v in answers.items() if k not in RESERVED} | {
         k: answers[k] for k in RESERVED}
     return NewProject(dest, template, release.version, kept,
