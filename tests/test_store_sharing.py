@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agentcycle.errors import DataError
+from agentcycle.errors import DataError, ServiceError
 from agentcycle.rag import Chunk, ChunkStore, ingest
 from agentcycle.rag.local_store import LocalCollection
 
@@ -231,3 +231,23 @@ def test_bad_names_and_missing_collections_are_one_clear_error(settings):
         ChunkStore(settings, "nothing").search([0.1] * 8)
     with pytest.raises(DataError, match="nothing to write"):
         ChunkStore(settings, "c").replace([], [])
+
+
+def test_a_collection_from_before_versioning_moves_to_the_shared_store_once(settings):
+    from qdrant_client import QdrantClient, models
+
+    chunks, vectors = _chunks("old", 30)
+    legacy = QdrantClient(path=str(settings.qdrant_path))  # the layout agentcycle used to write
+    legacy.create_collection("law", vectors_config=models.VectorParams(
+        size=8, distance=models.Distance.COSINE))
+    legacy.upsert("law", points=[
+        models.PointStruct(id=i, vector=v, payload={"text": c.text, "source": c.source,
+                                                    "index": c.index, "heading": c.heading})
+        for i, (c, v) in enumerate(zip(chunks, vectors, strict=True))])
+    with pytest.raises(ServiceError, match="an older agentcycle process holds open"):
+        ChunkStore(settings, "law").exists()
+    legacy.close()
+    store = ChunkStore(settings, "law")
+    assert store.exists() and store.count() == 30 and _top(store) == "old.md"
+    assert (settings.qdrant_path / "collection" / "law").is_dir()  # left as it was
+    assert not ChunkStore(settings, "other").exists()

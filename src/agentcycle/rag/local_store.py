@@ -21,7 +21,9 @@ there the pointer is the switch.
 
 Layout under the Qdrant folder: ``collections/NAME/CURRENT`` (JSON: version, points,
 dim), ``collections/NAME/VERSION/`` (a Qdrant local store holding collection NAME, and
-``WRITING``, locked by its writer until the switch), ``collections/NAME/.lock``.
+``WRITING``, locked by its writer until the switch), ``collections/NAME/.lock``. A
+collection in the layout of earlier versions (the whole folder one Qdrant store) is
+copied into it on first use.
 """
 
 from __future__ import annotations
@@ -80,7 +82,33 @@ class LocalCollection:
             return None
 
     def exists(self) -> bool:
-        return self.pointer.exists()
+        return self.pointer.exists() or self._migrate_legacy()
+
+    def _migrate_legacy(self) -> bool:
+        """A collection from before versioning (one Qdrant folder, one process) becomes
+        this collection's first version; the old folder is left as it was."""
+        from qdrant_client import QdrantClient
+
+        legacy = self.root.parent.parent
+        try:
+            if self.name not in json.loads((legacy / "meta.json").read_text())["collections"]:
+                return False
+        except (FileNotFoundError, ValueError, KeyError):
+            return False
+        try:
+            client = QdrantClient(path=str(legacy))
+        except RuntimeError:
+            raise ServiceError(
+                f"collection '{self.name}' is in {legacy}, which an older agentcycle process "
+                "holds open: stop it and retry (the collection then moves to the shared "
+                "store once)") from None
+        try:
+            points, dim = _read_points(client, self.name)
+        finally:
+            client.close()
+        if not self.pointer.exists():  # another process may have migrated it meanwhile
+            self.replace(points, dim)
+        return True
 
     def count(self) -> int:
         pointer = self.current()
@@ -228,25 +256,31 @@ def _fsync_tree(folder: Path) -> None:
 def _load_version(folder: Path, name: str) -> tuple[Any, int]:
     """Copy one version from its folder into an in-memory client (the folder is opened
     only for the copy, so its Qdrant lock is free again at once)."""
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import QdrantClient
 
     if not (folder / "meta.json").exists():
         raise ServiceError(f"the current version of collection '{name}' is missing: "
                            f"{folder}; run `agentcycle rag ingest` again")
     disk = QdrantClient(path=str(folder))
     try:
-        dim = disk.get_collection(name).config.params.vectors.size
-        points, offset = [], None
-        while True:
-            records, offset = disk.scroll(name, limit=_SCROLL_PAGE, offset=offset,
-                                          with_payload=True, with_vectors=True)
-            points.extend(models.PointStruct(id=r.id, vector=r.vector, payload=r.payload)
-                          for r in records)
-            if offset is None:
-                break
+        points, dim = _read_points(disk, name)
     finally:
         disk.close()
     return _in_memory(name, points, dim), len(points)
+
+
+def _read_points(client: Any, name: str) -> tuple[list, int]:
+    from qdrant_client import models
+
+    dim = client.get_collection(name).config.params.vectors.size
+    points, offset = [], None
+    while True:
+        records, offset = client.scroll(name, limit=_SCROLL_PAGE, offset=offset,
+                                        with_payload=True, with_vectors=True)
+        points.extend(models.PointStruct(id=r.id, vector=r.vector, payload=r.payload)
+                      for r in records)
+        if offset is None:
+            return points, dim
 
 
 def _in_memory(name: str, points: list, dim: int):
