@@ -390,10 +390,15 @@ class ArgoCDStandin(_Served):
 
         @app.get(api + "/repositories")
         async def list_repos():
-            return {"metadata": {}, "items": [
-                {k: v for k, v in r.items() if k != "password"}
-                | {"connectionState": {"status": "Successful"}}
-                for r in self.repositories.values()] or None}
+            def state(repository: dict[str, Any]) -> dict[str, str]:
+                problem = self._connect(repository)
+                return {"status": "Failed", "message": problem} if problem else {
+                    "status": "Successful", "message": ""}
+
+            items = [{k: v for k, v in r.items() if k != "password"}
+                     | {"connectionState": await run_in_threadpool(state, r)}
+                     for r in self.repositories.values()]
+            return {"metadata": {}, "items": items or None}
 
         @app.post(api + "/repositories")
         async def create_repo(request: Request):

@@ -329,3 +329,13 @@ def test_argocd_is_given_credentials_that_read_the_repository(gitops):
     with ArgoCD(gitops.argocd.url, ARGO_TOKEN) as argo, \
             pytest.raises(ServiceError, match="HTTP 400: Unable to connect to repository"):
         argo.ensure_repository(url, "someone-else", "not-a-token")
+
+
+def test_a_rotated_gitea_token_is_saved_to_argocd_again(gitops, monkeypatch):
+    assert deploy(gitops.project)[0] == 0
+    gitops.gitea.token = "gitea-rotated-0123456789"  # the old one stops working
+    monkeypatch.setenv("GITEA_TOKEN", gitops.gitea.token)
+    code, output = deploy(gitops.project)
+    url = gitops.gitea.repos[(ORG, APP)]["clone_url"]
+    assert code == 0 and f"argocd repository: {url} updated" in output, output
+    assert gitops.argocd.repositories[url]["password"] == gitops.gitea.token

@@ -49,10 +49,12 @@ class ArgoCD(ServiceClient):
     def ensure_repository(self, repo_url: str, username: str, password: str,
                           *, name: str | None = None) -> Change:
         """Register the repository's HTTPS credentials (ArgoCD stores them in a Secret
-        labelled `argocd.argoproj.io/secret-type: repository`)."""
+        labelled `argocd.argoproj.io/secret-type: repository`); left alone while they
+        are the same user's and ArgoCD reads the repository with them."""
         known = next((r for r in self.repositories() if r.get("repo") == repo_url), None)
-        if known is not None and known.get("username") == username:
-            return "unchanged"
+        state = ((known or {}).get("connectionState") or {}).get("status", "Successful")
+        if known is not None and known.get("username") == username and state == "Successful":
+            return "unchanged"  # a rotated token shows as a Failed connection: re-saved
         body = {"repo": repo_url, "type": "git", "username": username, "password": password}
         if name:
             body["name"] = name
