@@ -267,3 +267,12 @@ def test_update_names_a_template_repository_that_is_gone(tmp_path):
     result = cli("templates", "update", dest)
     assert result.exit_code == 1
     assert "is gone" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_real_process_prints_one_line_for_an_unknown_template(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "agentcycle", "new", "tkt-nope",
+                           str(tmp_path / "a")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown template 'tkt-nope': choose one of " + ", ".join(template_names())]
+    assert not (tmp_path / "a").exists()
