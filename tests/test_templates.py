@@ -234,8 +234,13 @@ def test_export_is_a_copier_source_with_tags(tmp_path):
     tag = materialize(NAME).tag
     assert tag in git(path, "tag", "--list").splitlines()
     assert git(path, "remote") == ""
-    copier.run_copy(str(path), tmp_path / "plain-copy", data={"project_name": "plain-copy"},
-                    defaults=True, quiet=True)
+    platform_data = {  # what thinkube-control always passes (thinkube-deploy.md, 1)
+        "project_name": "plain-copy", "project_description": "d", "author_name": "a",
+        "author_email": "a@example.com", "domain_name": "example.com",
+        "container_registry": "registry.example.com", "admin_username": "admin",
+        "namespace": "plain-copy", "k8s_namespace": "plain-copy"}
+    copier.run_copy(str(path), tmp_path / "plain-copy", data=platform_data, vcs_ref="HEAD",
+                    defaults=True, overwrite=True, quiet=True)
     assert yaml.safe_load((tmp_path / "plain-copy" / ".copier-answers.yml").read_text())[
         "_commit"] == tag
     assert export_templates(tmp_path / "export", [NAME]) == [path]  # a rerun updates
