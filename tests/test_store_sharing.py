@@ -193,6 +193,20 @@ def test_concurrent_ingests_of_one_collection_leave_one_complete_version(setting
     assert len([p for p in root.iterdir() if p.is_dir()]) == 1
 
 
+def test_an_interrupted_ingest_deletes_its_version_at_once(settings):
+    store = ChunkStore(settings, "c")
+    store.replace(*_chunks("one", 10))
+
+    def interrupted(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.replace(*_chunks("two", 600), progress=interrupted)
+    assert store.count() == 10 and _top(store) == "one.md"
+    root = settings.qdrant_path / "collections" / "c"
+    assert len([p for p in root.iterdir() if p.is_dir()]) == 1
+
+
 def test_server_path_switches_an_alias_and_keeps_the_old_version_on_failure(settings, tmp_path):
     from qdrant_client import QdrantClient, models
 
@@ -213,7 +227,10 @@ def test_server_path_switches_an_alias_and_keeps_the_old_version_on_failure(sett
         with pytest.raises(KeyboardInterrupt):
             store.replace(*_chunks("two", 600), progress=interrupted)
         assert store.count() == 20 and _top(store) == "one.md"
-        assert len(server.get_collections().collections) == 2  # the old and the partial one
+        assert [c.name for c in server.get_collections().collections] == [first]
+        # What a killed ingest leaves (an older, unswitched version) goes with the next one.
+        server.create_collection("law__v0000000000001-0123abcd", vectors_config=models.VectorParams(
+            size=8, distance=models.Distance.COSINE))
 
         store.replace(*_chunks("three", 5))
         names = [c.name for c in server.get_collections().collections]

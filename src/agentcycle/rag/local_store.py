@@ -166,8 +166,11 @@ class LocalCollection:
                     client.upsert(self.name, points=points[start : start + _BATCH])
                     if progress:
                         progress(min(start + _BATCH, len(points)), len(points))
-            finally:
+            except BaseException:  # an error or Ctrl-C: the unswitched version goes now
                 client.close()
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            client.close()
             _fsync_tree(folder)  # on disk before any reader can be pointed at it
             with self._lock():
                 _write_pointer(self.pointer, {"version": version, "points": len(points),

@@ -10,6 +10,7 @@ of their own behind a pointer file.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Callable
@@ -69,10 +70,15 @@ class ServerCollection:
         target = f"{self.name}{_VERSION_SEP}{new_version()}"
         self.client.create_collection(target, vectors_config=models.VectorParams(
             size=dim, distance=models.Distance.COSINE))
-        for start in range(0, len(points), _BATCH):
-            self.client.upsert(target, points=points[start : start + _BATCH])
-            if progress:
-                progress(min(start + _BATCH, len(points)), len(points))
+        try:
+            for start in range(0, len(points), _BATCH):
+                self.client.upsert(target, points=points[start : start + _BATCH])
+                if progress:
+                    progress(min(start + _BATCH, len(points)), len(points))
+        except BaseException:  # an error or Ctrl-C: the unswitched version goes now
+            with contextlib.suppress(Exception):
+                self.client.delete_collection(target)
+            raise
         current = self._alias_target()
         switch: list = []
         if current is not None:
