@@ -339,3 +339,14 @@ def test_a_rotated_gitea_token_is_saved_to_argocd_again(gitops, monkeypatch):
     url = gitops.gitea.repos[(ORG, APP)]["clone_url"]
     assert code == 0 and f"argocd repository: {url} updated" in output, output
     assert gitops.argocd.repositories[url]["password"] == gitops.gitea.token
+
+
+def test_a_dot_env_in_the_git_history_is_refused_before_any_server(gitops):
+    ident = ["-c", "user.name=dev", "-c", "user.email=dev@x"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=gitops.project, check=True)
+    subprocess.run(["git", *ident, "add", "-f", "."], cwd=gitops.project, check=True)
+    subprocess.run(["git", *ident, "commit", "-qm", "oops, .env too"], cwd=gitops.project,
+                   check=True)
+    code, output = deploy(gitops.project)
+    assert_clean_error(code, output, ".env is in the project's git history")
+    assert gitops.gitea.requests == [] and gitops.argocd.requests == []

@@ -127,6 +127,7 @@ def commit_project(project_dir: Path, message: str, *, secrets: Iterable[str] = 
         git(project_dir, "rm", "-q", "--cached", "--ignore-unmatch", "--",
             f":(glob)**/{pattern}")
     _refuse_secrets(project_dir, [s for s in secrets if s and len(s) >= 6])
+    _refuse_secret_history(project_dir)
     if git(project_dir, "diff", "--cached", "--quiet", check=False).returncode != 0:
         git(project_dir, "commit", "-q", "-m", message, env=_identity_env(project_dir))
     return head(project_dir)
@@ -145,6 +146,20 @@ def source_commit(project_dir: Path, generated: str = "k8s") -> str | None:
     done = git(project_dir, "log", "-1", "--format=%H", "--", ".", f":(exclude){generated}",
                check=False)
     return done.stdout.strip()[:12] or None
+
+
+def _refuse_secret_history(project_dir: Path) -> None:
+    """A `.env` committed once is in every push of the branch, even if deleted since."""
+    if head(project_dir) is None:
+        return
+    patterns = [f":(glob)**/{pattern}" for pattern in NEVER_COMMITTED]
+    added = git(project_dir, "log", "--diff-filter=A", "--format=%h", "--name-only", "-1",
+                "HEAD", "--", *patterns).stdout.split()
+    if added:
+        git(project_dir, "reset", "-q", check=False)  # the index as the user left it
+        raise DataError(f"{added[1]} is in the project's git history (commit {added[0]}): a "
+                        "push would publish it; remove it from the history (git filter-repo "
+                        "--path ... --invert-paths) and rotate its secrets, then rerun")
 
 
 def _refuse_secrets(project_dir: Path, secrets: Sequence[str]) -> None:
