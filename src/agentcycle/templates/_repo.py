@@ -77,6 +77,14 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _is_version(tag: str) -> bool:
+    try:
+        Version(tag)
+    except InvalidVersion:
+        return False
+    return True
+
+
 def _tags(repo: Path) -> list[str]:
     return [t for t in git("tag", "--list", cwd=repo).splitlines() if t]
 
@@ -123,9 +131,10 @@ def publish(name: str, assemble: Callable[[Path], None], repo: Path,
         head = _head(repo)
         tags = _tags(repo)
         if head and git("rev-parse", "HEAD^{tree}", cwd=repo) == tree:
-            at_head = git("tag", "--points-at", "HEAD", cwd=repo).splitlines()
+            at_head = [t for t in git("tag", "--points-at", "HEAD", cwd=repo).splitlines()
+                       if _is_version(t)]
             if at_head:
-                tag = max(at_head, key=lambda t: Version(t))
+                tag = max(at_head, key=Version)
                 return TemplateRelease(name, repo, tag, head, manifest)
         tag = _next_tag(manifest.metadata.version, tags)
         parents = ["-p", head] if head else []
