@@ -75,11 +75,20 @@ async def user(http: httpx.AsyncClient, url: str, number: int, step: Step,
             continue
         if response.status_code == 200 and response.json().get("answer") is not None:
             step.latencies_s.append(time.perf_counter() - started)
-        elif response.status_code in (429, 503) and response.headers.get("retry-after"):
+        elif response.status_code in (429, 503) and response.headers.get("retry-after") \
+                and _code(response) in ("rate_limit_exceeded", "server_overloaded"):
             step.refused[response.status_code] = step.refused.get(response.status_code, 0) + 1
         else:
             name = f"HTTP {response.status_code}"
             step.failed[name] = step.failed.get(name, 0) + 1
+
+
+def _code(response: httpx.Response) -> str:
+    """The guard's refusal code; a 503 from a failed model call has none (a failure)."""
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 async def run_step(url: str, step: Step, timeout_s: float, deadline_s: float,

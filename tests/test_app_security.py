@@ -305,3 +305,16 @@ def test_the_ui_asks_for_a_key_when_keys_are_set(agent):
     login = client.post("/ui/login", data={"username": "alice", "password": KEYS["alice"]})
     assert login.status_code == 200, login.text
     assert client.get("/ui/config").status_code == 200
+
+
+def test_a_failed_model_call_is_a_503_with_retry_after():
+    from agentcycle.agents import BaseAgent
+    from agentcycle.errors import ServiceError
+
+    class Down(BaseAgent):
+        def run(self, task, **options):
+            raise ServiceError("every model backend failed (local: TimeoutError)")
+
+    response = client_for(Down()).post("/v1/ask", json={"question": "q"}, headers=ALICE)
+    assert response.status_code == 503 and response.headers["retry-after"] == "10"
+    assert "every model backend failed" in response.json()["detail"]

@@ -167,7 +167,9 @@ def _run(guard: Guard, name: str, agent: Agent, call: Callable[[], AgentResult],
             if root is not None:
                 root.set_outputs({"answer": result.answer})
     except AgentcycleError as exc:  # a backend down, an unknown thread: say so, not a 500
-        raise HTTPException(status_code=_status(exc), detail=str(exc)) from None
+        status = _status(exc)
+        raise HTTPException(status_code=status, detail=str(exc), headers={
+            "Retry-After": "10"} if status == 503 else None) from None
     guard.budget.spend(name, result.total_tokens)
     guard.usage.answered(name)
     return result
