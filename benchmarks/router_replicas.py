@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -36,40 +35,16 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import router_proxy as rp  # noqa: E402  (the canned backend and process helpers)
+
+from redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 
 AGENTCYCLE = str(Path(sys.executable).parent / "agentcycle")
 BODY = {"model": "default", "max_tokens": 16,
         "messages": [{"role": "user", "content": "What is the deposit cap?"}]}
 COST_PER_CALL = 3.0  # the canned answer's 12 prompt tokens at $250 / 1K
 BUDGET = 300.0
-
-
-@contextlib.contextmanager
-def redis_server(folder: Path):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("error: redis-server is not installed (Debian: apt-get install redis-server)")
-    port = rp.free_port()
-    with open(folder / "redis.log", "wb") as log:
-        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save",
-                                 "", "--appendonly", "no"], stdout=log, stderr=log)
-    try:
-        import redis
-
-        client, deadline = redis.Redis(port=port), time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def write_config(folder: Path, backend_port: int) -> Path:
@@ -201,7 +176,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="router-replicas-"))
     rows: list[tuple[str, ...]] = []
     backend_port = rp.free_port()
-    with rp.backend_process(backend_port, folder, "backend"), redis_server(folder) as url:
+    if REDIS_SERVER is None:
+        sys.exit("error: redis-server is not installed (Debian: apt-get install redis-server)")
+    with rp.backend_process(backend_port, folder, "backend"), \
+            RedisServer(log=folder / "redis.log") as redis:
+        url = redis.url
         config = write_config(folder, backend_port)
         for name, shared in (("shared (Redis)", url), ("per process", None)):
             with replicas(config, folder, shared, "budget" + ("-shared" if shared else "")) \

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,46 +22,12 @@ import pytest
 
 from agentcycle.serving.server import free_port
 from helpers import BackgroundServer, assert_clean_error, cli_run, openai_fake_app
+from redis_server import REDIS_SERVER, RedisServer
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed "
                                 "(Debian: apt-get install redis-server)")
 AGENTCYCLE = str(Path(sys.executable).parent / "agentcycle")
 MESSAGES = [{"role": "user", "content": "Deposit cap?"}]
-
-
-class RedisServer:
-    """redis-server on a free loopback port, no persistence (stop() loses everything)."""
-
-    def __init__(self, port: int | None = None):
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @pytest.fixture(scope="session")
@@ -230,8 +195,9 @@ def test_concurrent_requests_lose_no_spend(replicas, redis_server):
         async with httpx.AsyncClient(timeout=30) as client:
             replies = await asyncio.gather(*[
                 client.post((replicas["a"] if i % 2 else replicas["b"]).url
-                            + "/v1/chat/completions",
-                            json={"model": "priced", "messages": MESSAGES})
+                            + "/v1/chat/completions",  # every fourth one streamed
+                            json={"model": "priced", "messages": MESSAGES,
+                                  "stream": i % 4 == 0})
                 for i in range(40)])
         return [r.status_code for r in replies]
 
