@@ -63,7 +63,9 @@ class PushResult:
 
 
 def _base_env(credentials: Credentials | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG")}
+    # The caller's own GIT_CONFIG_COUNT/KEY_n/VALUE_n would clash with ours.
+    env = {k: v for k, v in os.environ.items()
+           if not re.fullmatch(r"GIT_CONFIG_(COUNT|KEY_\d+|VALUE_\d+|PARAMETERS)", k)}
     env |= {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "LC_ALL": "C"}
     return env | (credentials.env() if credentials else {})
 
