@@ -354,3 +354,49 @@ def test_rate_limit_options_are_checked(tmp_path):
                       "    policies: [{rate_limit: {requests_per_minute: 0}}]\n")
     assert_clean_error(*cli_run("router", "check", "--config", str(config)),
                        "router.yaml:6", "requests_per_minute")
+
+
+def test_one_recovery_probe_among_replicas_and_the_sync_api(redis_server):
+    """Two states: the cooldown's end is claimed by one probe; its success clears the
+    backend for both. A Router's sync API shares the same state (its own loop's client)."""
+    from agentcycle.router import Backend, Router
+    from agentcycle.router.shared_state import RedisState
+
+    namespace = uuid.uuid4().hex[:8]
+    first, second = (RedisState(redis_server.url, namespace=namespace, cooldown_s=0.2)
+                     for _ in range(2))
+
+    async def main():
+        await first.arecord_failure("m")
+        assert await second.acooling_among(["m", "n"]) == {"m"}
+        assert not await second.aprobe_due("m")  # still cooling
+        await asyncio.sleep(0.3)
+        claims = await asyncio.gather(*[s.aprobe_due("m") for s in (first, second) * 3])
+        await second.arecord_success("m")
+        cooling = await first.acooling_among(["m"])
+        for state in (first, second):
+            await state.aclose()
+        return claims, cooling
+
+    claims, cooling = asyncio.run(main())
+    assert claims.count(True) == 1 and cooling == set()
+
+    with BackgroundServer(openai_fake_app(usage=(1000, 0))) as fake:
+        backend = Backend(name="m", model="openai/m", api_base=fake.url + "/v1",
+                          transport="direct", input_usd_per_1k=0.5, output_usd_per_1k=0.0)
+        shared = RedisState(redis_server.url, namespace=namespace)
+        router = Router([backend], routes={"r": [{"budget": {"usd_per_day": 1.0}}]},
+                        log_path=False, tracing=False, state=shared)
+        try:
+            served = [router.complete(MESSAGES, route="r").cost_usd for _ in range(2)]
+        finally:
+            router.close()
+
+    async def spent() -> float:
+        other = RedisState(redis_server.url, namespace=namespace)
+        try:
+            return await other.aspent_today("r")
+        finally:
+            await other.aclose()
+
+    assert served == [0.5, 0.5] and asyncio.run(spent()) == 1.0
