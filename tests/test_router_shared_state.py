@@ -285,14 +285,22 @@ def test_serve_with_redis_unreachable_is_one_error_line(tmp_path, monkeypatch):
 
 
 def test_settings_pick_the_platforms_valkey(monkeypatch):
+    from agentcycle.errors import ServiceError
     from agentcycle.router.shared_state import RedisState, open_state
     from agentcycle.router.state import RouterState
     from agentcycle.settings import Settings
 
     assert type(open_state(Settings())) is RouterState  # nothing set: per process
-    monkeypatch.setenv("VALKEY_HOST", "valkey.example")
+    monkeypatch.setenv("VALKEY_HOST", "127.0.0.1")
+    monkeypatch.setenv("VALKEY_PORT", str(free_port()))
     monkeypatch.setenv("VALKEY_PASSWORD", "p@ss word")
-    assert Settings().router_redis_url == "redis://:p%40ss%20word@valkey.example:6379/0"
+    assert Settings().router_redis_url.startswith("redis://:p%40ss%20word@127.0.0.1:")
+    # A notebook's VALKEY_* (one Valkey for every user) is used only when asked for.
+    assert type(open_state(Settings())) is RouterState
+    monkeypatch.setenv("AGENTCYCLE_ROUTER_STATE", "redis")
+    with pytest.raises(ServiceError, match="shared state at redis://127.0.0.1:"):
+        open_state(Settings())
+    monkeypatch.delenv("AGENTCYCLE_ROUTER_STATE")
     monkeypatch.setenv("CACHE_URL", "redis://cache:6379/1")
     monkeypatch.setenv("APP_NAME", "legal-agent")
     settings = Settings()

@@ -101,8 +101,10 @@ def discover(settings: Settings, check: bool = True) -> list[ServiceStatus]:
 def _router_state(settings: Settings, probe) -> ServiceStatus:
     """Where the router keeps budgets, cooldowns and A/B arms: Valkey/Redis (shared by
     proxy replicas), or each process (its SQLite log under the data dir)."""
+    from agentcycle.router.shared_state import uses_redis
+
     url = settings.router_redis_url
-    if settings.router_state == "local" or not url:
+    if not url or not uses_redis(settings):
         return ServiceStatus("router state", "embedded", str(settings.home.resolve() /
                                                              "router.db"), None,
                              "per process (set REDIS_URL to share it between replicas)")

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     valkey_password: str | None = Field(None, validation_alias=_env("VALKEY_PASSWORD"))
     router_state: Literal["auto", "local", "redis"] = Field(
         "auto", validation_alias=_env("AGENTCYCLE_ROUTER_STATE"),
-        description="auto: Redis when REDIS_URL/CACHE_URL/VALKEY_HOST is set, else local.")
+        description="auto: Redis when REDIS_URL/CACHE_URL is set; redis: also VALKEY_*.")
     router_namespace: str | None = Field(
         None, validation_alias=_env("AGENTCYCLE_ROUTER_NAMESPACE", "APP_NAME"),
         description="Replicas with the same namespace share budgets and cooldowns.")

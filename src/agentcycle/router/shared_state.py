@@ -350,16 +350,26 @@ def _day_end(day: str) -> int:
     return int(start.timestamp()) + 86400 + 3600
 
 
+def uses_redis(settings: Any) -> bool:
+    """Whether these settings put the router's state in Redis (see open_state)."""
+    return settings.router_state == "redis" or (
+        settings.router_state == "auto" and bool(settings.redis_url))
+
+
 def open_state(settings: Any = None, *, cooldown_s: float = 30.0,
                load_spend: Callable[[str, str], float] | None = None) -> RouterState:
-    """Redis when the settings name one (``REDIS_URL``, ``CACHE_URL``, ``VALKEY_HOST``;
-    ``AGENTCYCLE_ROUTER_STATE=local`` opts out), else this process's state."""
+    """Redis when the settings name one, else this process's state.
+
+    ``auto`` (the default) shares through ``REDIS_URL``/``CACHE_URL``: what the platform
+    gives a deployed app, whose replicas are the point. ``VALKEY_HOST`` alone (what every
+    notebook sees, one Valkey for all users) is used with ``AGENTCYCLE_ROUTER_STATE=redis``
+    only: sharing budgets and cooldowns there must be chosen. ``local`` opts out."""
     if settings is None:
         from agentcycle.settings import Settings
 
         settings = Settings()
     url = settings.router_redis_url
-    if settings.router_state == "local" or (settings.router_state == "auto" and not url):
+    if not uses_redis(settings):
         return RouterState(cooldown_s, load_spend=load_spend)
     if not url:
         raise ConfigError("AGENTCYCLE_ROUTER_STATE=redis needs REDIS_URL, CACHE_URL or "
