@@ -69,9 +69,10 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str,
 
 
 def _stop(process: subprocess.Popen, tree: list[psutil.Process], sig: int,
-          within: float = 30.0) -> tuple[float, list[psutil.Process]]:
+          within: float = 30.0, strays: bool = True) -> tuple[float, list[psutil.Process]]:
     """Send ``sig`` to the command alone; the seconds until it and its whole recorded
-    tree are gone, and the survivors after ``within`` seconds."""
+    tree are gone, and the survivors after ``within`` seconds (``strays``: any process
+    with this test's data dir counts; off while another command still uses it)."""
     started = time.monotonic()
     process.send_signal(sig)
     everyone = [psutil.Process(process.pid), *tree]
@@ -83,10 +84,24 @@ def _stop(process: subprocess.Popen, tree: list[psutil.Process], sig: int,
         time.sleep(0.05)
     took = time.monotonic() - started
     survivors = _living(tree)
+    if strays:
+        survivors += [p for p in _strays() if p.pid not in {t.pid for t in tree}]
     for proc in survivors:  # never leave them running, whatever the assertion says
         with contextlib.suppress(psutil.Error):
             proc.kill()
     return took, survivors
+
+
+def _strays() -> list[psutil.Process]:
+    """Any process but this one with this test's data dir in its environment: one the
+    command started after its tree was recorded would show here."""
+    home = os.environ.get("AGENTCYCLE_HOME")
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get("AGENTCYCLE_HOME") == home:
+                found.append(proc)
+    return _living(found)
 
 
 def _names(procs: list[psutil.Process]) -> list[str]:
@@ -264,7 +279,7 @@ def test_a_crashed_worker_keeps_nats_for_another_one(tmp_path, echo_agent):
     first, _ = _start_worker(tmp_path, echo_agent)
     nats = [p for p in _tree(first.pid) if "nats-server" in " ".join(p.cmdline())]
     second, log = _start_worker(tmp_path, echo_agent)
-    _stop(first, [], signal.SIGKILL, within=10)
+    _stop(first, [], signal.SIGKILL, within=10, strays=False)
     time.sleep(1.5)  # three rounds of the keeper: the second worker still holds it
     assert _living(nats), "the crash of one user stopped the server for the other"
     took, survivors = _stop(second, nats + _tree(second.pid), signal.SIGTERM, within=15)
