@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +46,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
         raise RuntimeError(f"{' '.join(args)} failed in {cwd}:\n" + "\n".join(tail))
-    return seconds, (result.stdout + result.stderr).strip().splitlines()[-1:][0]
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    summary = [line.strip("= ") for line in lines if re.search(r"\d+ passed", line)]
+    return seconds, (summary or lines or [""])[-1]
 
 
 def _test_command(project: Path) -> list[str]:
@@ -92,7 +96,10 @@ def main() -> int:
     chat_model_dir(Settings())  # set-up: converted once, cached
     for name in names:
         materialize(name)
-    rows = [cycle(name, work, env) for name in names]
+    try:
+        rows = [cycle(name, work, env) for name in names]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"new -> tests -> deploy --dry-run ({os.cpu_count()} CPUs)")
     for column in ("template", "new s", "tests s", "tests", "dry-run s", "total s",
                    "CPU s", "/ 120 s"):
