@@ -248,6 +248,10 @@ def test_bad_names_and_missing_collections_are_one_clear_error(settings):
         ChunkStore(settings, "nothing").search([0.1] * 8)
     with pytest.raises(DataError, match="nothing to write"):
         ChunkStore(settings, "c").replace([], [])
+    ChunkStore(settings, "c").replace(*_chunks("one", 3))
+    (settings.qdrant_path / "collections" / "c" / "CURRENT").write_text("{half")
+    with pytest.raises(ServiceError, match="CURRENT is unreadable: delete .* and run"):
+        ChunkStore(settings, "c").count()
 
 
 def test_a_collection_from_before_versioning_moves_to_the_shared_store_once(settings):

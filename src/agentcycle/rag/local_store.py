@@ -77,9 +77,15 @@ class LocalCollection:
     def current(self) -> dict | None:
         """The pointer's content (version, points, dim), or None before the first ingest."""
         try:
-            return json.loads(self.pointer.read_text())
+            pointer = json.loads(self.pointer.read_text())
         except FileNotFoundError:
             return None
+        except ValueError:  # written atomically: only a hand edit gets here
+            pointer = None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+            raise ServiceError(f"{self.pointer} is unreadable: delete {self.root} and run "
+                               f"`agentcycle rag ingest DIR --collection {self.name}` again")
+        return pointer
 
     def exists(self) -> bool:
         return self.pointer.exists() or self._migrate_legacy()

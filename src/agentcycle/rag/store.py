@@ -123,7 +123,10 @@ class ChunkStore:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConnectionError, OSError) as exc:
+        except OSError as exc:
+            if isinstance(self._backend, LocalCollection):  # a disk full, a folder read-only
+                raise ServiceError(f"the local Qdrant store at {self.location} failed: "
+                                   f"{exc}") from None
             raise ServiceError(f"Qdrant at {self.location} is unreachable: {exc}") from None
         except Exception as exc:  # qdrant_client wraps httpx errors in its own types
             if "connect" in str(exc).lower():
