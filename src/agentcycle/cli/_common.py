@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agentcycle.errors import AgentcycleError
 from agentcycle.settings import Settings
@@ -34,7 +35,9 @@ def friendly_errors(fn: Callable) -> Callable:
         except AgentcycleError as exc:
             if debug_enabled():
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # escape: a message naming "[section]" or "[::1]" is text, not Rich markup.
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -15,6 +15,7 @@ from agentcycle.deploy.manifests import (
     manifests_for,
     write_manifests,
 )
+from agentcycle.deploy.pipeline import DeployOptions, DeployReport, deploy
 from agentcycle.deploy.target import DeployTarget, git_image_tag
 from agentcycle.deploy.thinkube import (
     ThinkubeDeployment,
@@ -32,10 +33,13 @@ from agentcycle.deploy.validate import (
 
 __all__ = [
     "APPLICATION_FILE",
+    "DeployOptions",
+    "DeployReport",
     "DeployTarget",
     "ManifestError",
     "ThinkubeDeployment",
     "argocd_application",
+    "deploy",
     "generate_manifests",
     "git_image_tag",
     "kustomize_build",

@@ -188,7 +188,7 @@ def argocd_application(target: DeployTarget) -> Obj:
                      "finalizers": ["resources-finalizer.argocd.argoproj.io"]},
         "spec": {
             "project": "default",
-            "source": {"repoURL": target.ssh_url, "targetRevision": "HEAD", "path": "k8s"},
+            "source": {"repoURL": target.git_url, "targetRevision": "HEAD", "path": "k8s"},
             "destination": {"server": "https://kubernetes.default.svc",
                             "namespace": target.namespace},
             "syncPolicy": {"automated": {"prune": True, "selfHeal": True},
