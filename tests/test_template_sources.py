@@ -119,6 +119,8 @@ def test_thinkube_yaml_declares_the_agent_container_and_its_services(project) ->
     assert [(r.path, r.to) for r in spec.routes] == [("/", "agent")]
     declared = {d.env for d in spec.dependencies}
     assert declared == SERVICES[name] | TRACING  # nothing is injected unless declared
+    # The workflow's waiting threads outlive a pod in the platform's PostgreSQL.
+    assert spec.services == (["database"] if name == "tkt-agentic-workflow" else [])
 
 
 def test_the_rendered_project_is_plain_python_with_its_answers(project) -> None:
