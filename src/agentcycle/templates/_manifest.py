@@ -123,8 +123,8 @@ class TemplateManifest(BaseModel):
     def answers(self, data: dict[str, str], *, use_defaults: bool) -> dict[str, Any]:
         """Check ``data`` (``--data`` pairs) against the parameters: typed answers.
 
-        Unknown keys are refused; a required parameter without a value or a default is
-        refused when nobody will be asked (``use_defaults``)."""
+        Unknown keys are refused. With ``use_defaults`` the others take their defaults
+        (a required one without a default is refused); without, Copier asks for them."""
         known = {p.name: p for p in self.parameters}
         unknown = sorted(set(data) - set(known) - set(RESERVED))
         if unknown:
@@ -135,9 +135,11 @@ class TemplateManifest(BaseModel):
         for param in self.parameters:
             if param.name in data:
                 answers[param.name] = param.parse(data[param.name])
+            elif not use_defaults:
+                continue  # Copier asks, showing the default
             elif param.default is not None:
                 answers[param.name] = param.parse(param.default)
-            elif param.required and use_defaults:
+            elif param.required:
                 raise ConfigError(f"{self.metadata.name} needs a value for parameter "
                                   f"'{param.name}': pass --data {param.name}=...")
         return answers

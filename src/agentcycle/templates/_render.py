@@ -18,7 +18,7 @@ import yaml
 
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.settings import Settings
-from agentcycle.templates._manifest import ANSWERS_FILE, RESERVED, check_project_name
+from agentcycle.templates._manifest import ANSWERS_FILE, check_project_name
 from agentcycle.templates._repo import TemplateRelease, git, materialize, publish
 
 
@@ -99,6 +99,10 @@ def new_project(template: str, dest: Path, data: dict[str, str] | None = None, *
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=dest.parent) as tmp:
         work = Path(tmp) / name
         render(release, work, answers, defaults=defaults)
+        if not defaults:  # what was typed at Copier's prompts meets the manifest's checks
+            typed = read_answers(work)
+            manifest.answers({p.name: typed[p.name] for p in manifest.parameters
+                              if p.name in typed}, use_defaults=True)
         git("init", "-q", "-b", "main", cwd=work)
         git("add", "-A", cwd=work)
         identity = {"GIT_AUTHOR_NAME": answers["author_name"],
@@ -111,9 +115,8 @@ def new_project(template: str, dest: Path, data: dict[str, str] | None = None, *
             work.rename(dest)
         except OSError:
             raise ConfigError(f"{dest} appeared while rendering: nothing written") from None
-    kept = {k: v for k, v in answers.items() if k not in RESERVED} | {
-        k: answers[k] for k in RESERVED}
-    return NewProject(dest, template, release.version, kept,
+    recorded = {k: v for k, v in read_answers(dest).items() if not k.startswith("_")}
+    return NewProject(dest, template, release.version, recorded,
                       [s.name for s in manifest.secrets])
 
 
