@@ -139,7 +139,8 @@ def test_new_from_the_cli(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["tkt-nope", "{d}/a"], "unknown template 'tkt-nope': choose one of tkt-agentic-workflow"),
-    ([NAME, "{d}/Bad_Name"], "bad project name 'Bad_Name'"),
+    ([NAME, "{d}/Bad_Name"], "bad project name 'Bad_Name' (the folder's name): it must "
+                                  "match ^[a-z][a-z0-9-]*$"),
     ([NAME, "{d}/taken"], "already exists"),
     ([NAME, "{d}/a", "--data", "llm_model=no spaces"], "parameter llm_model="),
     ([NAME, "{d}/a", "--data", "colour=red"], "unknown parameter 'colour'"),

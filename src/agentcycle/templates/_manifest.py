@@ -163,8 +163,8 @@ def load_manifest(template_dir: Path) -> TemplateManifest:
 
 def check_project_name(name: str) -> str:
     if not PROJECT_NAME.fullmatch(name):
-        raise ConfigError(f"bad project name '{name}' (the folder's name): use lower-case "
-                          "letters, digits and '-', starting with a letter, e.g. my-agent")
+        raise ConfigError(f"bad project name '{name}' (the folder's name): it must match "
+                          "^[a-z][a-z0-9-]*$, e.g. my-agent")
     return name
 
 
