@@ -393,3 +393,22 @@ def test_thread_helper_is_not_leaking_threads():
     finally:
         for process in results:
             _processes.stop_tree(process, grace=5)
+
+
+@pytest.mark.heavy
+def test_a_stream_in_flight_does_not_hold_the_model_server_stop_up(base_model_dir):
+    """The gate gives an open stream 5 s after SIGTERM, then stops its engine: the stop
+    does not wait for the generation to end nor fall back to SIGKILL (15 s)."""
+    from agentcycle.serving import ModelServer
+
+    server = ModelServer(base_model_dir, api_key="k", model_name="base").start()
+    tree = [psutil.Process(server._process.pid), *_tree(server._process.pid)]
+    body = {"model": "base", "max_tokens": 4000, "stream": True, "temperature": 1.0,
+            "messages": [{"role": "user", "content": "Write a very long story."}]}
+    with httpx.Client(timeout=60) as client, client.stream(
+            "POST", f"{server.base_url}/chat/completions", json=body,
+            headers={"Authorization": "Bearer k"}) as response:
+        next(response.iter_lines())  # generating
+        took = server.stop()
+    print(f"\nstop ModelServer with a stream open: {took:.2f} s")
+    assert took < 12 and not _living(tree), _names(_living(tree))

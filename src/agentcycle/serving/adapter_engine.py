@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     adapters = parse_adapter_options(args.adapter, args.base_name)
     engine = AdapterEngine(args.base_dir, adapters, args.base_name)
-    uvicorn.run(build_app(engine), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(build_app(engine), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=5)  # an open stream does not hold the stop up
 
 
 if __name__ == "__main__":

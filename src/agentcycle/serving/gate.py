@@ -27,14 +27,22 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentcycle._hardware import native_bf16
+from agentcycle._http import (
+    EXCEPTION_HANDLERS,
+    MAX_BODY_BYTES,
+    BodyRefused,
+    loads,
+    openai_error_response,
+    read_body,
+)
 from agentcycle._processes import spawn, stop_tree
 from agentcycle.serving import toolcalls
 
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization"}
 
 
-def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+def _error(status: int, message: str, kind: str) -> Response:
+    return openai_error_response(status, message, status, kind)
 
 
 def build_gate(upstream: str, engine_model: str, model_name: str,
@@ -78,18 +86,23 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
     async def forward(request: Request) -> Response:
         if not authorized(request):
             return _error(401, "invalid or missing API key", "authentication_error")
-        body = await request.body()
+        try:
+            body = await read_body(request.receive, MAX_BODY_BYTES)
+        except BodyRefused as exc:
+            return exc.response()
         tools_offered = False
         engine_name, shown = engine_model, model_name
         if body:
             try:
-                payload = json.loads(body)
-            except json.JSONDecodeError:
+                payload = loads(body)
+            except ValueError:
                 return _error(400, "the request body is not valid JSON", "invalid_request_error")
             problem = _malformed(payload, request.url.path)
             if problem:  # the engine answers these with a bare 500, the rewriting would too
                 return _error(400, problem, "invalid_request_error")
             requested = payload.get("model") or model_name
+            if not isinstance(requested, str):
+                return _error(400, "'model' must be a string", "invalid_request_error")
             if requested in served:
                 engine_name, shown = served[requested], requested
             elif requested in served.values():  # the engine's own name: shown as ours
@@ -111,7 +124,10 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         upstream_request = client.build_request(
             request.method, request.url.path, params=request.query_params,
             headers=headers, content=body)
-        response = await client.send(upstream_request, stream=True)
+        try:
+            response = await client.send(upstream_request, stream=True)
+        except httpx.HTTPError as exc:  # the engine died or hung up: a 503, not a 500
+            return _error(503, _engine_error(exc), "service_unavailable")
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             stream = _tool_stream if tools_offered else _renamed_stream
             return StreamingResponse(stream(response, engine_name, shown),
@@ -133,7 +149,7 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         Route("/health", health),
         Route("/v1/models", models),
         Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"]),
-    ], lifespan=lifespan)
+    ], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
 
 def _engine_error(exc: Exception) -> str:
@@ -151,6 +167,10 @@ def _malformed(payload: object, path: str) -> str | None:
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
         return "'messages' must be a list of objects, each with a 'role'"
     for message in messages:
+        content = message.get("content")
+        if not (content is None or isinstance(content, str) or (isinstance(content, list)
+                and all(isinstance(part, dict) for part in content))):
+            return "a message's 'content' must be a string or a list of content parts"
         calls = message.get("tool_calls")
         if calls is not None and not (isinstance(calls, list) and all(
                 isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls)):
@@ -276,7 +296,9 @@ def main(argv: list[str] | None = None) -> None:
                      render_tools=not toolcalls.template_knows_tools(
                          chat_template(args.model_dir)), models=served)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # a stream still open at SIGTERM gets 5 s, then the gate stops its engine
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    timeout_graceful_shutdown=5)
     finally:
         stop_tree(engine, grace=15)
 
