@@ -11,6 +11,7 @@ from typing import Any
 
 from agentcycle.agents import AgentResult
 from agentcycle.session import AgentOptions, AgentSession
+from agentcycle.settings import Settings
 
 from .config import AppConfig
 
@@ -52,3 +53,13 @@ def with_model(options: AgentOptions | None, config: AppConfig) -> AgentOptions:
     """The options, with the configured model (LLM_MODEL) unless the caller named one."""
     options = options or AgentOptions()
     return dataclasses.replace(options, model=options.model or config.llm_model or None)
+
+
+def ingest_docs(settings: Settings, options: AgentOptions, config: AppConfig) -> AgentOptions:
+    """Ingest ``DOCS_DIR`` into the options' collection (``COLLECTION`` by default): it
+    replaces the collection, so every start serves the documents as they are now."""
+    from agentcycle.rag.ingest import ingest
+
+    collection = options.collection or config.collection
+    ingest(config.docs_dir, collection, settings)
+    return dataclasses.replace(options, collection=collection)

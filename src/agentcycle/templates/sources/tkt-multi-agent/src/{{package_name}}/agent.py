@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from agentcycle.rag.ingest import ingest
 from agentcycle.session import AgentOptions, agent_session
 from agentcycle.settings import Settings
 
 from .config import AppConfig
-from .runtime import HeldAgent, hold, with_model
+from .runtime import HeldAgent, hold, ingest_docs, with_model
 
 
 def build_agent(settings: Settings | None = None,
                 options: AgentOptions | None = None) -> HeldAgent:
     settings, config = settings or Settings(), AppConfig()
-    options = with_model(options, config)
-    collection = options.collection or config.collection
-    ingest(config.docs_dir, collection, settings)  # replaces the collection: idempotent
+    options = ingest_docs(settings, with_model(options, config), config)
     # Workers: the caller's count when it set one (agent:...?workers=3), else WORKERS.
     workers = options.workers if options.workers != AgentOptions.workers else config.workers
-    options = dataclasses.replace(options, collection=collection, worker="rag",
-                                  workers=workers)
+    options = dataclasses.replace(options, worker="rag", workers=workers)
     return hold(agent_session(settings, "multi", options))

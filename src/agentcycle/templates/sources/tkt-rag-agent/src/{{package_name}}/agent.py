@@ -8,21 +8,15 @@ Edit freely: ``build_agent`` is what the app (``agentcycle app --agent``), the e
 
 from __future__ import annotations
 
-import dataclasses
-
-from agentcycle.rag.ingest import ingest
 from agentcycle.session import AgentOptions, agent_session
 from agentcycle.settings import Settings
 
 from .config import AppConfig
-from .runtime import HeldAgent, hold, with_model
+from .runtime import HeldAgent, hold, ingest_docs, with_model
 
 
 def build_agent(settings: Settings | None = None,
                 options: AgentOptions | None = None) -> HeldAgent:
     settings, config = settings or Settings(), AppConfig()
-    options = with_model(options, config)
-    collection = options.collection or config.collection
-    ingest(config.docs_dir, collection, settings)  # replaces the collection: idempotent
-    options = dataclasses.replace(options, collection=collection)
+    options = ingest_docs(settings, with_model(options, config), config)
     return hold(agent_session(settings, "rag", options))
