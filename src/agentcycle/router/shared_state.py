@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from agentcycle.errors import ConfigError, ServiceError
+from agentcycle.router._redis_scripts import ADD_SPEND, CLAIM_PROBE, READ_SPEND, STICKY
 from agentcycle.router.state import RouterState, utc_day
 
 log = logging.getLogger(__name__)
@@ -40,39 +41,6 @@ T = TypeVar("T")
 
 AB_TTL_S = 30 * 86400
 MAX_CONNECTIONS = 32  # per replica and event loop
-_CLAIM_PROBE = """
-local ends = redis.call('GET', KEYS[1])
-if not ends or tonumber(ends) > tonumber(ARGV[1]) then return 0 end
-if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-_READ_SPEND = """
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
-  v = ARGV[1]
-end
-return v
-"""
-_ADD_SPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[2]) end
-local v = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return v
-"""
-_STICKY = """
-local v = redis.call('GET', KEYS[1])
-for i = 3, #ARGV do
-  if ARGV[i] == v then
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    return v
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return ARGV[1]
-"""
-
-
 def shown_url(url: str) -> str:
     """The URL without its password (for messages and /health)."""
     parsed = urlparse(url)
@@ -155,8 +123,8 @@ class RedisState(RouterState):
                 socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 1))
             client = aioredis.Redis(connection_pool=pool)
             client.scripts = {name: client.register_script(body) for name, body in (
-                ("probe", _CLAIM_PROBE), ("read_spend", _READ_SPEND),
-                ("add_spend", _ADD_SPEND), ("sticky", _STICKY))}
+                ("probe", CLAIM_PROBE), ("read_spend", READ_SPEND),
+                ("add_spend", ADD_SPEND), ("sticky", STICKY))}
             self._clients[loop] = client
         return client
 
