@@ -57,12 +57,12 @@ def search_docs_tool(docs_dir: Path) -> Callable[[str], list[dict[str, Any]]]:
     """The ``search_docs`` tool, reading ``docs_dir``."""
 
     def search_docs(query: str) -> list[dict[str, Any]]:
-        """Search the support handbook (returns, shipping, warranty) for passages.
+        """Search the support handbook (returns, shipping, warranty) for the closest passage.
 
         Args:
             query: What to look for, in a few words, e.g. "return window".
         """
-        found = search(docs_dir, query, k=2)
+        found = search(docs_dir, query, k=1)
         if not found:
             raise ValueError(f"nothing in the handbook matches '{query}': try other words")
         return [{"source": f"{p.source} {p.heading}".strip(), "text": p.text} for p in found]
