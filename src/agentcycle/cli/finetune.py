@@ -68,7 +68,11 @@ def finetune(
     resumed = f", resumed at step {result.resumed_from}" if result.resumed_from else ""
     loss = f"{result.final_loss:.3f}" if result.final_loss is not None else "n/a"
     console.print(f"merged model: {result.model_dir} ({method}, {result.steps} steps{resumed}, "
-                  f"final loss {loss}, {result.seconds:.0f} s); MLflow run {result.run_id}")
+                  f"final loss {loss}, {result.seconds:.0f} s); "
+                  + (f"MLflow run {result.run_id}" if not result.mlflow_pending else
+                     f"[yellow]MLflow at {config.tracking_uri} did not take the run[/yellow]: "
+                     f"its params, metrics and artifacts are kept in {result.mlflow_pending}; "
+                     "send them with `agentcycle publish`"), highlight=False, soft_wrap=True)
 
 
 def _examples(config, records, data: Path, method: str, collection: str | None, top_k: int):

@@ -12,6 +12,7 @@ from agentcycle.cli._common import quiet_libraries
 from agentcycle.cli.commands import app_command, demo, doctor, serve, traces
 from agentcycle.cli.deploy import deploy as deploy_command
 from agentcycle.cli.finetune import finetune
+from agentcycle.cli.publish import publish as publish_command
 
 app = typer.Typer(
     help="agentcycle: prototype, fine-tune, deploy, observe and optimize AI agents.",
@@ -37,6 +38,7 @@ app.command()(traces)
 app.command(name="app")(app_command)
 app.command(name="deploy")(deploy_command)
 app.command(name="new")(templates_cli.new)
+app.command(name="publish")(publish_command)
 
 
 def main() -> None:

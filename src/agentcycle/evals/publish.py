@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from agentcycle.errors import AgentcycleError, ServiceError
 from agentcycle.evals.gates import GateResult
 from agentcycle.evals.report_html import write_html
 from agentcycle.evals.results import EvalRun, runs_dir, save_run
@@ -21,14 +20,11 @@ def publish(run: EvalRun, *, settings: Any = None, gates: list[GateResult] | Non
     folder = runs_dir(settings) / run.run_id
     html = write_html(run, folder / "report.html", gates)
     path = save_run(run, folder)
-    try:
-        if mlflow:
-            run.mlflow_run_id = log_to_mlflow(run, settings, [path, html], params)
-            save_run(run, folder)
-    except AgentcycleError as exc:
-        _copy(out, path, html)  # the run's files are kept where they were asked for
-        raise ServiceError(f"run {run.run_id} is saved in {folder}, but not in MLflow: "
-                           f"{exc}") from None
+    if mlflow:
+        # None when MLflow did not take it: the run waits in the outbox (`agentcycle
+        # publish`), its files are all here.
+        run.mlflow_run_id = log_to_mlflow(run, settings, [path, html], params)
+        save_run(run, folder)
     return _copy(out, path, html) or path
 
 
@@ -63,30 +59,32 @@ def case_table(run: EvalRun) -> dict[str, list]:
 
 
 def log_to_mlflow(run: EvalRun, settings: Any = None, artifacts: list[Path] | None = None,
-                  params: dict[str, Any] | None = None) -> str:
-    """One MLflow run per eval run: params, metrics (overall and by tag), the case table."""
-    import mlflow
-
-    from agentcycle.observe.tracing import setup_tracking
+                  params: dict[str, Any] | None = None) -> str | None:
+    """One MLflow run per eval run: params, metrics (overall and by tag), the case table.
+    Returns its id, or None when MLflow is down: the run is then queued in the outbox
+    and ``run.json``'s ``mlflow_run_id`` is filled in when it is published."""
+    from agentcycle.observe.outbox import RunRecorder
     from agentcycle.settings import Settings
 
-    setup_tracking(settings or Settings())
-    with mlflow.start_run(run_name=f"eval-{run.label}") as active:
-        mlflow.set_tags({"agentcycle.phase": "evaluate", "agentcycle.eval_run": run.run_id,
-                         "agentcycle.suite": run.suite})
-        mlflow.log_params({"suite": run.suite, "target": run.target[:500],
-                           "cases": len(run.results), "scorers": ",".join(run.scorers),
-                           "concurrency": run.concurrency, "judge": run.judge_model or "",
-                           "judge_is_small_local": run.judge_is_small_local, **(params or {})})
-        metrics = dict(run.metrics)
-        for tag, values in run.tags.items():
-            metrics |= {f"tag/{_safe(tag)}/{k}": v for k, v in values.items()}
-        mlflow.log_metrics(metrics)
-        if run.results:
-            mlflow.log_table(case_table(run), artifact_file="cases.json")
-        for path in artifacts or []:
-            mlflow.log_artifact(str(path))
-        return active.info.run_id
+    settings = settings or Settings()
+    recorder = RunRecorder.start(
+        settings, f"eval-{run.label}", origin=f"eval run {run.run_id}",
+        write_back=(runs_dir(settings) / run.run_id / "run.json", "mlflow_run_id"))
+    recorder.set_tags({"agentcycle.phase": "evaluate", "agentcycle.eval_run": run.run_id,
+                       "agentcycle.suite": run.suite})
+    recorder.log_params({"suite": run.suite, "target": run.target[:500],
+                         "cases": len(run.results), "scorers": ",".join(run.scorers),
+                         "concurrency": run.concurrency, "judge": run.judge_model or "",
+                         "judge_is_small_local": run.judge_is_small_local, **(params or {})})
+    metrics = dict(run.metrics)
+    for tag, values in run.tags.items():
+        metrics |= {f"tag/{_safe(tag)}/{k}": v for k, v in values.items()}
+    recorder.log_metrics(metrics)
+    if run.results:
+        recorder.log_table(case_table(run), artifact_file="cases.json")
+    for path in artifacts or []:
+        recorder.log_artifact(path)
+    return recorder.finish()
 
 
 def _safe(name: str) -> str:

@@ -61,10 +61,13 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     if not spec:
         raise ConfigError(f"{path}: no target: pass --target or set 'target:' in the suite")
     if options.mlflow:
-        # An unusable MLflow store fails now, not after every model call was made.
+        # An unusable MLflow store fails now, not after every model call was made; an
+        # unreachable one keeps the run on disk and queues it (`agentcycle publish`).
+        from agentcycle.observe.outbox import unreachable
         from agentcycle.observe.tracing import setup_tracking
 
-        setup_tracking(settings)
+        if not unreachable(settings.tracking_uri):
+            setup_tracking(settings)
     cache = OutputCache.default(settings) if options.cache else None
     with open_target(spec, settings, base_dir=path.parent) as target, \
             judge_context(settings, suite, options.judge) as context, \
@@ -84,6 +87,13 @@ def run_cli_suite(path: Path, settings, options: RunOptions,
     results = check_gates(gate_metrics(run.metrics, run.tags), gates)
     publish(run, settings=settings, gates=results, out=options.out, mlflow=options.mlflow,
             params={"target_spec": shown_spec(spec)[:250]})
+    if options.mlflow and not run.mlflow_run_id:
+        from agentcycle.evals.results import runs_dir
+
+        console.print(f"[yellow]MLflow at {settings.tracking_uri} did not take run "
+                      f"{run.run_id}[/yellow]: it is kept in {runs_dir(settings) / run.run_id} "
+                      "and queued; send it with `agentcycle publish`", highlight=False,
+                      soft_wrap=True)
     return run, results
 
 

@@ -83,6 +83,7 @@ class FinetuneResult:
     method: str = "lora"
     tokens: int = 0
     resumed_from: int = 0
+    mlflow_pending: Path | None = None  # MLflow was down: the run waits here to publish
 
 
 def finetune(examples: list[dict], out_dir: str | Path, base_model_dir: str | Path,
@@ -91,12 +92,10 @@ def finetune(examples: list[dict], out_dir: str | Path, base_model_dir: str | Pa
              on_step: StepCallback | None = None, run_name: str = "finetune") -> FinetuneResult:
     """Train ``examples`` with ``method`` and write the merged model to ``out_dir``.
 
-    Nothing appears at ``out_dir`` until training and merging have succeeded.
+    Nothing appears at ``out_dir`` until training and merging have succeeded. With MLflow
+    down the run still finishes: its params, metrics and artifacts wait in the outbox
+    (``mlflow_pending``) for ``agentcycle publish``.
     """
-    import mlflow
-
-    from agentcycle.observe.tracing import setup_tracking
-
     settings = settings or Settings()
     params = params or TrainParams()
     params.check()
@@ -108,18 +107,17 @@ def finetune(examples: list[dict], out_dir: str | Path, base_model_dir: str | Pa
     work = work_dir_for(out)
     old = check_work_dir(out, method, base, params, examples, resume, overwrite)
     manifest = _open_work_dir(work, _identity(method, base, params, examples), old)
-    setup_tracking(settings)
     started = time.perf_counter()
     try:
-        with _mlflow_run(manifest, work, run_name) as (run, fresh):
+        with _mlflow_run(manifest, work, run_name, settings) as (run, fresh):
             if fresh:
-                _log_params(params, method, base, examples)
+                _log_params(run, params, method, base, examples)
             trained = get_method(method)(examples, base, work, params,
-                                         _logging(on_step), resume)
+                                         _logging(run, on_step), resume)
             _write_model(trained, base, work)
-            _log_results(work, trained, examples, method)
-            mlflow.set_tag("agentcycle.model_dir", str(out.resolve()))
-            run_id = run.info.run_id
+            _log_results(run, work, trained, examples, method)
+            run.set_tags({"agentcycle.model_dir": str(out.resolve())})
+        run_id = run.finish()
         if out.exists():
             shutil.rmtree(out)
         (work / "model").rename(out)
@@ -130,10 +128,11 @@ def finetune(examples: list[dict], out_dir: str | Path, base_model_dir: str | Pa
     adapter = out / "adapter"
     return FinetuneResult(
         model_dir=out.resolve(), adapter_dir=adapter.resolve() if adapter.is_dir() else None,
-        run_id=run_id, steps=trained.steps,
+        run_id=run_id or run.run_id or "", steps=trained.steps,
         final_loss=trained.losses[-1][1] if trained.losses else None,
         seconds=time.perf_counter() - started, examples=len(examples), losses=trained.losses,
-        method=method, tokens=trained.tokens, resumed_from=trained.resumed_from)
+        method=method, tokens=trained.tokens, resumed_from=trained.resumed_from,
+        mlflow_pending=None if run_id else run.folder)
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
@@ -207,48 +206,45 @@ def _difference(key: str, old: Any, new: Any) -> str:
 
 
 class _mlflow_run:
-    """The run of the interrupted attempt when resuming, so its loss curve continues."""
+    """The run of the interrupted attempt when resuming, so its loss curve continues;
+    journaled in the outbox, so a down MLflow loses nothing (observe.outbox)."""
 
-    def __init__(self, manifest: dict, work: Path, run_name: str):
+    def __init__(self, manifest: dict, work: Path, run_name: str, settings: Settings):
         self.manifest, self.work, self.run_name = manifest, work, run_name
+        self.settings = settings
 
     def __enter__(self):
-        import mlflow
+        from agentcycle.observe.outbox import RunRecorder
 
-        run_id, fresh = self.manifest.get("mlflow_run_id"), True
-        try:
-            run = mlflow.start_run(run_id=run_id) if run_id else None
-            fresh = run is None
-        except mlflow.exceptions.MlflowException:
-            run = None  # another tracking store: a new run
-        run = run or mlflow.start_run(run_name=self.run_name)
-        mlflow.set_tag("agentcycle.phase", "finetune")
-        self.manifest["mlflow_run_id"] = run.info.run_id
+        fresh = "outbox_id" not in self.manifest and "mlflow_run_id" not in self.manifest
+        self.run = RunRecorder.start(self.settings, self.run_name,
+                                     run_id=self.manifest.get("mlflow_run_id"),
+                                     entry_id=self.manifest.get("outbox_id"),
+                                     origin=f"fine-tune {self.work.name.removesuffix('.partial')}")
+        self.run.set_tags({"agentcycle.phase": "finetune"})
+        self.manifest["mlflow_run_id"] = self.run.run_id
+        self.manifest["outbox_id"] = self.run.folder.name
         (self.work / _MANIFEST).write_text(json.dumps(self.manifest, indent=1))
-        return run, fresh
+        return self.run, fresh
 
     def __exit__(self, kind, error, trace):
-        import mlflow
-
-        mlflow.end_run("FINISHED" if kind is None else "FAILED")
+        if kind is not None:  # the journal stays for the resume (or for publish)
+            self.run.finish("FAILED")
         return False
 
 
-def _log_params(params: TrainParams, method: str, base: Path, examples: list[dict]) -> None:
-    import mlflow
-
+def _log_params(run: Any, params: TrainParams, method: str, base: Path,
+                examples: list[dict]) -> None:
     values = {k: v for k, v in asdict(params).items() if k not in ("target_modules",
                                                                     "save_steps")}
-    mlflow.log_params({**values, "target_modules": ",".join(params.target_modules),
-                       "method": method, "base_model": str(base), "examples": len(examples)})
+    run.log_params({**values, "target_modules": ",".join(params.target_modules),
+                    "method": method, "base_model": str(base), "examples": len(examples)})
 
 
-def _logging(on_step: StepCallback | None) -> StepCallback:
-    import mlflow
-
+def _logging(run: Any, on_step: StepCallback | None) -> StepCallback:
     def step(done: int, total: int, loss: float | None) -> None:
         if loss is not None:
-            mlflow.log_metric("train_loss", loss, step=done)
+            run.log_metric("train_loss", loss, step=done)
         if on_step:
             on_step(done, total, loss)
 
@@ -315,12 +311,12 @@ def _clean_after_failure(work: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _log_results(work: Path, trained: TrainOutput, examples: list[dict], method: str) -> None:
+def _log_results(run: Any, work: Path, trained: TrainOutput, examples: list[dict],
+                 method: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
     losses = trained.losses
     figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -330,13 +326,13 @@ def _log_results(work: Path, trained: TrainOutput, examples: list[dict], method:
     axis.set_ylabel("training loss")
     axis.set_title(f"{method} training loss")
     figure.tight_layout()
-    mlflow.log_figure(figure, "loss_curve.png")
+    run.log_figure(figure, "loss_curve.png")
     plt.close(figure)
     with open(work / "train.jsonl", "w", encoding="utf-8") as handle:
         for example in examples:
             handle.write(json.dumps(example, ensure_ascii=False) + "\n")
-    mlflow.log_artifact(str(work / "train.jsonl"), "data")
+    run.log_artifact(work / "train.jsonl", "data")
     if (work / "model" / "adapter").is_dir():
-        mlflow.log_artifacts(str(work / "model" / "adapter"), "adapter")
-    mlflow.log_metrics({"steps": trained.steps, "tokens": trained.tokens,
+        run.log_artifact(work / "model" / "adapter", "adapter")
+    run.log_metrics({"steps": trained.steps, "tokens": trained.tokens,
                         "final_train_loss": losses[-1][1] if losses else 0.0, **trained.extra})

@@ -63,6 +63,11 @@ def setup_tracking(settings: Settings) -> str:
         # Traces are exported in the background to whatever store is current when they
         # are written: the old store's must land before we point MLflow elsewhere.
         mlflow.flush_trace_async_logging()
+    from agentcycle.observe.outbox import unreachable
+
+    down = unreachable(settings.tracking_uri)  # seconds, not MLflow's minutes of retries
+    if down:
+        raise ServiceError(down)
     settings.ensure_home()
     if settings.mlflow_username:  # MLflow's client reads its credentials from these
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_username
@@ -114,10 +119,16 @@ def span(name: str, span_type: str = "UNKNOWN", inputs: Any = None,
     import mlflow
 
     if mlflow.get_current_active_span() is None:
-        if settings is not None:
-            setup_tracking(settings)
-        elif _configured is None or _store_env() != _env_seen:
-            setup_tracking(Settings())
+        try:
+            if settings is not None:
+                setup_tracking(settings)
+            elif _configured is None or _store_env() != _env_seen:
+                setup_tracking(Settings())
+        except ServiceError as exc:
+            # A trace store that is down must not stop the agent: it runs untraced.
+            _warn_untraced(str(exc))
+            yield _NoSpan()
+            return
 
     with mlflow.start_span(name=name, span_type=span_type) as current:
         if inputs is not None:
@@ -125,6 +136,22 @@ def span(name: str, span_type: str = "UNKNOWN", inputs: Any = None,
         if attributes:
             current.set_attributes(attributes)
         yield current
+
+
+_warned: set[str] = set()
+
+
+def _warn_untraced(reason: str) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        log.warning("%s: agent runs go on without traces", reason)
+
+
+class _NoSpan:
+    """Stands in for a span while the trace store is down; takes the same calls."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
 @dataclass

@@ -1,0 +1,342 @@
+"""No lost runs when MLflow is down: every run is kept on disk first, MLflow gets a copy.
+
+A :class:`RunRecorder` writes what a fine-tune or an eval logs (tags, params, metrics
+with their step and timestamp, tables, artifacts) to a journal under
+``<data dir>/outbox/<id>/`` and, while MLflow answers, to the MLflow run at the same
+time. When MLflow is unreachable at the start, or stops answering mid-run, the run goes
+on: the journal keeps the rest (artifacts copied beside it) and the entry stays in the
+outbox. :func:`publish_pending` replays each entry later, idempotently: it creates the
+run once (or continues the one a live start made), logs only the params and metric
+points the run lacks and overwrites artifacts in place, then removes the entry, so
+publishing twice never duplicates a run or a point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentcycle.settings import Settings
+
+ENTRY = "entry.json"
+METRICS = "metrics.jsonl"
+ID_TAG = "agentcycle.outbox_id"
+# One quick try per call while a run is live: a dead server must not hold a training
+# step for MLflow's default seven retries (minutes). The user's own values win.
+_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+          "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def outbox_dir(settings: Settings) -> Path:
+    return settings.home.resolve() / "outbox"
+
+
+def unreachable(uri: str, timeout: float = 3.0) -> str | None:
+    """Why an MLflow server does not answer, or None (a local store always answers)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import httpx
+
+    try:
+        httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"MLflow at {uri} is unreachable ({type(exc).__name__})"
+    return None
+
+
+@contextlib.contextmanager
+def quick_requests() -> Iterator[None]:
+    """MLflow's HTTP client with one short retry, for calls made in the middle of a run."""
+    saved = {name: os.environ.get(name) for name in _QUICK}
+    os.environ.update({k: v for k, v in _QUICK.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class RunRecorder:
+    """One MLflow run, journaled. ``live`` while MLflow takes every call."""
+
+    def __init__(self, folder: Path, entry: dict, client: Any = None):
+        self.folder, self.entry, self.client = folder, entry, client
+
+    @classmethod
+    def start(cls, settings: Settings, run_name: str, *, run_id: str | None = None,
+              entry_id: str | None = None, write_back: tuple[Path, str] | None = None,
+              origin: str = "") -> RunRecorder:
+        """Open the journal (``entry_id``'s when resuming) and, if MLflow answers, the
+        MLflow run (``run_id``'s when resuming)."""
+        folder = outbox_dir(settings) / (entry_id or f"{time.strftime('%Y%m%d-%H%M%S')}-"
+                                                    f"{uuid.uuid4().hex[:6]}")
+        old = folder / ENTRY
+        entry = json.loads(old.read_text()) if old.is_file() else {
+            "id": folder.name, "run_name": run_name, "origin": origin, "run_id": run_id,
+            "state": "open", "error": None, "tags": {ID_TAG: folder.name}, "params": {},
+            "artifacts": [], "tables": [],
+            "write_back": [str(write_back[0]), write_back[1]] if write_back else None}
+        entry["state"] = "open"
+        folder.mkdir(parents=True, exist_ok=True)
+        recorder = cls(folder, entry)
+        recorder._connect(settings)
+        recorder._save()
+        return recorder
+
+    @property
+    def live(self) -> bool:
+        return self.client is not None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.entry["run_id"]
+
+    def _connect(self, settings: Settings) -> None:
+        error = unreachable(settings.tracking_uri)
+        if error:
+            self.entry["error"] = error
+            return
+        try:
+            with quick_requests():
+                self.client = _client(settings)
+                run = _open_run(self.client, settings, self.entry)
+            self.entry["run_id"] = run
+            self.entry["tracking_uri"] = settings.tracking_uri
+        except Exception as exc:  # noqa: BLE001 - MLflow's, HTTP's, SQLAlchemy's errors
+            self._offline(exc)
+
+    def _offline(self, exc: BaseException) -> None:
+        self.client = None
+        self.entry["error"] = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> bool:
+        """Send one call to MLflow; False (and offline from now on) when it fails."""
+        if self.client is None or self.run_id is None:
+            return False
+        try:
+            with quick_requests():
+                getattr(self.client, method)(self.run_id, *args, **kwargs)
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self._offline(exc)
+            self._save()
+            return False
+
+    def _save(self) -> None:
+        _write_json(self.folder / ENTRY, self.entry)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.entry["tags"].update({k: str(v) for k, v in tags.items()})
+        self._save()
+        for key, value in tags.items():
+            self._call("set_tag", key, str(value))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.entry["params"].update({k: str(v) for k, v in params.items()})
+        self._save()
+        self._call("log_batch", params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        points = [{"key": k, "value": float(v), "step": step, "timestamp": stamp}
+                  for k, v in metrics.items()]
+        with open(self.folder / METRICS, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(p) + "\n" for p in points)
+        self._call("log_batch", metrics=[Metric(**p) for p in points])
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self.log_metrics({key: value}, step)
+
+    def log_table(self, data: dict[str, list], artifact_file: str) -> None:
+        if not self._call("log_table", data, artifact_file):
+            self.entry["tables"].append({"data": data, "artifact_file": artifact_file})
+            self._save()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """A file or a folder's contents, under ``artifact_path``; copied into the
+        journal when MLflow does not take it (the original may be temporary)."""
+        path = Path(path)
+        method = "log_artifacts" if path.is_dir() else "log_artifact"
+        if self._call(method, str(path), artifact_path):
+            return
+        keep = self.folder / "artifacts" / f"{len(self.entry['artifacts'])}"
+        keep.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, keep / path.name)
+        else:
+            shutil.copy2(path, keep / path.name)
+        self.entry["artifacts"].append({"path": str(keep / path.name),
+                                        "artifact_path": artifact_path})
+        self._save()
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / Path(artifact_file).name
+            figure.savefig(file)
+            self.log_artifact(file, str(Path(artifact_file).parent) if "/" in artifact_file
+                              else None)
+
+    def finish(self, status: str = "FINISHED") -> str | None:
+        """End the run: the MLflow run id when everything reached MLflow, None when the
+        entry stays in the outbox for :func:`publish_pending`."""
+        self.entry["status"] = status
+        if self._call("set_terminated", status):
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return self.run_id
+        self.entry["state"] = "pending"
+        self._save()
+        return None
+
+    def suspend(self) -> None:
+        """A run stopped to be resumed later: the journal stays open for it."""
+        self._save()
+
+
+@dataclass
+class Published:
+    entry_id: str
+    origin: str
+    run_id: str | None
+    error: str | None = None
+
+
+def pending(settings: Settings) -> list[dict]:
+    """The outbox's entries, oldest first (state ``open``: a run still going or
+    stopped to be resumed; ``pending``: finished, waiting for MLflow)."""
+    folder = outbox_dir(settings)
+    entries = []
+    for file in sorted(folder.glob(f"*/{ENTRY}")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            entries.append(json.loads(file.read_text()))
+    return entries
+
+
+def publish_pending(settings: Settings) -> list[Published]:
+    """Replay every finished entry into the MLflow store ``settings`` names now."""
+    entries = [e for e in pending(settings) if e.get("state") == "pending"]
+    if not entries:
+        return []
+    error = unreachable(settings.tracking_uri)
+    if error:
+        from agentcycle.errors import ServiceError
+
+        raise ServiceError(f"{error}: {len(entries)} run(s) stay in "
+                           f"{outbox_dir(settings)}; publish again when it is back")
+    client = _client(settings)
+    done = []
+    for entry in entries:
+        try:
+            done.append(Published(entry["id"], entry.get("origin", ""),
+                                  _replay(client, settings, entry)))
+        except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the rest
+            done.append(Published(entry["id"], entry.get("origin", ""), None,
+                                  str(exc).splitlines()[0][:300] if str(exc) else repr(exc)))
+    return done
+
+
+def _client(settings: Settings) -> Any:
+    from mlflow import MlflowClient
+
+    from agentcycle.observe.tracing import setup_tracking
+
+    setup_tracking(settings)  # the experiment, the credentials
+    return MlflowClient(settings.tracking_uri)
+
+
+def _open_run(client: Any, settings: Settings, entry: dict) -> str:
+    """The entry's MLflow run: the one it names (or tagged with its id), else a new one."""
+    from mlflow.exceptions import MlflowException
+
+    from agentcycle.observe.tracing import setup_tracking
+
+    experiment_id = setup_tracking(settings)
+    if entry.get("run_id"):
+        with contextlib.suppress(MlflowException):  # another store: a new run
+            run = client.get_run(entry["run_id"])
+            if run.info.lifecycle_stage == "active":
+                if run.info.status != "RUNNING":
+                    client.update_run(run.info.run_id, status="RUNNING")
+                return run.info.run_id
+    found = client.search_runs([experiment_id], f"tags.`{ID_TAG}` = '{entry['id']}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=entry["run_name"],
+                            tags={ID_TAG: entry["id"]})
+    return run.info.run_id
+
+
+def _replay(client: Any, settings: Settings, entry: dict) -> str:
+    from mlflow.entities import Metric, Param
+
+    folder = outbox_dir(settings) / entry["id"]
+    run_id = _open_run(client, settings, entry)
+    entry["run_id"] = run_id
+    _write_json(folder / ENTRY, entry)  # a second publish continues this run
+    run = client.get_run(run_id)
+    for key, value in entry["tags"].items():
+        client.set_tag(run_id, key, value)
+    params = [Param(k, v) for k, v in entry["params"].items() if k not in run.data.params]
+    for start in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[start:start + 100])
+    points = []
+    if (folder / METRICS).is_file():
+        points = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()
+                  if line.strip()]
+    seen: dict[str, set] = {}
+    for key in {p["key"] for p in points}:
+        seen[key] = {(m.step, m.timestamp) for m in client.get_metric_history(run_id, key)}
+    new = [Metric(**p) for p in points if (p["step"], p["timestamp"]) not in seen[p["key"]]]
+    for start in range(0, len(new), 1000):
+        client.log_batch(run_id, metrics=new[start:start + 1000])
+    for table in entry["tables"]:
+        # log_table merges rows into a table already there: a replay writes it once.
+        if not _has_artifact(client, run_id, table["artifact_file"]):
+            client.log_table(run_id, table["data"], table["artifact_file"])
+    for artifact in entry["artifacts"]:
+        path = Path(artifact["path"])
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact["artifact_path"])
+        else:
+            client.log_artifact(run_id, str(path), artifact["artifact_path"])
+    client.set_terminated(run_id, entry.get("status", "FINISHED"))
+    _write_back(entry, run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    return run_id
+
+
+def _has_artifact(client: Any, run_id: str, artifact_file: str) -> bool:
+    parent = str(Path(artifact_file).parent)
+    listed = client.list_artifacts(run_id, None if parent == "." else parent)
+    return any(f.path == artifact_file for f in listed)
+
+
+def _write_back(entry: dict, run_id: str) -> None:
+    """Record the MLflow run id where the run's own files keep it (an eval's run.json)."""
+    if not entry.get("write_back"):
+        return
+    file, key = Path(entry["write_back"][0]), entry["write_back"][1]
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(file.read_text())
+        data[key] = run_id
+        _write_json(file, data)
