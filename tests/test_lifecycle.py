@@ -412,3 +412,15 @@ def test_a_stream_in_flight_does_not_hold_the_model_server_stop_up(base_model_di
         took = server.stop()
     print(f"\nstop ModelServer with a stream open: {took:.2f} s")
     assert took < 12 and not _living(tree), _names(_living(tree))
+
+
+def test_the_cli_leaves_ignored_signals_ignored():
+    """`nohup agentcycle app` (SIGHUP ignored) must not stop when the terminal closes."""
+    code = ("import signal\n"
+            "from agentcycle.cli._common import stop_on_sigterm\n"
+            "stop_on_sigterm()\n"
+            "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN,\n"
+            "      signal.getsignal(signal.SIGTERM).__name__)\n")
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert done.stdout.split() == ["True", "interrupt"], done.stderr

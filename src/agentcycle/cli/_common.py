@@ -66,7 +66,8 @@ def stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, interrupt)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup, `cmd &`: left ignored
+            signal.signal(sig, interrupt)
     # Once the servers are stopped and the exit handlers registered after this one ran
     # (atexit runs last-in first-out), skip the interpreter's final garbage collection:
     # over the heap of torch, transformers, Gradio and MLflow it took 9 of the app's
