@@ -6,6 +6,7 @@ through a fake OpenAI-protocol model on 127.0.0.1."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 
 import httpx
@@ -250,15 +251,25 @@ def test_feedback_is_sent_to_langfuse_as_a_score(agent, monkeypatch):
 
     client = client_for(agent)
     trace_id = client.post("/v1/ask", json={"question": "q"}, headers=ALICE).json()["trace_id"]
-    with BackgroundServer(recorder) as server:
-        for name, value in (("LANGFUSE_HOST", server.url), ("LANGFUSE_PUBLIC_KEY", "pk-lf-1"),
-                            ("LANGFUSE_SECRET_KEY", "sk-lf-1")):
-            monkeypatch.setenv(name, value)
-        from agentcycle.settings import Settings
+    from agentcycle.observe.tracing import langfuse_otlp_env, setup_tracking
+    from agentcycle.settings import Settings
 
-        agent.settings = Settings()
-        receipt = client.post("/v1/feedback", headers=ALICE,
-                              json={"trace_id": trace_id, "score": 0.5}).json()
+    langfuse = {"LANGFUSE_PUBLIC_KEY": "pk-lf-1", "LANGFUSE_SECRET_KEY": "sk-lf-1"}
+    otel = list(langfuse_otlp_env(Settings(langfuse_host="http://x", **{
+        "langfuse_public_key": "p", "langfuse_secret_key": "s"})))
+    for name in otel:  # absent before: absent after (setup_tracking sets them)
+        monkeypatch.delenv(name, raising=False)
+    with BackgroundServer(recorder) as server:
+        try:
+            for name, value in {**langfuse, "LANGFUSE_HOST": server.url}.items():
+                monkeypatch.setenv(name, value)
+            agent.settings = Settings()
+            receipt = client.post("/v1/feedback", headers=ALICE,
+                                  json={"trace_id": trace_id, "score": 0.5}).json()
+        finally:  # later spans must not be exported to the recorder once it is gone
+            for name in [*langfuse, "LANGFUSE_HOST", *otel]:
+                os.environ.pop(name, None)
+            setup_tracking(Settings())
     assert receipt["langfuse"] == "recorded", receipt
     auth, body = recorder.state.scores[0]
     assert auth.startswith("Basic ")
