@@ -12,18 +12,15 @@ Three layers, so no exit path orphans a child:
    kernel): the first :func:`spawn` installs a handler that stops every tracked child
    (and runs :func:`on_terminate` callbacks), then dies of the signal as it would have.
    The CLI turns them into Ctrl-C instead (``cli._common.stop_on_sigterm``).
-3. **The owner crashes or is SIGKILLed**: no code of ours runs, so on Linux each child
-   asks the kernel for a parent-death signal (``PR_SET_PDEATHSIG``) between fork and
-   exec, and rechecks its parent pid for the race where the parent died before that.
-   The kernel sends it when the *thread* that forked exits, so children are always
-   forked from a thread that lives as long as the process: the main thread, or one
-   long-lived spawner thread.
+3. **The owner crashes or is SIGKILLed**: on Linux each child asks the kernel for a
+   parent-death signal (``PR_SET_PDEATHSIG``) between fork and exec, and rechecks its
+   parent pid for the race where the parent died first. The kernel sends it when the
+   *thread* that forked exits, so children are forked from the main thread or from
+   one spawner thread that lives as long as the process.
 
-A process shared by several owners (the embedded NATS server) must survive any one of
-them: :func:`keep_while_used` supervises it while someone holds a shared ``flock``.
-
-This module uses only the standard library (and psutil, lazily), so the keeper runs it
-as a script without importing the package.
+A process shared by several owners (the embedded NATS server) outlives any one of them:
+:func:`keep_while_used` keeps it while someone holds a shared ``flock``. Only the
+standard library (and psutil, lazily): the keeper runs this file as a script.
 """
 
 from __future__ import annotations
