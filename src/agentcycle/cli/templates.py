@@ -29,7 +29,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
 def new(
     template: str = typer.Argument(..., help="A template name (`agentcycle templates list`)."),
     dest: Path = typer.Argument(..., help="The new project's folder; its name is the "
-                                "project's name (^[a-z][a-z0-9-]*$)."),
+                                "project's name (e.g. my-agent: a-z, 0-9, dashes)."),
     data: list[str] = typer.Option([], "--data", "-d", help="A template parameter, "
                                    "key=value (repeat)."),
     defaults: bool = typer.Option(False, "--defaults", help="Use defaults for every "
