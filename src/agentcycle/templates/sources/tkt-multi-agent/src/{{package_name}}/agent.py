@@ -1,7 +1,7 @@
 """The multi-agent app: a coordinator splits a question into sub-questions, publishes
-them on a NATS JetStream work queue, and RAG workers (started in this process; more can
-join from anywhere with ``agentcycle multi worker``) answer each from ``docs/``; the
-reporter merges their answers. NATS is embedded here and the platform's at NATS_URL.
+them on a NATS JetStream work queue, and RAG workers (started in this process, more with
+``build_worker`` below) answer each from ``docs/``; the reporter merges their answers.
+NATS is embedded here and the platform's at NATS_URL.
 
 Edit freely: ``build_agent`` is what the app (``agentcycle app --agent``), the eval suite
 (``--target agent:...``) and the tests call.
@@ -26,3 +26,12 @@ def build_agent(settings: Settings | None = None,
     workers = options.workers if options.workers != AgentOptions.workers else config.workers
     options = dataclasses.replace(options, worker="rag", workers=workers)
     return hold(agent_session(settings, "multi", options))
+
+
+def build_worker(settings: Settings | None = None,
+                 options: AgentOptions | None = None) -> HeldAgent:
+    """One more worker for the pool, from any machine that reaches NATS and Qdrant:
+    ``agentcycle multi worker --agent <package>.agent:build_worker``."""
+    settings, config = settings or Settings(), AppConfig()
+    options = ingest_docs(settings, with_model(options, config), config)
+    return hold(agent_session(settings, "rag", options))
