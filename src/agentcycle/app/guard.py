@@ -21,6 +21,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentcycle._http import BodyRefused, lone_surrogate, read_body, replay
 from agentcycle.app.limits import Overloaded, RateLimiter, RunSlots, TokenBudget, Usage
 from agentcycle.app.policy import ANONYMOUS, AppPolicy
 
@@ -146,6 +147,20 @@ class GuardMiddleware:
             await refusal.response()(scope, receive, send)
             return
         scope.setdefault("state", {})["api_key_name"] = name
+        try:  # the whole body before a run slot: a client trickling it holds none
+            body = await read_body(receive, limit, guard.policy.body_timeout_s)
+        except BodyRefused as exc:
+            code = "request_too_large" if exc.status == 413 else "request_timeout"
+            await guard.refuse(name, exc.status, str(exc), "invalid_request_error", code
+                               ).response()(scope, receive, send)
+            return
+        if lone_surrogate(body):
+            await guard.refuse(name, 400, "the request body holds a lone UTF-16 surrogate "
+                               "escape (\\ud800-\\udfff): send valid Unicode",
+                               "invalid_request_error", "invalid_unicode"
+                               ).response()(scope, receive, send)
+            return
+        receive = replay(body, receive)
         if not path.startswith(_RUN_PREFIXES):
             await self._bounded(scope, receive, send, limit, name)
             return

@@ -47,6 +47,8 @@ class AppPolicy(BaseModel):
     max_concurrency: int = Field(4, ge=1, description="agent runs at once")
     max_queue: int = Field(64, ge=0, description="requests waiting for a run slot")
     queue_timeout_s: float = Field(60.0, gt=0, description="longest wait for a slot")
+    body_timeout_s: float = Field(30.0, gt=0, description=(
+        "longest time a request body may take to arrive (a 408 after)"))
     cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
 
     @field_validator("api_keys")

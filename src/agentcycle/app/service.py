@@ -9,6 +9,7 @@ step. An :class:`~agentcycle.app.policy.AppPolicy` decides who gets in and how m
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -87,7 +88,12 @@ def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent"
     def invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
         # FastAPI echoes each bad value whole: a 2 MB question came back as a 2 MB 422.
         errors = [{**e, "input": _clip(e.get("input"))} for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        try:
+            return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        except (ValueError, UnicodeError):  # an input that is no JSON (NaN deep inside)
+            plain = [{k: v for k, v in e.items() if k not in ("input", "ctx")}
+                     for e in errors]
+            return JSONResponse({"detail": jsonable_encoder(plain)}, status_code=422)
 
     @app.exception_handler(BodyTooLarge)
     def body_too_large(request: Any, exc: BodyTooLarge) -> JSONResponse:
@@ -209,6 +215,10 @@ def _status(exc: AgentcycleError) -> int:
 
 
 def _clip(value: Any, limit: int = 200) -> Any:
+    if isinstance(value, bytes | bytearray):  # a body that is not JSON (invalid UTF-8 too)
+        value = bytes(value[:limit * 4]).decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN: not JSON to echo
+        return str(value)
     text = value if isinstance(value, str) else None
     return text[:limit] + f"... ({len(text)} characters)" if text and len(text) > limit \
         else value

@@ -30,6 +30,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agentcycle._http import (
+    BODY_TIMEOUT_S,
+    EXCEPTION_HANDLERS,
+    MAX_BODY_BYTES,
+    BodyRefused,
+    declared_size,
+    openai_error_bytes,
+    read_body,
+    too_large_message,
+)
 from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router.attempts import AllBackendsFailed
 from agentcycle.router.router import Router
@@ -37,23 +47,21 @@ from agentcycle.router.streaming import Stream, StreamInterrupted
 
 log = logging.getLogger(__name__)
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                404: "invalid_request_error", 405: "invalid_request_error",
-                429: "rate_limit_error"}
-
-
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
-    kind = _ERROR_TYPES.get(status, "api_error")
-    return orjson.dumps({"error": {"message": message, "type": kind, "code": code or status,
-                                   "param": None}})
+    return openai_error_bytes(status, message, code or status,
+                              None if status in (400, 401, 404, 405, 408, 413, 429)
+                              else "api_error")
 
 
 def error_response(status: int, message: str, code: str | None = None) -> Response:
     return Response(error_body(status, message, code), status, media_type="application/json")
 
 
-def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
-    """The proxy's ASGI app; ``api_key``: refuse requests without this bearer key.
+def create_proxy_app(router: Router, api_key: str | None = None, *,
+                     max_body_bytes: int = MAX_BODY_BYTES,
+                     body_timeout_s: float = BODY_TIMEOUT_S) -> ASGIApp:
+    """The proxy's ASGI app; ``api_key``: refuse requests without this bearer key; a
+    body over ``max_body_bytes`` is a 413, one not all there in ``body_timeout_s`` a 408.
 
     Chat completions take a raw-ASGI path (no routing, middleware or Request object:
     ~60 us less per request, measured); the rest is a plain Starlette app."""
@@ -67,8 +75,17 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         if not allowed(headers.get(b"authorization", b"")):
             return await _send_json(send, 401, error_body(401, "invalid or missing API key",
                                                           "invalid_api_key"))
+        if declared_size(headers.get(b"content-length")) > max_body_bytes:
+            return await _send_json(send, 413, error_body(
+                413, too_large_message(max_body_bytes), "request_too_large"))
         try:
-            payload = orjson.loads(await _body(receive))
+            raw = await read_body(receive, max_body_bytes, body_timeout_s)
+        except BodyRefused as exc:
+            return await _send_json(send, exc.status, error_body(
+                exc.status, str(exc), "request_too_large" if exc.status == 413
+                else "request_timeout"))
+        try:
+            payload = orjson.loads(raw)
             messages = payload.pop("messages")
             if not isinstance(payload.get("model", ""), str | None):
                 raise ValueError
@@ -131,7 +148,11 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         if (denied := refused(request)) is not None:
             return denied
         try:
-            body = orjson.loads(await request.body())
+            raw = await read_body(request.receive, max_body_bytes, body_timeout_s)
+        except BodyRefused as exc:
+            return exc.response()
+        try:
+            body = orjson.loads(raw)
             request_id, score = str(body["request_id"]), float(body["score"])
             if not math.isfinite(score):  # "NaN" parses, and would poison every mean
                 raise ValueError
@@ -159,7 +180,7 @@ def create_proxy_app(router: Router, api_key: str | None = None) -> ASGIApp:
         Route("/models", models),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/health", health),
-    ], lifespan=lifespan)
+    ], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in _CHAT_PATHS:
@@ -190,15 +211,6 @@ _CLIENT_PARAMS = frozenset({
     "web_search_options", "prompt_cache_key", "safety_identifier",
     "top_k", "min_p", "repetition_penalty",
 })
-
-
-async def _body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    while message.get("more_body"):
-        message = await receive()
-        body += message.get("body", b"")
-    return body
 
 
 async def _send_json(send: Send, status: int, body: bytes,

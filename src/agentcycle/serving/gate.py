@@ -92,6 +92,8 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
             return exc.response()
         tools_offered = False
         engine_name, shown = engine_model, model_name
+        if not body and request.method == "POST":
+            return _error(400, "the request body must be a JSON object", "invalid_request_error")
         if body:
             try:
                 payload = loads(body)
@@ -134,6 +136,12 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
                                      response.status_code, media_type="text/event-stream")
         content = await response.aread()
         await response.aclose()
+        if response.status_code >= 400 and not _openai_error(content):
+            # the engine's own 404/422 shapes, or a bare 500: OpenAI's, never a 500
+            status = response.status_code if response.status_code < 500 else 502
+            return _error(status, f"the model engine refused the request "
+                          f"({response.status_code})", "invalid_request_error"
+                          if status < 500 else "api_error")
         content = _rename(content, engine_name, shown)
         if tools_offered and response.status_code == 200:
             content = _with_tool_calls(content)
@@ -150,6 +158,13 @@ def build_gate(upstream: str, engine_model: str, model_name: str,
         Route("/v1/models", models),
         Route("/{path:path}", forward, methods=["GET", "POST", "DELETE"]),
     ], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def _openai_error(content: bytes) -> bool:
+    try:
+        return isinstance(loads(content).get("error"), dict)
+    except (ValueError, AttributeError):
+        return False
 
 
 def _engine_error(exc: Exception) -> str:

@@ -24,6 +24,8 @@ import json
 import secrets
 from typing import Any
 
+from agentcycle._untrusted import fenced
+
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 _TOOLS_PROMPT = """# Tools
@@ -110,7 +112,8 @@ def render_history(messages: list[dict]) -> list[dict]:
     for message in messages:
         role = message.get("role")
         if role == "tool":
-            block = f"<tool_response>\n{_text(message.get('content'))}\n</tool_response>"
+            # a result holding "</tool_response>" must not close its own fence
+            block = fenced("tool_response", _text(message.get("content")))
             if out and out[-1].get("_tool_responses"):
                 out[-1]["content"] += "\n" + block
             else:

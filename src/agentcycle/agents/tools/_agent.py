@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from agentcycle._untrusted import DATA_RULE, defang
 from agentcycle.agents._protocol import BaseAgent
 from agentcycle.agents._result import AgentResult, Source, Step, ToolCallRecord, elapsed_ms
 from agentcycle.agents.tools._tool import Tool, ToolError, as_tools
@@ -23,7 +24,7 @@ from agentcycle.settings import Settings
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant with tools. Call a tool when it helps answer the "
     "question; answer directly when no tool is needed. After a tool's result, answer "
-    "briefly from it.")
+    "briefly from it. " + DATA_RULE)
 
 
 class ToolAgent(BaseAgent):
@@ -140,9 +141,11 @@ def _raw_arguments(arguments: Any) -> dict[str, Any]:
 
 
 def _tool_message(record: ToolCallRecord) -> str:
+    """The ``tool`` message: data for the model, its fence tags made inert."""
     if record.error:
-        return json.dumps({"error": record.error})
-    return record.result if isinstance(record.result, str) else json.dumps(record.result)
+        return defang(json.dumps({"error": record.error}))
+    return defang(record.result if isinstance(record.result, str)
+                  else json.dumps(record.result))
 
 
 def _jsonable(value: Any) -> Any:

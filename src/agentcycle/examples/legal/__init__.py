@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from agentcycle._untrusted import DATA_RULE
 from agentcycle.errors import DataError
 
 LEGAL_COLLECTION = "marvale-tenancy"
@@ -17,7 +18,8 @@ LEGAL_TOOL_PROMPT = (
     "You answer questions about the Marvale Residential Tenancy Act. Use a tool when the "
     "question needs a section of the Act, a deadline or an amount: call it with exact "
     "arguments. Answer greetings and questions about yourself directly, without tools. "
-    "After a tool's result, answer in one or two sentences and cite the section (§ N).")
+    "After a tool's result, answer in one or two sentences and cite the section (§ N). "
+    + DATA_RULE)
 _HERE = Path(__file__).parent
 Split = Literal["train", "validation", "test"]
 
