@@ -43,6 +43,27 @@ def project_env(project: Path) -> dict[str, str]:
                   "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"}
 
 
+def run_group(args: list[str], cwd: Path, env: dict[str, str],
+              timeout: float) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; past ``timeout`` the whole group (the
+    servers it started included) is stopped, so nothing outlives the test."""
+    import signal
+
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+        raise AssertionError(f"{' '.join(args)} ran past {timeout} s:\n{out[-2000:]}") from None
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
 def render(name: str, where: Path, settings: Settings) -> Path:
     dest = where / ("ci-" + name.removeprefix("tkt-"))
     new_project(name, dest, settings=settings)
@@ -106,9 +127,8 @@ def test_template_project_tests_pass(name, tmp_path, home_settings):
     """The project's own test command, as the platform's CI runs it, in this
     environment (SKIP_INSTALL=1: agentcycle is already installed here)."""
     project = render(name, tmp_path, home_settings)
-    result = subprocess.run([*ci_command(project), "-x", "-p", "no:cacheprovider"],
-                            cwd=project, env=project_env(project) | {"SKIP_INSTALL": "1"},
-                            capture_output=True, text=True, timeout=600)
+    result = run_group([*ci_command(project), "-x", "-p", "no:cacheprovider"], project,
+                       project_env(project) | {"SKIP_INSTALL": "1"}, timeout=900)
     assert result.returncode == 0, f"{name}:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
     assert " passed" in result.stdout
 
@@ -122,9 +142,8 @@ def test_template_eval_gate_passes_on_the_bundled_model(name, tmp_path, home_set
     import json
 
     project = render(name, tmp_path, home_settings)
-    result = subprocess.run(["make", "eval", f"PYTHON={sys.executable}"], cwd=project,
-                            env=project_env(project), capture_output=True, text=True,
-                            timeout=1200)
+    result = run_group(["make", "eval", f"PYTHON={sys.executable}"], project,
+                       project_env(project), timeout=1200)
     assert result.returncode == 0, f"{name}:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
     run = json.loads((project / "eval-runs" / "latest" / "run.json").read_text())
     assert run["gates"] and all(gate["passed"] for gate in run["gates"]), run["gates"]
