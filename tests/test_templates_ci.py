@@ -254,7 +254,8 @@ def test_template_ui_answers_one_question_in_headless_chromium(tmp_path, home_se
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "agentcycle"), "app", "--agent",
              f"{package}.agent:build_agent", "--port", str(port)],
-            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         driver = None
         try:
@@ -273,9 +274,11 @@ def test_template_ui_answers_one_question_in_headless_chromium(tmp_path, home_se
         finally:
             if driver is not None:
                 driver.quit()
-            process.terminate()
+            import signal
+
+            os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
