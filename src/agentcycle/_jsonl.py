@@ -27,6 +27,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{number}: malformed JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{number}: each line must be a JSON object")
         record["_line"] = number

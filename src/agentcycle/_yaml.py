@@ -79,7 +79,11 @@ class YamlDoc:
 def load_yaml(text: str, source: str, *,
               error: type[AgentcycleError] = ConfigError) -> YamlDoc:
     """Parse ``text``; bad YAML and a key given twice are one ``error`` with the line."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a NUL or control character, found up front
+        raise error(f"{source}: invalid YAML: character #x{exc.character:04x} at offset "
+                    f"{exc.position} is not allowed in YAML") from None
     try:
         root = loader.get_single_node()
         _reject_duplicate_keys(root, source, error)
@@ -87,7 +91,10 @@ def load_yaml(text: str, source: str, *,
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise error(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise error(f"{source}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     return YamlDoc(data, root, source)

@@ -74,7 +74,17 @@ def _read(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             # Line 1 is the header, so the first record is on line 2.
-            return [(n, _parse_cells(row)) for n, row in enumerate(csv.DictReader(handle), 2)]
+            reader = csv.DictReader(handle)
+            try:
+                rows = []
+                for n, row in enumerate(reader, 2):
+                    if None in row:  # DictReader keeps the extra cells under None
+                        raise DataError(f"{path}:{reader.line_num}: more cells than the "
+                                        "header has columns")
+                    rows.append((n, _parse_cells(row)))
+                return rows
+            except csv.Error as exc:  # a field over the csv module's limit, a NUL ...
+                raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f"{path}: datasets are .jsonl or .csv files")
     from agentcycle._jsonl import read_jsonl
@@ -102,7 +112,7 @@ def _parse_cells(row: dict[str, str | None]) -> dict[str, Any]:
             try:
                 parsed[key] = json.loads(text)
                 continue
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 pass
         parsed[key] = text
     return parsed

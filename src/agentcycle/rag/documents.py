@@ -38,7 +38,12 @@ def load_documents(folder: str | Path) -> list[Document]:
         raise DataError(f"corpus folder not found: {folder}")
     documents = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES):
-        raw = path.read_bytes()
+        if not path.is_file():  # a folder named x.md, a link loop or a dangling one, a FIFO
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
         if b"\x00" in raw:
             raise DataError(f"{path}: binary file in the corpus (only UTF-8 text is ingested)")
         try:

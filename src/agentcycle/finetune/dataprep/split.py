@@ -31,6 +31,8 @@ def question_key(record: Record) -> str:
     if isinstance(record.get("question"), str):
         return normalise(record["question"])
     messages = record.get("messages") or record.get("prompt") or []
+    if isinstance(messages, str):  # a plain-text prompt (TRL's standard format)
+        return normalise(messages)
     return normalise(last_user(messages[:-1] if "messages" in record else messages))
 
 
@@ -51,6 +53,13 @@ def split_records(records: list[Record], test_size: float, *, by: str = "fact",
         raise DataError(f"--by must be one of {', '.join(BY)}, not '{by}'")
     if len(records) < 2:
         raise DataError("a split needs at least 2 records")
+    for number, record in enumerate(records, start=1):
+        for key in ("messages", "prompt", "completion", "chosen"):
+            value = record.get(key)
+            if value is not None and not isinstance(value, str) and not (
+                    isinstance(value, list) and all(isinstance(m, dict) for m in value)):
+                raise DataError(f"line {record.get('_line', number)}: '{key}' must be a list "
+                                'of {"role": ..., "content": ...} objects')
     target = round(test_size * len(records)) if test_size < 1 else int(test_size)
     if test_size <= 0 or not 1 <= target < len(records):
         raise DataError(f"--test-size {test_size:g} leaves an empty split of "

@@ -122,6 +122,9 @@ def _parse(line: str, number: int, problems: list[tuple[int, str]]) -> Row | Non
     except json.JSONDecodeError as exc:
         problems.append((number, f"malformed JSON ({exc.msg})"))
         return None
+    except RecursionError:
+        problems.append((number, "malformed JSON (nested too deeply)"))
+        return None
     if not isinstance(record, dict):
         problems.append((number, "not a JSON object"))
         return None
