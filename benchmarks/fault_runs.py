@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,8 +36,11 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))
 import nats_agents as na  # noqa: E402  (the echo agent, worker processes)
 import router_proxy as rp  # noqa: E402  (the canned backend, process helpers)
+
+from restartable_nats import RestartableNats  # noqa: E402
 
 AGENTCYCLE = str(Path(sys.executable).parent / "agentcycle")
 CHAT = {"model": "default", "max_tokens": 8,
@@ -156,41 +158,6 @@ routes:
 
 # --- 2. NATS restarted while agents run --------------------------------------------------
 
-class Nats:
-    """nats-server on a fixed port and store, stopped and started again at will."""
-
-    def __init__(self, store: Path, port: int):
-        from agentcycle.messaging.server import nats_server_binary
-
-        self.command = [str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port),
-                        "-js", "-sd", str(store), "-l", str(store / "server.log")]
-        self.url = f"nats://127.0.0.1:{port}"
-        self.port = port
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                import socket
-
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            time.sleep(0.02)
-        raise RuntimeError("nats-server did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 async def coordinate(url: str, pool: str, jobs: int, parallel: int, subtasks: int,
                      work_ms: float, on_result) -> list:
     """``jobs`` coordinator runs, ``parallel`` at once, each of ``subtasks`` subtasks."""
@@ -214,10 +181,7 @@ async def coordinate(url: str, pool: str, jobs: int, parallel: int, subtasks: in
 
 
 def nats_run(args: argparse.Namespace, folder: Path) -> None:
-    store = folder / "nats"
-    store.mkdir()
-    server = Nats(store, rp.free_port())
-    server.start()
+    server = RestartableNats(folder / "nats").start()
     pool = "faults"
     workers = na.start_workers(server.url, pool, 2, ack_wait=2.0)
     jobs, subtasks = args.jobs, 10
@@ -311,7 +275,8 @@ async def hammer(url: str, body: dict, headers: dict, marks: list[int], pid: int
 def memory_run(args: argparse.Namespace, folder: Path) -> None:
     from agentcycle.testing import ScriptedModel
 
-    marks = [100, 1000, 5000, args.memory_requests]
+    marks = sorted({m for m in (100, 1000, 5000) if m < args.memory_requests}
+                   | {args.memory_requests})
     env = {"AGENTCYCLE_HOME": str(folder / "mem-home")}
     rows = []
     canned_port = rp.free_port()
@@ -339,13 +304,14 @@ def memory_run(args: argparse.Namespace, folder: Path) -> None:
                         {"question": "What is the deposit cap?"},
                         {"Authorization": "Bearer bench-app-key-0001"}))
         for name, pid, url, body, headers in servers:
-            phase(f"memory: {name}, {marks[-1]} requests")
+            upto = [m for m in marks if m <= (args.app_requests if "app" in name else m)]
+            phase(f"memory: {name}, {upto[-1]} requests")
             started = time.perf_counter()
-            samples, failed = asyncio.run(hammer(url, body, headers, marks, pid))
+            samples, failed = asyncio.run(hammer(url, body, headers, upto, pid))
             model.requests.clear()
-            rows.append([name, *(f"{s:.0f}" for s in samples),
+            rows.append([name, *(f"{s:.0f}" for s in samples), *[""] * (len(marks) - len(upto)),
                          f"{samples[-1] - samples[0]:+.0f}", str(failed),
-                         f"{marks[-1] / (time.perf_counter() - started):.0f}"])
+                         f"{upto[-1] / (time.perf_counter() - started):.0f}"])
     table("RSS (MiB, process tree) after N requests, 8 clients",
           ["server", *(f"{m:,}" for m in marks), "growth", "failed", "req/s"], rows)
 
@@ -363,21 +329,26 @@ def serve_gate(port: int, engine_port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", default=["router", "nats", "memory"],
-                        choices=["router", "nats", "memory"])
+    parser.add_argument("runs", nargs="*", help="router, nats, memory (default: all)")
     parser.add_argument("--requests", type=int, default=60, help="router run: chats")
     parser.add_argument("--concurrency", type=int, default=4, help="router run: clients")
     parser.add_argument("--jobs", type=int, default=30, help="nats run: coordinator jobs")
     parser.add_argument("--down-s", type=float, default=2.0, help="nats run: outage")
     parser.add_argument("--memory-requests", type=int, default=10_000)
+    parser.add_argument("--app-requests", type=int, default=5000,
+                        help="memory run: the agent app's share (~20 req/s here)")
     parser.add_argument("--serve-gate", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gate:
         serve_gate(*args.serve_gate)
         return
+    runs = {"router": router_run, "nats": nats_run, "memory": memory_run}
+    unknown = set(args.runs) - set(runs)
+    if unknown:
+        parser.error(f"unknown run {sorted(unknown)[0]!r}: use router, nats or memory")
     folder = Path(tempfile.mkdtemp(prefix="fault-runs-"))
-    for run in args.runs:
-        {"router": router_run, "nats": nats_run, "memory": memory_run}[run](args, folder)
+    for run in args.runs or list(runs):
+        runs[run](args, folder)
     print(f"logs: {folder}")
 
 

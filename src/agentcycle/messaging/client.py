@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from agentcycle.errors import ServiceError
 from agentcycle.messaging.server import NatsServer
 from agentcycle.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # One embedded server per store for the life of the process (nats_url), stopped at exit.
 _process_servers: dict[str, NatsServer] = {}
@@ -75,3 +76,33 @@ async def _probe(url: str, timeout: float) -> None:
     _, writer = await asyncio.wait_for(
         asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout)
     writer.close()
+
+
+async def retry_transient(call: Callable[[], Awaitable[T]], within: float,
+                          pause: float = 0.25) -> T:
+    """``await call()``, again while NATS restarts (the request went to a server that
+    stopped, JetStream not ready yet, the client reconnecting), for up to ``within``
+    seconds; other errors, and the last transient one, propagate. For idempotent calls
+    only: creating a stream or consumer, a publish with a message id, a KV watch."""
+    import asyncio
+    import time
+
+    from nats.errors import (
+        ConnectionReconnectingError,
+        NoRespondersError,
+        StaleConnectionError,
+    )
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+
+    transient = (NatsTimeout, NoRespondersError, ConnectionReconnectingError,
+                 StaleConnectionError, NoStreamResponseError, ServiceUnavailableError)
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except transient as exc:
+            if time.monotonic() + pause >= deadline:
+                raise
+            log.debug("nats call failed (%s), retrying: NATS may be restarting", exc)
+            await asyncio.sleep(pause)

@@ -106,13 +106,19 @@ class MultiAgent(BaseAgent):
         return AgentResult.model_validate_json(reply.data)
 
     async def _queue(self, nc: Any, tasks: list[Task], traceparent: str) -> list[AgentResult]:
+        from agentcycle.messaging.client import retry_transient
+
         js = nc.jetstream()
-        kv = await ensure_queue(js, self.config)
+        # each step is idempotent: retried while NATS restarts, within the job's timeout
+        kv = await retry_transient(lambda: ensure_queue(js, self.config), self.timeout)
         results: dict[str, AgentResult] = {}
-        watcher = await kv.watch(f"{tasks[0].job}.*")  # before publishing: miss nothing
+        watcher = await retry_transient(  # before publishing: miss nothing
+            lambda: kv.watch(f"{tasks[0].job}.*"), self.timeout)
         try:
-            await publish_tasks(js, self.config, tasks, traceparent)
-            await _collect(watcher, results, len(tasks), self.timeout)
+            await retry_transient(  # the task id is the message id: stored once
+                lambda: publish_tasks(js, self.config, tasks, traceparent), self.timeout)
+            await _collect(watcher, results, len(tasks), self.timeout, kv,
+                           [t.id for t in tasks])
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
@@ -143,18 +149,38 @@ async def publish_tasks(js: Any, config: QueueConfig, tasks: list[Task],
 
 
 async def _collect(watcher: Any, results: dict[str, AgentResult], expected: int,
-                   timeout: float) -> None:
+                   timeout: float, kv: Any = None, keys: list[str] | None = None) -> None:
+    """Results from ``watcher`` until ``expected`` are in or ``timeout`` passes. A watcher
+    quiet for ``_POLL_S`` (after a NATS restart nats-py takes up to 4 missed heartbeats,
+    ~20 s, to renew it) makes ``kv`` be read for the ``keys`` still missing."""
     deadline = time.monotonic() + timeout
     while len(results) < expected:
         left = deadline - time.monotonic()
         if left <= 0:
             return
         try:
-            entry = await watcher.updates(timeout=left)
-        except Exception:  # nats TimeoutError: give up waiting
-            return
+            entry = await watcher.updates(timeout=min(left, _POLL_S))
+        except Exception:  # nats TimeoutError: quiet, or a watcher lost in a restart
+            if kv is not None and keys:
+                await _read_missing(kv, keys, results)
+            continue
         if entry is not None and entry.value:
             results[entry.key] = AgentResult.model_validate_json(entry.value)
+
+
+_POLL_S = 2.0
+
+
+async def _read_missing(kv: Any, keys: list[str], results: dict[str, AgentResult]) -> None:
+    for key in keys:
+        if key in results:
+            continue
+        try:
+            entry = await kv.get(key)
+        except Exception:  # not there yet (KeyNotFoundError), or NATS still restarting
+            continue
+        if entry is not None and entry.value:
+            results[key] = AgentResult.model_validate_json(entry.value)
 
 
 # A step for each subtask is added by the reporter; re-exported for user reporters.

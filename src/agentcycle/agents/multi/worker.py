@@ -135,7 +135,15 @@ class Worker:
                 continue
             for msg in msgs:
                 async with self._slots:
-                    await self._on_task(msg)
+                    try:
+                        await self._on_task(msg)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # NATS went away mid-task: the unacked
+                        # task is redelivered after ack_wait; this loop keeps pulling
+                        log.warning("worker %s: task %s not acknowledged (%s): it will "
+                                    "be redelivered", self.name, msg.metadata.sequence.stream,
+                                    _describe(exc))
 
     async def _on_task(self, msg: Any) -> None:
         deliveries = msg.metadata.num_delivered
