@@ -222,7 +222,7 @@ def nats_run(args: argparse.Namespace, folder: Path) -> None:
     gap = (resumed[0] - marks["stop"]) if resumed else float("nan")
     lost = jobs * subtasks - len(set(done_lines))
     table("NATS restarted while agents run (scripted agent, 100 ms a subtask)",
-          ["jobs", "subtasks", "answered", "lost", "run twice", "gap s", "total s"],
+          ["jobs", "subtasks", "answered", "lost", "answered 2x", "gap s", "total s"],
           [[str(jobs), str(jobs * subtasks), str(len(set(done_lines))), str(lost),
             str(duplicated), f"{gap:.1f}", f"{elapsed:.1f}"]])
     ok = len(answered) == jobs and lost == 0 and not failed
