@@ -18,6 +18,7 @@ import random
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from agentcycle.agents import AgentResult, BaseAgent
 from agentcycle.app import AppPolicy, create_app
 from agentcycle.router import Backend, Router
 from agentcycle.router.proxy import create_proxy_app
+from agentcycle.serving.adapter_engine import AdapterEngine, build_app
 from agentcycle.serving.gate import build_gate
 from helpers import BackgroundServer, openai_fake_app
 
@@ -115,6 +117,29 @@ def proxy_server(engine, log_trap):
 @pytest.fixture(scope="module")
 def gate_server(engine, log_trap):
     with BackgroundServer(build_gate(engine.url, "/models/engine-name", "base", KEY)) as server:
+        yield server
+
+
+class ParamsOnlyEngine(AdapterEngine):
+    """The adapter engine's real request handling (names, sampling parameters) over a
+    stand-in for the model: no weights load, ``complete`` echoes the parameters."""
+
+    def __init__(self) -> None:  # no model
+        self.base_name, self.names = "base", ["base", "legal"]
+        self.tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0)
+
+    def complete(self, name: str, body: dict) -> dict:
+        kwargs = self.generate_kwargs(body)
+        if kwargs.get("top_p") is not None and not 0 < kwargs["top_p"] <= 1:
+            raise ValueError("`top_p` has to be a float > 0 and < 1")  # as generate() does
+        return {"object": "chat.completion", "model": name, "choices": [{
+            "index": 0, "message": {"role": "assistant", "content": "ok"},
+            "finish_reason": "stop"}]}
+
+
+@pytest.fixture(scope="module")
+def adapter_server(log_trap):
+    with BackgroundServer(build_app(ParamsOnlyEngine())) as server:
         yield server
 
 
@@ -267,7 +292,22 @@ def test_the_gate_refuses_hostile_bodies_in_openai_format(gate_server, log_trap)
     assert_quiet(log_trap)
 
 
-@pytest.mark.parametrize("server", ["app_server", "proxy_server", "gate_server"])
+def test_the_adapter_engine_refuses_hostile_bodies_in_openai_format(adapter_server, log_trap):
+    url = adapter_server.url + "/v1/chat/completions"
+    valid = (b'{"model": "legal", "messages": [{"role": "user", "content": "hi"}], '
+             b'"max_tokens": 8, "temperature": 0.5, "top_p": 0.9}')
+    fields = ["model", "max_tokens", "temperature", "top_p", "stop", "seed"]
+    types = [(label, json.dumps({"model": "base", "messages": [
+        {"role": "user", "content": "hi"}], **json.loads(body)}).encode())
+        for label, body in wrong_types(fields)]
+    sent = post_all(url, GARBAGE, True, {}, CONTENT_TYPES)
+    sent += post_all(url, types + mutations(valid, 60), True, {})
+    assert sent > 200
+    assert_quiet(log_trap)
+
+
+@pytest.mark.parametrize("server", ["app_server", "proxy_server", "gate_server",
+                                    "adapter_server"])
 def test_wrong_methods_paths_and_keys_are_json_refusals(server, request, log_trap):
     base = request.getfixturevalue(server).url
     openai = server != "app_server"
@@ -275,7 +315,8 @@ def test_wrong_methods_paths_and_keys_are_json_refusals(server, request, log_tra
                             "/v1/stats", "/health", "/ready", "/nowhere"],
              "proxy_server": ["/v1/chat/completions", "/v1/models", "/v1/feedback",
                               "/health", "/nowhere"],
-             "gate_server": ["/v1/chat/completions", "/v1/models", "/health"]}[server]
+             "gate_server": ["/v1/chat/completions", "/v1/models", "/health"],
+             "adapter_server": ["/v1/chat/completions", "/v1/models", "/nowhere"]}[server]
     keys = [{}, {"Authorization": "Bearer"}, {"Authorization": "Bearer wrong-key-123"},
             {"Authorization": "Basic " + "x" * 4000}, {"X-API-Key": b"\xff\xfe-not-ascii"}]
     with httpx.Client(timeout=15) as client:

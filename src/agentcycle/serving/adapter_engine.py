@@ -26,8 +26,16 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from agentcycle._http import (
+    EXCEPTION_HANDLERS,
+    BodyRefused,
+    loads,
+    openai_error_response,
+    read_body,
+)
 
 
 class AdapterEngine:
@@ -179,8 +187,8 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> Response:
+    return openai_error_response(status, message, status, kind)
 
 
 def build_app(engine: AdapterEngine) -> Starlette:
@@ -194,21 +202,34 @@ def build_app(engine: AdapterEngine) -> Starlette:
 
     async def chat(request: Request):
         try:
-            body = json.loads(await request.body())
-        except json.JSONDecodeError:
+            body = loads(await read_body(request.receive))
+        except BodyRefused as exc:
+            return exc.response()
+        except ValueError:
             return _error(400, "the request body is not valid JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                for m in body["messages"]):
             return _error(400, "'messages' must be a list of objects, each with a 'role'")
+        try:  # max_tokens "abc", temperature [], stop 5: the request's fault, not a 500
+            if engine.generate_kwargs(body)["max_new_tokens"] < 1:
+                raise ValueError("max_tokens must be at least 1")
+        except (TypeError, ValueError, OverflowError) as exc:
+            return _error(400, f"invalid sampling parameters: {exc}")
         name = body.get("model") or engine.base_name
-        if name not in engine.names:
+        if not isinstance(name, str) or name not in engine.names:
             return _error(404, f"model '{name}' is not served here; use one of "
                           + ", ".join(f"'{n}'" for n in engine.names))
         if body.get("stream"):
             return StreamingResponse(engine.stream(name, body), media_type="text/event-stream")
-        return JSONResponse(await run_in_threadpool(engine.complete, name, body))
+        try:
+            return JSONResponse(await run_in_threadpool(engine.complete, name, body))
+        except ValueError as exc:  # generate()'s own argument checks (top_p 7 ...)
+            return _error(400, f"the model refused the request: {exc}")
 
     return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
-                             Route("/v1/chat/completions", chat, methods=["POST"])])
+                             Route("/v1/chat/completions", chat, methods=["POST"])],
+                     exception_handlers=EXCEPTION_HANDLERS)
 
 
 def main(argv: list[str] | None = None) -> None:
