@@ -205,3 +205,40 @@ def test_a_server_killed_mid_fine_tune(tmp_path, pointed, settings, base_model_d
     run = client_for(pointed).get_run(result.run_id)
     assert run.info.status == "FINISHED" and "final_train_loss" in run.data.metrics
     assert [r.info.run_id for r in runs(pointed, "finetune")].count(result.run_id) == 1
+
+
+CHILD = """
+import sys
+from agentcycle.observe.tracing import span
+
+with span("first", inputs={"q": 0}) as current:
+    current.set_outputs({"a": 0})
+print("traced", flush=True)
+sys.stdin.readline()  # the server is killed now
+for i in range(3):
+    with span("after", inputs={"q": i}) as current:
+        current.set_outputs({"a": i})
+print("answered", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_an_agent_whose_trace_store_dies_answers_and_exits(tmp_path, pointed):
+    if pointed.process is None:
+        pointed.start()
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "traced"
+        pointed.kill()
+        started = time.monotonic()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "answered"
+        assert time.monotonic() - started < 5, "spans never wait for the store"
+        child.wait(timeout=90)  # MLflow's default retries held the exit for minutes
+        print(f"exited {time.monotonic() - started:.1f} s after its trace store died")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -27,6 +27,8 @@ _configured: tuple | None = None
 _STORE_ENV = ("AGENTCYCLE_HOME", "MLFLOW_TRACKING_URI", "AGENTCYCLE_EXPERIMENT",
               "LANGFUSE_HOST", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY")
 _env_seen: tuple | None = None
+_TRACE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def _store_env() -> tuple:
@@ -68,6 +70,12 @@ def setup_tracking(settings: Settings) -> str:
     down = unreachable(settings.tracking_uri)  # seconds, not MLflow's minutes of retries
     if down:
         raise ServiceError(down)
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        # Traces are exported in the background, and the process waits for them at exit:
+        # with MLflow's default 7 retries each, a server that died mid-run held a finished
+        # agent run's exit for minutes. The user's own values win.
+        for name, value in _TRACE_RETRIES.items():
+            os.environ.setdefault(name, value)
     settings.ensure_home()
     if settings.mlflow_username:  # MLflow's client reads its credentials from these
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_username
