@@ -1,16 +1,77 @@
 """Issue 11 fault runs small enough for the suite (benchmarks/fault_runs.py measures
-them at size): NATS stopped and started again on the same port and store while a
-coordinator's tasks are in flight on the JetStream work queue."""
+them at size): the router's first backend SIGKILLed mid-load; NATS stopped and started
+again on the same port and store while a coordinator's tasks are in flight."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
 
 from agentcycle.agents import AgentResult, BaseAgent
 from agentcycle.agents.multi import MultiAgent, QueueConfig, run_workers
+from agentcycle.router import Backend, Router
+from agentcycle.router.proxy import create_proxy_app
+from agentcycle.serving.server import free_port
+from helpers import BackgroundServer, openai_fake_app
 from restartable_nats import RestartableNats
+
+PRIMARY = """import sys, uvicorn
+from helpers import openai_fake_app
+uvicorn.run(openai_fake_app("first", delay_s=0.1), host="127.0.0.1", port=int(sys.argv[1]),
+            log_level="error")
+"""
+
+
+def test_first_backend_killed_mid_load_fails_no_request():
+    port = free_port()
+    primary = subprocess.Popen([sys.executable, "-c", PRIMARY, str(port)],
+                               cwd=Path(__file__).parent, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert primary.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        with BackgroundServer(openai_fake_app("second")) as second:
+            backends = [Backend(name=name, model=f"openai/{name}", api_base=f"{url}/v1",
+                                api_key="k", transport="direct", timeout_s=5, local=True)
+                        for name, url in (("first", f"http://127.0.0.1:{port}"),
+                                          ("second", second.url))]
+            router = Router(backends, routes={"default": []},  # every backend, in order
+                            tracing=False, log_path=False)
+            with BackgroundServer(create_proxy_app(router)) as proxy:
+                done: list[tuple[int, str]] = []
+
+                def ask(i: int) -> None:
+                    reply = http.post(f"{proxy.url}/v1/chat/completions",
+                                      json={"model": "default", "messages": [
+                                           {"role": "user", "content": f"q{i}"}]})
+                    done.append((reply.status_code, reply.headers.get(
+                        "x-agentcycle-backend", "")))
+                    if len(done) == 12:  # 8 more are in flight on the first backend
+                        primary.send_signal(signal.SIGKILL)
+
+                with ThreadPoolExecutor(8) as pool, httpx.Client(timeout=30) as http:
+                    list(pool.map(ask, range(40)))
+            router.close()
+    finally:
+        primary.kill()
+        primary.wait()
+    assert [status for status, _ in done] == [200] * 40
+    served = [backend for _, backend in done]
+    assert served[:12].count("first") >= 10 and served[-16:] == ["second"] * 16
 
 
 class Slow(BaseAgent):
