@@ -304,6 +304,8 @@ def memory_run(args: argparse.Namespace, folder: Path) -> None:
                         {"question": "What is the deposit cap?"},
                         {"Authorization": "Bearer bench-app-key-0001"}))
         for name, pid, url, body, headers in servers:
+            if args.servers and not any(part in name for part in args.servers):
+                continue
             upto = [m for m in marks if m <= (args.app_requests if "app" in name else m)]
             phase(f"memory: {name}, {upto[-1]} requests")
             started = time.perf_counter()
@@ -337,6 +339,8 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--app-requests", type=int, default=5000,
                         help="memory run: the agent app's share (~20 req/s here)")
+    parser.add_argument("--servers", nargs="*", help="memory run: only these (router, "
+                        "gate, app)")
     parser.add_argument("--serve-gate", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gate:
