@@ -255,24 +255,31 @@ def test_the_agent_app_refuses_hostile_bodies_cleanly(app_server, log_trap):
     assert_quiet(log_trap)
 
 
+HI = [{"role": "user", "content": "hi"}]
+BAD_MESSAGES = [{"role": "user", "content": 5}, {"role": "user", "content": None},
+                {"role": "user", "content": [{"type": "text", "text": 1}]},
+                {"role": "user", "content": {"a": 1}}, {"role": 5}, {"role": "nobody"},
+                {"role": "user", "content": "x" * 100_000}, {"role": "tool", "content": "x"}]
+
+
+def fuzz_chat(url: str, model: str, fields: list[str], extra: dict,
+              headers: dict) -> int:
+    """Chat completions: garbage under every content type, each field of a valid
+    request given each wrong type, bad messages, seeded mutations of the valid one."""
+    valid = {"model": model, "messages": HI, **extra}
+    types = [(label, json.dumps({**valid, **json.loads(body)}).encode())
+             for label, body in wrong_types(fields)]
+    messages = [(f"message {m!r}"[:60], json.dumps({**valid, "messages": [m]}).encode())
+                for m in BAD_MESSAGES]
+    sent = post_all(url, GARBAGE, True, headers, CONTENT_TYPES)
+    return sent + post_all(url, types + messages + mutations(json.dumps(valid).encode(), 60),
+                           True, headers)
+
+
 def test_the_router_proxy_refuses_hostile_bodies_in_openai_format(proxy_server, log_trap):
-    url = proxy_server.url + "/v1/chat/completions"
-    valid = (b'{"model": "default", "messages": [{"role": "user", "content": "hi"}], '
-             b'"max_tokens": 8}')
-    fields = ["model", "messages", "max_tokens", "temperature", "stream", "tools", "stop",
-              "user"]
-    types = [(label, json.dumps({"model": "default", "messages": [
-        {"role": "user", "content": "hi"}], **json.loads(body)}).encode())
-        for label, body in wrong_types(fields)]
-    messages = [(f"message {m!r}"[:60], json.dumps({"model": "default",
-                                                    "messages": [m]}).encode())
-                for m in [{"role": "user", "content": 5}, {"role": "user", "content": None},
-                          {"role": "user", "content": [{"type": "text", "text": 1}]},
-                          {"role": "user", "content": {"a": 1}}, {"role": 5},
-                          {"role": "user", "content": "x" * 100_000}, {"role": "nobody"},
-                          {"role": "tool", "content": "x"}]]
-    sent = post_all(url, GARBAGE, True, AUTH, CONTENT_TYPES)
-    sent += post_all(url, types + messages + mutations(valid, 60), True, AUTH)
+    sent = fuzz_chat(proxy_server.url + "/v1/chat/completions", "default",
+                     ["model", "messages", "max_tokens", "temperature", "stream", "tools",
+                      "stop", "user"], {"max_tokens": 8}, AUTH)
     sent += post_all(proxy_server.url + "/v1/feedback", GARBAGE + wrong_types(
         ["request_id", "score"]), True, AUTH)
     assert sent > 300
@@ -280,29 +287,16 @@ def test_the_router_proxy_refuses_hostile_bodies_in_openai_format(proxy_server, 
 
 
 def test_the_gate_refuses_hostile_bodies_in_openai_format(gate_server, log_trap):
-    url = gate_server.url + "/v1/chat/completions"
-    valid = b'{"model": "base", "messages": [{"role": "user", "content": "hi"}]}'
-    fields = ["model", "messages", "max_tokens", "tools", "tool_choice", "stream"]
-    types = [(label, json.dumps({"model": "base", "messages": [
-        {"role": "user", "content": "hi"}], **json.loads(body)}).encode())
-        for label, body in wrong_types(fields)]
-    sent = post_all(url, GARBAGE, True, AUTH, CONTENT_TYPES)
-    sent += post_all(url, types + mutations(valid, 60), True, AUTH)
-    assert sent > 200
+    assert fuzz_chat(gate_server.url + "/v1/chat/completions", "base",
+                     ["model", "messages", "max_tokens", "tools", "tool_choice", "stream"],
+                     {}, AUTH) > 200
     assert_quiet(log_trap)
 
 
 def test_the_adapter_engine_refuses_hostile_bodies_in_openai_format(adapter_server, log_trap):
-    url = adapter_server.url + "/v1/chat/completions"
-    valid = (b'{"model": "legal", "messages": [{"role": "user", "content": "hi"}], '
-             b'"max_tokens": 8, "temperature": 0.5, "top_p": 0.9}')
-    fields = ["model", "max_tokens", "temperature", "top_p", "stop", "seed"]
-    types = [(label, json.dumps({"model": "base", "messages": [
-        {"role": "user", "content": "hi"}], **json.loads(body)}).encode())
-        for label, body in wrong_types(fields)]
-    sent = post_all(url, GARBAGE, True, {}, CONTENT_TYPES)
-    sent += post_all(url, types + mutations(valid, 60), True, {})
-    assert sent > 200
+    assert fuzz_chat(adapter_server.url + "/v1/chat/completions", "legal",
+                     ["model", "max_tokens", "temperature", "top_p", "stop", "seed"],
+                     {"max_tokens": 8, "temperature": 0.5, "top_p": 0.9}, {}) > 200
     assert_quiet(log_trap)
 
 
@@ -477,4 +471,6 @@ def test_memory_after_a_hostile_burst_is_bounded(app_server, proxy_server, gate_
     for _ in range(3):
         burst()
     grown_mb = (_rss_kb() - before) / 1024
+    print(f"RSS {before / 1024:.0f} MB after the first burst, {grown_mb:+.1f} MB after 3 more "
+          f"({3 * 3 * len(cases)} requests)")
     assert grown_mb < 40, f"RSS grew {grown_mb:.1f} MB over 3 bursts"

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentcycle._http import BodyRefused, lone_surrogate, read_body, replay
+from agentcycle._http import BodyRefused, lone_surrogate, openai_error, read_body, replay
 from agentcycle.app.limits import Overloaded, RateLimiter, RunSlots, TokenBudget, Usage
 from agentcycle.app.policy import ANONYMOUS, AppPolicy
 
@@ -83,8 +83,8 @@ class BodyTooLarge(HTTPException):
 
 
 def error_body(message: str, kind: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": code, "param": None},
-            "detail": message}
+    """OpenAI's error object (:mod:`agentcycle._http`), plus FastAPI's ``detail``."""
+    return {**openai_error(400, message, code, kind), "detail": message}
 
 
 def error_response(status: int, message: str, kind: str, code: str,
