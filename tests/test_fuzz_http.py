@@ -393,9 +393,9 @@ def test_slow_clients_hold_no_run_slot_and_each_request_is_bounded(server, reque
             + KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: 60\r\n"
             b"\r\n{\"question\": ")
     slow = []
-    for _ in range(8):
+    for i in range(8):
         sock = socket.create_connection(("127.0.0.1", target.port), timeout=5)
-        sock.sendall(head)
+        sock.sendall(head if i % 2 else head[:40])  # stalled in the body, or the headers
         slow.append(sock)
     try:
         good = ({"question": "quick?"} if server == "app_server" else
