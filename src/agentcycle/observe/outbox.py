@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentcycle.observe.tracing import setup_tracking, unreachable
 from agentcycle.settings import Settings
+
+__all__ = ["RunRecorder", "pending", "publish_pending", "unreachable"]
 
 ENTRY = "entry.json"
 METRICS = "metrics.jsonl"
@@ -38,19 +41,6 @@ _QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_F
 
 def outbox_dir(settings: Settings) -> Path:
     return settings.home.resolve() / "outbox"
-
-
-def unreachable(uri: str, timeout: float = 3.0) -> str | None:
-    """Why an MLflow server does not answer, or None (a local store always answers)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import httpx
-
-    try:
-        httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"MLflow at {uri} is unreachable ({type(exc).__name__})"
-    return None
 
 
 @contextlib.contextmanager
@@ -257,7 +247,6 @@ def publish_pending(settings: Settings) -> list[Published]:
 def _client(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
-    from agentcycle.observe.tracing import setup_tracking
 
     setup_tracking(settings)  # the experiment, the credentials
     return MlflowClient(settings.tracking_uri)
@@ -267,7 +256,6 @@ def _open_run(client: Any, settings: Settings, entry: dict) -> str:
     """The entry's MLflow run: the one it names (or tagged with its id), else a new one."""
     from mlflow.exceptions import MlflowException
 
-    from agentcycle.observe.tracing import setup_tracking
 
     experiment_id = setup_tracking(settings)
     if entry.get("run_id"):

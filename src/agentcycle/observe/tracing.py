@@ -52,6 +52,19 @@ def langfuse_otlp_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def unreachable(uri: str, timeout: float = 3.0) -> str | None:
+    """Why an MLflow server does not answer, or None (a local store always answers)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import httpx
+
+    try:
+        httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"MLflow at {uri} is unreachable ({type(exc).__name__})"
+    return None
+
+
 def setup_tracking(settings: Settings) -> str:
     """Point MLflow (runs and traces) at the configured store; returns the experiment id."""
     global _configured, _env_seen
@@ -65,8 +78,6 @@ def setup_tracking(settings: Settings) -> str:
         # Traces are exported in the background to whatever store is current when they
         # are written: the old store's must land before we point MLflow elsewhere.
         mlflow.flush_trace_async_logging()
-    from agentcycle.observe.outbox import unreachable
-
     down = unreachable(settings.tracking_uri)  # seconds, not MLflow's minutes of retries
     if down:
         raise ServiceError(down)
