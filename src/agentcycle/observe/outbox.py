@@ -65,8 +65,9 @@ def _write_json(path: Path, data: dict) -> None:
 class RunRecorder:
     """One MLflow run, journaled. ``live`` while MLflow takes every call."""
 
-    def __init__(self, folder: Path, entry: dict, client: Any = None):
+    def __init__(self, folder: Path, entry: dict, settings: Settings, client: Any = None):
         self.folder, self.entry, self.client = folder, entry, client
+        self.settings = settings
 
     @classmethod
     def start(cls, settings: Settings, run_name: str, *, run_id: str | None = None,
@@ -84,8 +85,9 @@ class RunRecorder:
             "write_back": [str(write_back[0]), write_back[1]] if write_back else None}
         entry["state"] = "open"
         folder.mkdir(parents=True, exist_ok=True)
-        recorder = cls(folder, entry)
-        recorder._connect(settings)
+        recorder = cls(folder, entry, settings)
+        if not entry["error"]:  # a journal that went offline is replayed whole at the end
+            recorder._connect(settings)
         recorder._save()
         return recorder
 
@@ -195,7 +197,13 @@ class RunRecorder:
             return self.run_id
         self.entry["state"] = "pending"
         self._save()
-        return None
+        if unreachable(self.settings.tracking_uri):
+            return None
+        try:  # MLflow is back: send the journal now
+            with quick_requests():
+                return _replay(_client(self.settings), self.settings, self.entry)
+        except Exception:  # noqa: BLE001 - it stays pending for `agentcycle publish`
+            return None
 
     def suspend(self) -> None:
         """A run stopped to be resumed later: the journal stays open for it."""
