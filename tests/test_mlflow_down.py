@@ -242,3 +242,20 @@ def test_an_agent_whose_trace_store_dies_answers_and_exits(tmp_path, pointed):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@pytest.mark.slow
+def test_mlflow_back_before_the_end_gets_the_run_at_once(tmp_path, pointed, settings,
+                                                         base_model_dir):
+    from agentcycle.observe.outbox import pending
+
+    pointed.kill()
+
+    def start_at(done):
+        if done == 1:
+            pointed.start()
+
+    result = train(settings, base_model_dir, tmp_path / "tuned", on_step=start_at)
+    assert result.mlflow_pending is None and result.run_id and pending(settings) == []
+    history = client_for(pointed).get_metric_history(result.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
