@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agentcycle._hardware import native_bf16
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.finetune import LoraParams
 from agentcycle.finetune import _fast as fast
@@ -74,16 +75,20 @@ def test_cached_lower_layers_give_the_models_own_loss_and_training_lowers_it(tmp
     # One at a time (the prompt is the shared prefix), and both in one batch (their
     # common system prompt is): each way, the model's own loss.
     order = sorted(range(2), key=lambda i: tokenized[i].input_ids)
+    # The cache is bf16; where the CPU has native bf16 the trained layers run under bf16
+    # autocast too (0.7% off the fp32 reference on an AVX512-BF16 EPYC).
+    tolerance = 3e-2 if native_bf16() else 2e-3
     with torch.no_grad():
         for batch, index in zip(fast._cache_lower_layers(decoder, tokenized, 26, 1, 0), order,
                                 strict=True):
             assert batch.prefix.shape[1] > 0
             loss = fast._loss(model, decoder, batch, 26).item()
-            assert loss == pytest.approx(reference[index], abs=2e-3)  # bf16 cache
+            assert loss == pytest.approx(reference[index], abs=tolerance)
         (both,) = fast._cache_lower_layers(decoder, tokenized, 26, 2, 0)
         counts = [t.answer_tokens for t in tokenized]  # the mean over every answer token
         weighted = sum(r * n for r, n in zip(reference, counts, strict=True)) / sum(counts)
-        assert fast._loss(model, decoder, both, 26).item() == pytest.approx(weighted, abs=2e-3)
+        assert fast._loss(model, decoder, both, 26).item() == pytest.approx(weighted,
+                                                                            abs=tolerance)
 
     params = LoraParams(top_layers=4, batch_size=2, max_steps=6, learning_rate=3e-3, seed=3)
     out = fast.train_lora_fast(EXAMPLES, model_dir, params, work_dir=tmp_path, save_steps=2)

@@ -191,7 +191,8 @@ def _user_agent(settings: Settings, reference: str,
 
     agent = load_agent(reference, settings, options, label="")
     try:
-        yield AgentSession(agent)
+        # A factory's agent may name its own dependencies for /ready (the templates do).
+        yield AgentSession(agent, dict(getattr(agent, "ready_checks", None) or {}))
     finally:
         close = getattr(agent, "close", None)
         if callable(close):
