@@ -193,3 +193,11 @@ def assert_clean_error(code: int, output: str, *fragments: str) -> None:
     assert "Traceback" not in output and output.strip().startswith("error:"), output
     for fragment in fragments:
         assert fragment in output, output
+
+
+def lookup_then_answer(body: dict) -> dict:
+    """A scripted model for a one-tool agent: call ``lookup``, then answer from its result."""
+    if any(m.get("role") == "tool" for m in body["messages"]):
+        return {"content": "The deposit is returned within 21 days."}
+    return {"tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "lookup", "arguments": '{"term": "deposit"}'}}]}

@@ -19,7 +19,13 @@ from agentcycle.app import AppPolicy, create_app
 from agentcycle.errors import ConfigError
 from agentcycle.router import Router
 from agentcycle.router.backends import local_backend
-from helpers import BackgroundServer, assert_clean_error, chat_app, cli_run
+from helpers import (
+    BackgroundServer,
+    assert_clean_error,
+    chat_app,
+    cli_run,
+    lookup_then_answer,
+)
 
 KEYS = {"alice": "alice-key-0001", "ci": "ci-key-000002"}
 ALICE = {"Authorization": f"Bearer {KEYS['alice']}"}
@@ -32,16 +38,9 @@ def lookup(term: str) -> str:
     return f"{term}: 21 days"
 
 
-def _respond(body: dict) -> dict:
-    if any(m.get("role") == "tool" for m in body["messages"]):
-        return {"content": "The deposit is returned within 21 days."}
-    return {"tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "lookup", "arguments": '{"term": "deposit"}'}}]}
-
-
 @pytest.fixture(scope="module")
 def model_url():
-    with BackgroundServer(chat_app(_respond, usage=(100, 20))) as server:
+    with BackgroundServer(chat_app(lookup_then_answer, usage=(100, 20))) as server:
         yield f"{server.url}/v1"
 
 

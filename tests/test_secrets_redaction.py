@@ -19,7 +19,7 @@ from agentcycle.router.backends import cloud_backend, local_backend
 from agentcycle.router.proxy import create_proxy_app
 from agentcycle.serving.server import free_port
 from agentcycle.settings import Settings
-from helpers import BackgroundServer, chat_app, cli_run, fake_cloud_app
+from helpers import BackgroundServer, chat_app, cli_run, fake_cloud_app, lookup_then_answer
 
 APP_KEY = "sk-planted-app-3f9a7c1e"
 WRONG_KEY = "sk-planted-wrong-77aa0b"
@@ -40,18 +40,11 @@ def lookup(term: str) -> str:
     return f"{term}: 21 days"
 
 
-def _respond(body: dict) -> dict:
-    if any(m.get("role") == "tool" for m in body["messages"]):
-        return {"content": "The deposit is returned within 21 days."}
-    return {"tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "lookup", "arguments": '{"term": "deposit"}'}}]}
-
-
 def test_planted_secrets_reach_no_store_log_or_answer(isolated_home, monkeypatch, caplog,
                                                      tmp_path):
     caplog.set_level(logging.DEBUG)
     answers: list[httpx.Response] = []
-    model, cloud = chat_app(_respond), fake_cloud_app(fail_with=500)
+    model, cloud = chat_app(lookup_then_answer), fake_cloud_app(fail_with=500)
     with BackgroundServer(model) as model_server, BackgroundServer(cloud) as cloud_server:
         monkeypatch.setenv("LITELLM_ENDPOINT", f"{cloud_server.url}/v1")
         monkeypatch.setenv("LITELLM_MASTER_KEY", MASTER_KEY)
