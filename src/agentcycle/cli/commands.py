@@ -220,6 +220,7 @@ def app_command(
     if keys_file is not None:
         current.api_keys_file = keys_file
     policy = AppPolicy.from_settings(current, **overrides)
+    check_port(host, port)  # before the model starts: a taken port is one error line
     if policy.open and not is_loopback(host):
         if not insecure:
             raise ConfigError(f"refusing to serve {host} without API keys: set "
@@ -229,7 +230,6 @@ def app_command(
     elif policy.open:
         console.print("[yellow]warning: no API keys: anyone on this machine may call the "
                       "app (set AGENTCYCLE_API_KEYS or --keys-file)")
-    check_port(host, port)  # before the model starts: a taken port is one error line
     stop_on_sigterm()
     options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
     with agent_session(settings(), agent, options) as session:
