@@ -185,9 +185,17 @@ def test_a_child_spawned_from_a_short_lived_thread_outlives_the_thread(tmp_path)
 
 def test_the_fork_race_is_closed():
     """A parent that died before the child's prctl: the child sees a parent pid that is
-    not the one it was forked from, and signals itself."""
-    child = subprocess.Popen([PY, "-c", SLEEPER],
-                             preexec_fn=_processes._DieWithParent(signal.SIGTERM, 1))
+    not the one it was forked from, and signals itself, even where the parent has a Python
+    handler for that signal (the CLI's stop_on_sigterm) that the fork copied."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        child = subprocess.Popen([PY, "-c", SLEEPER],
+                                 preexec_fn=_processes._DieWithParent(signal.SIGTERM, 1))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert child.wait(10) == -signal.SIGTERM
 
 

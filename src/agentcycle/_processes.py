@@ -68,6 +68,8 @@ class _DieWithParent:
         if self.libc is not None:
             self.libc.prctl(_PR_SET_PDEATHSIG, self.sig, 0, 0, 0)
         if os.getppid() != self.parent_pid:  # the parent died before prctl took effect
+            if self.libc is not None:  # a handler the parent installed must not catch it
+                self.libc.signal(self.sig, 0)  # SIG_DFL
             os.kill(os.getpid(), self.sig)
 
 
