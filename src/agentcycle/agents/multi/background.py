@@ -61,5 +61,6 @@ def run_workers(agents: Sequence[Agent], url: str, config: QueueConfig | None = 
         yield workers
     finally:
         loop.call_soon_threadsafe(stop.set)  # type: ignore[union-attr]
-        thread.join(15)
-        loop.close()
+        thread.join(30)
+        if not thread.is_alive():  # a worker stuck past that (a NATS restart mid-stop)
+            loop.close()           # keeps its daemon thread's loop: closing it would raise
