@@ -119,19 +119,22 @@ def _launch(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen([PY, "-m", "agentcycle", *args], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **env})
+                                start_new_session=True, env={**os.environ, **env},
+                                preexec_fn=_terminal_signals)
 
 
 def _script(tmp_path: Path, body: str) -> subprocess.Popen:
     path = tmp_path / f"script_{time.monotonic_ns()}.py"
     path.write_text(textwrap.dedent(body))
-    # A program started from a terminal: SIGHUP at its default even where the test run
-    # itself ignores it (nohup), since a program must leave an ignored signal ignored.
     return subprocess.Popen([PY, str(path)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_default_sighup)
+                            start_new_session=True, preexec_fn=_terminal_signals)
 
 
-def _default_sighup() -> None:
+def _terminal_signals() -> None:
+    """A program started from a terminal: SIGINT and SIGHUP at their defaults even where
+    the test run ignores them (nohup, a shell's `cmd &`), since a program must leave an
+    ignored signal ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
