@@ -26,6 +26,7 @@ Answer = AgentResult
 
 class _State(TypedDict, total=False):
     question: str
+    max_tokens: int
     hits: list[Hit]
     completion: Completion
     steps: list[Step]
@@ -78,17 +79,19 @@ class RagAgent(BaseAgent):
 
     def _generate_node(self, state: _State) -> dict[str, Any]:
         messages = build_messages(state["question"], state["hits"])
-        completion = self.router.complete(messages, max_tokens=self.max_tokens, temperature=0)
+        completion = self.router.complete(messages, max_tokens=state["max_tokens"], temperature=0)
         step = Step(kind="llm", name="generate", latency_ms=round(completion.latency_ms, 1),
                     detail={"backend": completion.backend, "reason": completion.reason})
         return {"completion": completion, "steps": [*state.get("steps", []), step]}
 
     def run(self, task: str, **options: Any) -> AgentResult:
-        """Answer ``task`` (a question) from the collection, citing the passages used."""
+        """Answer ``task`` (a question) from the collection, citing the passages used;
+        ``max_tokens`` (a request's own bound) replaces the agent's for this answer."""
         started = time.perf_counter()
+        max_tokens = options.get("max_tokens") or self.max_tokens
         with span("rag agent", "AGENT", inputs={"question": task},
                   settings=self.settings) as root:  # this agent's store, whatever the env
-            state = self.graph.invoke({"question": task})
+            state = self.graph.invoke({"question": task, "max_tokens": max_tokens})
             result = _to_result(state, elapsed_ms(started), getattr(root, "trace_id", None))
             root.set_outputs({"answer": result.answer,
                               "sources": [s.source for s in result.sources]})

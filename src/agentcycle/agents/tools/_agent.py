@@ -56,7 +56,10 @@ class ToolAgent(BaseAgent):
                   attributes={"agentcycle.tools": sorted(self.tools)},
                   settings=self.settings) as root:
             result.trace_id = getattr(root, "trace_id", None)
-            await self._loop(messages, result)
+            # a request's own max_tokens (the app bounds it) replaces the agent's
+            params = {**self.params, **({"max_tokens": options["max_tokens"]}
+                                        if options.get("max_tokens") else {})}
+            await self._loop(messages, result, params)
             result.latency_ms = elapsed_ms(started)
             root.set_outputs({"answer": result.answer, "status": result.status,
                               "tool_calls": [c.name for c in result.tool_calls]})
@@ -67,11 +70,12 @@ class ToolAgent(BaseAgent):
                 root.set_status("ERROR")
         return result
 
-    async def _loop(self, messages: list[dict[str, Any]], result: AgentResult) -> None:
+    async def _loop(self, messages: list[dict[str, Any]], result: AgentResult,
+                    params: dict[str, Any]) -> None:
         schemas = [t.openai_schema() for t in self.tools.values()]
         for step in range(1, self.max_steps + 1):
             try:
-                completion = await self.router.acomplete(messages, tools=schemas, **self.params)
+                completion = await self.router.acomplete(messages, tools=schemas, **params)
             except Exception as exc:  # every backend failed: recorded, not raised
                 result.status, result.error = "failed", f"model call failed: {exc}"
                 return
