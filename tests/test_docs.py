@@ -73,7 +73,8 @@ def fenced_blocks(text: str, page: str) -> list[Block]:
         start, body = i, []
         i += 1
         while i < len(lines) and not lines[i].strip().startswith(ticks):
-            body.append(lines[i][indent:] if lines[i][:indent].isspace() else lines[i].lstrip())
+            line = lines[i]
+            body.append(line[indent:] if not line[:indent].strip() else line.lstrip())
             i += 1
         i += 1
         previous = SKIP_COMMENT.match(lines[start - 1]) if start else None
