@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all install lint clean bench crewai-venv notebooks
+.PHONY: demo test test-all install lint clean bench crewai-venv notebooks docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench: $(STAMP)
 # fails when they drift apart.
 notebooks: $(STAMP)
 	$(BIN)/jupytext --to ipynb notebooks/*/[0-9][0-9]_*.py
+
+# The documentation site (mkdocs.yml): built strictly (a broken link or a page left out
+# fails), or served with live reload at http://127.0.0.1:8000.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
 
 # CrewAI in its own environment: its pins (openai<3, aiosqlite~=0.21, portalocker==2.7)
 # conflict with ours. CrewAgent runs crews with it; tests/test_crewai.py uses it.
