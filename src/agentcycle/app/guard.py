@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentcycle._http import BodyRefused, lone_surrogate, openai_error, read_body, replay
 from agentcycle.app.limits import Overloaded, RateLimiter, RunSlots, TokenBudget, Usage
 from agentcycle.app.policy import ANONYMOUS, AppPolicy
+from agentcycle.router.state import RouterState
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect",
                         "/openapi.json", "/redoc"})
@@ -32,30 +33,37 @@ _RUN_PREFIXES = ("/v1/ask", "/v1/workflows/")
 
 
 class Guard:
-    """The policy and this process's counters, shared by the middleware, the handlers
-    and the UI (``app.state.guard``)."""
+    """The policy and the counters, shared by the middleware, the handlers and the UI
+    (``app.state.guard``); rates and token budgets in ``state`` (default: this
+    process's; a Redis state shares them between replicas)."""
 
-    def __init__(self, policy: AppPolicy):
+    def __init__(self, policy: AppPolicy, state: RouterState | None = None):
         self.policy = policy
-        self.rate = RateLimiter(policy)
-        self.budget = TokenBudget(policy)
+        self.state = state or RouterState()
+        self.rate = RateLimiter(policy, self.state)
+        self.budget = TokenBudget(policy, self.state)
         self.slots = RunSlots(policy)
         self.usage = Usage()
 
-    def admit(self, name: str, bucket: str | None = None, *, runs: bool = True
-              ) -> Refusal | None:
+    async def admit(self, name: str, bucket: str | None = None, *, runs: bool = True
+                    ) -> Refusal | None:
         """None, or the 429 refusing ``name`` (rate, then today's token budget)."""
-        wait = self.rate.check(name, bucket)
+        wait = await self.rate.check(name, bucket)
         if wait is not None:
             return self.refuse(name, 429, f"key '{name}' is over its rate limit of "
                                f"{self.policy.rpm_for(name)} requests per minute",
                                "rate_limit_exceeded", "rate_limit_exceeded", wait)
-        wait = self.budget.check(name) if runs else None
+        wait = await self.budget.check(name) if runs else None
         if wait is not None:
             return self.refuse(name, 429, f"key '{name}' has spent its "
                                f"{self.policy.tokens_for(name)} tokens for today (UTC)",
                                "insufficient_quota", "insufficient_quota", wait)
         return None
+
+    async def answered(self, name: str, tokens: int) -> None:
+        """Count an answered request and the tokens it spent against the key's budget."""
+        await self.budget.spend(name, tokens)
+        self.usage.answered(name)
 
     def refuse(self, name: str, status: int, message: str, kind: str, code: str,
                retry_after_s: float | None = None) -> Refusal:
@@ -142,7 +150,7 @@ class GuardMiddleware:
         if refusal is None and protected:
             client = scope.get("client") or ("?", 0)
             bucket = f"{ANONYMOUS}@{client[0]}" if name == ANONYMOUS else None
-            refusal = guard.admit(name, bucket, runs=path.startswith(_RUN_PREFIXES))
+            refusal = await guard.admit(name, bucket, runs=path.startswith(_RUN_PREFIXES))
         if refusal is not None:
             await refusal.response()(scope, receive, send)
             return

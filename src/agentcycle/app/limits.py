@@ -1,4 +1,4 @@
-"""The app's per-key counters and its run slots, in this process's memory.
+"""The app's per-key limits and its run slots.
 
 - :class:`RateLimiter`: a token bucket per key name (``requests_per_minute``, bursting
   up to that many), answering how long to wait when empty;
@@ -8,7 +8,10 @@
   at once with a retry time, never dropped or left hanging;
 - :class:`Usage`: what ``GET /v1/stats`` reports per key name.
 
-Several replicas each hold their own counters: divide the limits by the replica count.
+The rate and the token budget live in the router's state (:mod:`agentcycle.router.state`):
+this process's by default, Redis/Valkey when ``REDIS_URL`` is set, so every replica of
+the app counts against one limit per key (and fails open to its own counters while
+Redis is away). Run slots, and the request counts of ``/v1/stats``, are per replica.
 """
 
 from __future__ import annotations
@@ -25,62 +28,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentcycle.app.policy import AppPolicy
+from agentcycle.router.state import RouterState
 
 
 class RateLimiter:
-    """Token buckets: ``check(name)`` takes a token or returns the seconds to wait."""
+    """A token bucket per key name: ``requests_per_minute``, bursting up to that many."""
 
-    def __init__(self, policy: AppPolicy):
+    def __init__(self, policy: AppPolicy, state: RouterState):
         self.policy = policy
-        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, at)
-        self._lock = threading.Lock()
+        self.state = state
 
-    def check(self, name: str, bucket: str | None = None) -> float | None:
+    async def check(self, name: str, bucket: str | None = None) -> float | None:
+        """Take a token: None, or the seconds to wait for one."""
         rpm = self.policy.rpm_for(name)
         if rpm is None:
             return None
-        rate, key, now = rpm / 60.0, bucket or name, time.monotonic()
-        with self._lock:
-            tokens, at = self._buckets.get(key, (float(rpm), now))
-            tokens = min(float(rpm), tokens + (now - at) * rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return None
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / rate
+        return await self.state.atake(f"app:{bucket or name}", rpm, rpm / 60.0)
 
 
 class TokenBudget:
-    """Tokens used per key name today (UTC); ``check`` returns seconds to midnight when
-    the day's budget is spent."""
+    """Tokens used per key name today (UTC), in the router state's daily counter (the
+    one its budgets count dollars in, here counting tokens under an ``app-tokens:``
+    name); ``check`` returns seconds to midnight when the day's budget is spent."""
 
-    def __init__(self, policy: AppPolicy):
+    def __init__(self, policy: AppPolicy, state: RouterState):
         self.policy = policy
-        self._used: dict[str, int] = defaultdict(int)
-        self._day = _today()
-        self._lock = threading.Lock()
+        self.state = state
 
-    def _roll(self) -> None:
-        if (today := _today()) != self._day:
-            self._day, self._used = today, defaultdict(int)
-
-    def check(self, name: str) -> float | None:
+    async def check(self, name: str) -> float | None:
         budget = self.policy.tokens_for(name)
         if budget is None:
             return None
-        with self._lock:
-            self._roll()
-            return _to_midnight() if self._used[name] >= budget else None
+        return _to_midnight() if await self.used(name) >= budget else None
 
-    def spend(self, name: str, tokens: int) -> None:
-        with self._lock:
-            self._roll()
-            self._used[name] += max(0, int(tokens))
+    async def spend(self, name: str, tokens: int) -> None:
+        await self.state.aadd_spend(f"app-tokens:{name}", max(0, int(tokens)))
 
-    def used(self, name: str) -> int:
-        with self._lock:
-            self._roll()
-            return self._used.get(name, 0)
+    async def used(self, name: str) -> int:
+        return int(await self.state.aspent_today(f"app-tokens:{name}"))
 
 
 class Overloaded(Exception):
@@ -151,12 +136,14 @@ class Usage:
         with self._lock:
             self._keys[name].refused[str(status)] += 1
 
-    def report(self, budget: TokenBudget, slots: RunSlots) -> dict[str, Any]:
+    async def report(self, budget: TokenBudget, slots: RunSlots) -> dict[str, Any]:
         with self._lock:
-            keys = {name: {"requests": u.requests, "refused": dict(u.refused),
-                           "tokens_today": budget.used(name)}
+            keys = {name: {"requests": u.requests, "refused": dict(u.refused)}
                     for name, u in sorted(self._keys.items())}
-        return {"keys": keys, "running": slots.running, "waiting": slots.waiting}
+        for name, counts in keys.items():
+            counts["tokens_today"] = await budget.used(name)
+        return {"keys": keys, "running": slots.running, "waiting": slots.waiting,
+                "state": budget.state.describe()}
 
 
 def _today() -> dt.date:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,6 +26,7 @@ from agentcycle.app.guard import BodyTooLarge, Guard, GuardMiddleware, too_large
 from agentcycle.app.policy import ANONYMOUS, AppPolicy
 from agentcycle.app.ui import render  # noqa: F401  (its former home)
 from agentcycle.errors import AgentcycleError
+from agentcycle.router.state import RouterState
 
 SERVICE_NAME = "agentcycle-agent"
 
@@ -65,15 +67,18 @@ def ask_model(policy: AppPolicy) -> type[AskRequest]:
 
 def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent",
                ready_checks: dict[str, ReadyCheck] | None = None,
-               policy: AppPolicy | None = None) -> FastAPI:
+               policy: AppPolicy | None = None, state: RouterState | None = None
+               ) -> FastAPI:
     """``agent`` is any :class:`~agentcycle.agents.Agent`; ``ready_checks`` name what it
     depends on (``{"model": ..., "qdrant": ..., "nats": ...}``), each raising if down;
-    ``policy`` (default: ``AppPolicy()``, open with bounds) who may call and how much."""
+    ``policy`` (default: ``AppPolicy()``, open with bounds) who may call and how much;
+    ``state`` where per-key rates and token budgets are counted (default: this process;
+    ``router.shared_state.open_state(settings)`` shares them on Redis/Valkey)."""
     kind = getattr(agent, "kind", "agent")
     app = FastAPI(title=title, version="0.1.0",
                   description=f"A {kind} agent served by agentcycle.")
     checks = dict(ready_checks or {})
-    guard = Guard(policy or AppPolicy())
+    guard = Guard(policy or AppPolicy(), state)
     app.state.guard = guard
     app.add_middleware(GuardMiddleware, guard=guard)
     if guard.policy.cors_origins:  # outermost: a preflight is answered before the guard
@@ -110,9 +115,9 @@ def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent"
         status = 200 if report.status == "ready" else 503
         return JSONResponse(report.model_dump(), status_code=status)
 
-    def ask(body: AskRequest, request: Request) -> AgentResult:
+    async def ask(body: AskRequest, request: Request) -> AgentResult:
         options = {"max_tokens": body.max_tokens} if body.max_tokens else {}
-        return _run(guard, _caller(request), agent,
+        return await _run(guard, _caller(request), agent,
                     lambda: agent.run(body.question, **options), body.question)
 
     # the body model carries this policy's bounds (annotations are strings here)
@@ -131,19 +136,19 @@ def create_app(agent: Agent, *, ui: bool = True, title: str = "agentcycle agent"
             raise HTTPException(status_code=status, detail=str(exc)) from None
 
     @app.get("/v1/stats")
-    def stats() -> dict[str, Any]:
+    async def stats() -> dict[str, Any]:
         """Requests answered and refused (by status) and today's tokens, per key name."""
-        return guard.usage.report(guard.budget, guard.slots)
+        return await guard.usage.report(guard.budget, guard.slots)
 
     resume = getattr(agent, "resume", None)
     if callable(resume):
         @app.post("/v1/workflows/{thread_id}/resume", response_model=AgentResult)
-        def resume_workflow(thread_id: str, body: ResumeRequest, request: Request
-                            ) -> AgentResult:
+        async def resume_workflow(thread_id: str, body: ResumeRequest, request: Request
+                                  ) -> AgentResult:
             # The workflow's Decision names the choice "action"; the API says "decision".
             decision = {"action": body.decision, "text": body.text, "reason": body.reason}
-            return _run(guard, _caller(request), agent,
-                        lambda: resume(thread_id, decision), f"resume {thread_id}")
+            return await _run(guard, _caller(request), agent,
+                              lambda: resume(thread_id, decision), f"resume {thread_id}")
 
     if ui:
         from agentcycle.app.ui import mount_ui
@@ -164,20 +169,24 @@ def run_checks(checks: dict[str, ReadyCheck]) -> Ready:
     return Ready(status="ready" if ok else "not ready", checks=results)
 
 
-def _run(guard: Guard, name: str, agent: Agent, call: Callable[[], AgentResult],
-         question: str) -> AgentResult:
-    """Run the agent (in a trace that names the caller's key), then count its tokens."""
-    try:
+async def _run(guard: Guard, name: str, agent: Agent, call: Callable[[], AgentResult],
+               question: str) -> AgentResult:
+    """Run the agent in a worker thread (in a trace that names the caller's key), then
+    count its tokens against the key's budget."""
+    def traced() -> AgentResult:
         with _key_trace(agent, name, question) as root:
             result = call()
             if root is not None:
                 root.set_outputs({"answer": result.answer})
+        return result
+
+    try:
+        result = await run_in_threadpool(traced)
     except AgentcycleError as exc:  # a backend down, an unknown thread: say so, not a 500
         status = _status(exc)
         raise HTTPException(status_code=status, detail=str(exc), headers={
             "Retry-After": "10"} if status == 503 else None) from None
-    guard.budget.spend(name, result.total_tokens)
-    guard.usage.answered(name)
+    await guard.answered(name, result.total_tokens)
     return result
 
 

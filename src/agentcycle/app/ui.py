@@ -4,6 +4,7 @@ password: the key) and counts each question against that key's rate and token bu
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from agentcycle.agents import Agent, AgentResult
@@ -43,19 +44,18 @@ def mount_ui(app: FastAPI, agent: Agent, guard: Guard) -> None:
 
     policy = guard.policy
 
-    def respond(message: str, history: list, request: gr.Request) -> str:
+    async def respond(message: str, history: list, request: gr.Request) -> str:
         name = getattr(request, "username", None) or ANONYMOUS
         if len(message) > policy.max_question_chars:
             return f"error: the question is longer than {policy.max_question_chars} characters"
-        refusal = guard.admit(name)
+        refusal = await guard.admit(name)
         if refusal is not None:
             return f"error: {refusal.message}"
         try:
-            result = agent.run(message)
+            result = await asyncio.to_thread(agent.run, message)
         except AgentcycleError as exc:
             return f"error: {exc}"
-        guard.budget.spend(name, result.total_tokens)
-        guard.usage.answered(name)
+        await guard.answered(name, result.total_tokens)
         return render(result)
 
     # Gradio finds the request argument by its type (annotations are strings here)

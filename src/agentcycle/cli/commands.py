@@ -232,9 +232,13 @@ def app_command(
                       "app (set AGENTCYCLE_API_KEYS or --keys-file)")
     stop_on_sigterm()
     options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
-    with agent_session(settings(), agent, options) as session:
+    from agentcycle.router.shared_state import open_state
+
+    config = settings()
+    state = open_state(config)  # per-key limits: shared by replicas when REDIS_URL is set
+    with agent_session(config, agent, options) as session:
         console.print(f"{agent} agent app on http://{host}:{port} (UI at /ui, API docs at "
-                      "/docs)")
+                      f"/docs); key limits: {state.describe()}")
         app = create_app(session.agent, ready_checks=session.ready_checks,
-                         title=f"agentcycle {agent} agent", policy=policy)
+                         title=f"agentcycle {agent} agent", policy=policy, state=state)
         uvicorn.run(app, host=host, port=port, log_level="warning")

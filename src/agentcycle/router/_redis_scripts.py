@@ -36,3 +36,18 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
+# KEYS: bucket; ARGV: capacity, refill per second -> {1, 0} taken or {0, wait ms}. The
+# server's clock, not each replica's (theirs may differ).
+TAKE = """
+local t = redis.call('TIME')
+local cap, rate, now = tonumber(ARGV[1]), tonumber(ARGV[2]), t[1] + t[2] / 1e6
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]) or cap, tonumber(b[2]) or now
+tokens = math.min(cap, tokens + math.max(0, now - at) * rate)
+local taken = 0
+if tokens >= 1 then tokens, taken = tokens - 1, 1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 60)
+if taken == 1 then return {1, 0} end
+return {0, math.ceil((1 - tokens) / rate * 1000)}
+"""

@@ -9,6 +9,7 @@ never lose each other's increments:
     <prefix>spend:<route>:<day>     INCRBYFLOAT, expires an hour after the UTC day ends
     <prefix>ab:<route>:<key hash>   the first arm a sticky key got (kept 30 days)
     <prefix>rl:<scope>:<window>     INCR per fixed window, expires with it
+    <prefix>tb:<scope>              a token bucket (the agent app's per-key rate)
 
 ``<prefix>`` is ``agentcycle:router:<namespace>:``; the namespace is
 ``AGENTCYCLE_ROUTER_NAMESPACE``, else ``APP_NAME`` (set by the platform per app), else
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from agentcycle.errors import ConfigError, ServiceError
-from agentcycle.router._redis_scripts import ADD_SPEND, CLAIM_PROBE, READ_SPEND, STICKY
+from agentcycle.router._redis_scripts import ADD_SPEND, CLAIM_PROBE, READ_SPEND, STICKY, TAKE
 from agentcycle.router.state import RouterState, utc_day
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class RedisState(RouterState):
             client = aioredis.Redis(connection_pool=pool)
             client.scripts = {name: client.register_script(body) for name, body in (
                 ("probe", CLAIM_PROBE), ("read_spend", READ_SPEND),
-                ("add_spend", ADD_SPEND), ("sticky", STICKY))}
+                ("add_spend", ADD_SPEND), ("sticky", STICKY), ("take", TAKE))}
             self._clients[loop] = client
         return client
 
@@ -308,6 +309,17 @@ class RedisState(RouterState):
         local = super().acount
         result = await self._shared(work, lambda: None)
         return result if result is not None else await local(scope, window_s)
+
+
+    async def atake(self, scope: str, capacity: int, per_s: float) -> float | None:
+        async def work(r: Any) -> float | None:
+            taken, wait_ms = await r.scripts["take"](keys=[self._key("tb", scope)],
+                                                     args=[capacity, per_s])
+            return None if int(taken) else int(wait_ms) / 1000
+
+        local = super().atake
+        result = await self._shared(work, lambda: False)
+        return await local(scope, capacity, per_s) if result is False else result
 
 
 def _day_end(day: str) -> int:

@@ -1,5 +1,5 @@
 """What the router remembers between requests: cooldowns, latency, spend, sticky A/B
-arms, rate-limit counters.
+arms, rate-limit counters and token buckets (the agent app's per-key limits use them too).
 
 One interface, two backends. :class:`RouterState` (here) keeps it in this process, with
 the day's spend read back from the SQLite log after a restart: the embedded default.
@@ -59,6 +59,7 @@ class RouterState:
         self.latency_ms: dict[str, float] = {}
         self._spend: dict[tuple[str, str], float] = {}
         self._counts: dict[tuple[str, int], int] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # scope -> (tokens, at)
         self._loaded: dict[tuple[str, str], float] = {}  # what earlier runs had logged
 
     # -- cooldown ------------------------------------------------------------------
@@ -157,6 +158,17 @@ class RouterState:
             count = self._counts.get((scope, window), 0) + 1
             self._counts[(scope, window)] = count
         return count, (window + 1) * window_s - now
+
+    async def atake(self, scope: str, capacity: int, per_s: float) -> float | None:
+        """Take one token from ``scope``'s bucket (``capacity`` tokens, refilled at
+        ``per_s`` a second): None when taken, else the seconds until one is there."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(scope, (float(capacity), now))
+            tokens = min(float(capacity), tokens + (now - at) * per_s)
+            taken = tokens >= 1.0
+            self._buckets[scope] = (tokens - 1.0 if taken else tokens, now)
+        return None if taken else (1.0 - tokens) / per_s
 
     async def aclose(self) -> None:
         """Release connections (none here)."""
