@@ -58,10 +58,20 @@ docs-serve: $(STAMP)
 # CrewAI in its own environment: its pins (openai<3, aiosqlite~=0.21, portalocker==2.7)
 # conflict with ours. CrewAgent runs crews with it; tests/test_crewai.py uses it.
 CREWAI_VENV ?= .venv-crewai
-crewai-venv: $(CREWAI_VENV)/bin/crewai-ok
+crewai-venv: $(CREWAI_VENV)/bin/crewai-ok $(CREWAI_VENV)/bin/kernel-ok
 $(CREWAI_VENV)/bin/crewai-ok:
 	$(PYTHON) -m venv $(CREWAI_VENV)
 	$(CREWAI_VENV)/bin/pip install --quiet crewai
+	touch $@
+# The CrewAI notebook's Jupyter kernel ("Python 3 (CrewAI)"): ipykernel, and agentcycle's
+# light modules (lab, Settings) without its dependencies, so CrewAI's pins stay; the
+# bundled model is served by agentcycle's own environment, named by AGENTCYCLE_PYTHON.
+$(CREWAI_VENV)/bin/kernel-ok: $(CREWAI_VENV)/bin/crewai-ok
+	$(CREWAI_VENV)/bin/pip install --quiet ipykernel
+	$(CREWAI_VENV)/bin/pip install --quiet --no-deps -e .
+	$(CREWAI_VENV)/bin/python -m ipykernel install --prefix $(abspath $(VENV)) \
+		--name agentcycle-crewai --display-name "Python 3 (CrewAI)" \
+		--env AGENTCYCLE_PYTHON $(abspath $(BIN))/python
 	touch $@
 
 clean:
