@@ -6,7 +6,8 @@ README.md runs, page by page, in order, in one temporary working directory per p
 (``AGENTCYCLE_HOME=<tmp>/home``, the venv's bin first on PATH, no platform variables).
 The directory holds links to the checkout's ``src/``, ``docs/`` and ``benchmarks/``, so a
 block may read the example files a user of the checkout would (``src/agentcycle/examples``).
-Python blocks share one namespace per page, like a doctest session; bash blocks run
+Python blocks share one namespace per page, like a doctest session (a top-level
+``await`` runs on the page's event loop, as in a notebook); bash blocks run
 with ``bash -euo pipefail``; in a console block the ``$ `` lines run and the rest is
 output. ```text blocks are output and never run.
 
@@ -20,6 +21,8 @@ This file is also the page runner: ``python tests/test_docs.py BLOCKS.json``.
 from __future__ import annotations
 
 import ast
+import asyncio
+import inspect
 import io
 import json
 import os
@@ -34,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNABLE = {"python", "py", "bash", "sh", "console", "shell"}
-PAGE_TIMEOUT_S = 240
+PAGE_TIMEOUT_S = 300  # like a notebook's budget
 # A page whose runnable code uses the bundled chat model runs the real model: slow.
 MODEL_USE = re.compile(
     r"chat_model_dir|chat_endpoint|ModelServer|agentcycle (serve|demo|finetune|app)\b|"
@@ -132,14 +135,24 @@ def _console_commands(code: str) -> str:
     return "\n".join(commands) + "\n" if commands else code
 
 
+def _run_python(code: str, filename: str, namespace: dict, loop) -> None:
+    """One block, like a notebook cell: a top-level `await` runs on the page's loop."""
+    compiled = compile(code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = eval(compiled, namespace)  # exec's twin that hands back the coroutine
+    if inspect.iscoroutine(result):
+        loop.run_until_complete(result)
+
+
 def _run_page(blocks: list[Block]) -> int:
     namespace: dict = {"__name__": "__main__"}
+    loop = asyncio.new_event_loop()
     for block in blocks:
         where = f"{block.page}:{block.line} ({block.lang} block)"
         print(f"--- {where}", flush=True)
         if block.lang in {"python", "py"}:
             try:
-                exec(compile(block.code, f"{block.page}:block@{block.line}", "exec"), namespace)
+                # Padded so that a traceback's line numbers are the page's.
+                _run_python("\n" * block.line + block.code, block.page, namespace, loop)
             except BaseException:  # noqa: BLE001 - the page's failure, reported whole
                 traceback.print_exc()
                 print(f"DOCS BLOCK FAILED: {where}", flush=True)
