@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import inspect
 import io
 import json
@@ -312,8 +313,9 @@ def _python_mentions(code: str, page: str, first_line: int) -> list[tuple[str, i
         return found
     for token in tokens:
         line = first_line + token.start[0]
-        if token.type == tokenize.STRING:
-            found += [(page, line, m) for m in _mentions_in(token.string.replace("\\n", "\n"))]
+        if token.type == tokenize.STRING:  # prose too ("agentcycle fast loop"): real roots only
+            text = token.string.replace("\\n", "\n")
+            found += [(page, line, m) for m in _mentions_in(text) if m.split()[1] in _roots()]
         elif token.type == tokenize.COMMENT and (shell := SHELL_ESCAPE.match(token.string)):
             found += [(page, line, m) for m in _mentions_in(shell["command"])]
         elif token.type == tokenize.ERRORTOKEN and token.string == "!":  # an uncommented !cmd
@@ -333,13 +335,22 @@ def _mentions_in(text: str) -> list[str]:
     return mentions
 
 
-def resolve(command: str) -> str | None:
-    """None when `command` names a real command and real options, else what is unknown."""
+@functools.cache
+def _cli_tree():
     import typer.main
 
     from agentcycle.cli.main import app
 
-    current = typer.main.get_command(app)  # typer's own (vendored) click tree
+    return typer.main.get_command(app)  # typer's own (vendored) click tree
+
+
+def _roots() -> set[str]:
+    return set(_cli_tree().commands)
+
+
+def resolve(command: str) -> str | None:
+    """None when `command` names a real command and real options, else what is unknown."""
+    current = _cli_tree()
     words = command.split()[1:]
     path = ["agentcycle"]
     for word in words:
