@@ -384,3 +384,30 @@ def test_named_commands_exist(path: Path, kind: str):
         if problem := resolve(command):
             problems.append(f"{page}:{line}: {problem} (in `{command}`)")
     assert not problems, "\n".join(problems)
+
+
+def test_the_checks_catch_a_wrong_command_and_a_bad_skip_comment():
+    """The checkers themselves: a misspelt command, an unknown option and a skip comment
+    without a reason (or naming a test that does not exist) are each reported."""
+    page = "\n".join([
+        "Run `agentcycle rag ask --nope` or `agentcycle frobnicate`.",
+        "<!-- docs: skip -->",
+        "```bash",
+        "agentcycle router serve --config r.yaml \\",
+        "    --colour red",
+        "```",
+        "<!-- docs: skip covered-by: tests/test_docs.py::test_that_is_not_there -->",
+        "```python",
+        'subprocess.run(["agentcycle", "eval", "runn"])',
+        "```",
+    ])
+    problems = [resolve(c) for _, _, c in command_mentions(page, "x.md", "markdown")]
+    assert sorted(problems) == sorted([
+                        "`agentcycle rag ask` has no option --nope",
+                        "unknown command `agentcycle frobnicate`",
+                        "`agentcycle router serve` has no option --colour",
+                        "unknown command `agentcycle eval runn`"])
+    comments = comment_problems(page, "x.md")
+    assert len(comments) == 2 and "x.md:2" in comments[0] and "x.md:7" in comments[1]
+    assert "no test function test_that_is_not_there" in comments[1]
+    assert _missing_test("tests/test_docs.py::test_site_builds_strictly") is None
