@@ -48,14 +48,33 @@ def _page_param(page: Path):
     return pytest.param(page, id=rel(page), marks=marks)
 
 
+def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    # Not --quiet: it hides the warnings that --strict turns into a failure.
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
+         "--site-dir", str(site)],
+        cwd=config.parent, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
 def test_site_builds_strictly(tmp_path):
     """A broken link, a missing page or a page left out of the nav fails the build."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-         "--config-file", str(REPO / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    result = _mkdocs_build(REPO / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr[-4000:]}"
+
+
+def test_a_strict_build_fails_on_a_broken_link_and_a_page_left_out(tmp_path):
+    """Our config's validation settings turn both into warnings, and --strict into a failure."""
+    config = (REPO / "mkdocs.yml").read_text()
+    validation = config[config.index("\nvalidation:") + 1:config.index("\nnav:") + 1]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# Home\n\n[gone](gone.md)\n")
+    (tmp_path / "docs" / "orphan.md").write_text("# Not in the nav\n")
+    (tmp_path / "mkdocs.yml").write_text(
+        f"site_name: t\nstrict: true\n{validation}nav:\n  - index.md\n")
+    result = _mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert result.returncode != 0
+    assert "gone.md" in result.stderr and "orphan.md" in result.stderr, result.stderr
 
 
 def test_skip_comments_name_a_reason():
