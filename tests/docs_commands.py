@@ -113,18 +113,23 @@ def _roots() -> set[str]:
 
 
 def resolve(command: str) -> str | None:
-    """None when `command` names a real command and real options, else what is unknown."""
-    current = _cli_tree()
+    """None when `command` names a real command and real options, else what is unknown.
+    `agentcycle registry register / promote / list` names three subcommands."""
+    current, parent = _cli_tree(), None
     words = command.split()[1:]
     path = ["agentcycle"]
-    for word in words:
+    for index, word in enumerate(words):
+        if word == "/" or (index and words[index - 1] == "/"):
+            if word != "/" and parent is not None and word not in parent.commands:
+                return f"unknown command `{' '.join(path[:-1])} {word}`"
+            continue
         if not hasattr(current, "commands") or word.startswith("-"):
             break
         if word not in current.commands:
             if re.fullmatch(r"[a-z][a-z0-9-]*", word) or len(path) == 1:
                 return f"unknown command `{' '.join(path)} {word}`"
             break
-        current = current.commands[word]
+        parent, current = current, current.commands[word]
         path.append(word)
     params = current.params
     known = {"--help"} | {o for p in params for o in (*p.opts, *getattr(p, "secondary_opts", ()))}

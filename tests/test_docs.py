@@ -148,6 +148,7 @@ def test_the_checks_catch_a_wrong_command_and_a_bad_skip_comment():
     without a reason (or naming a test that does not exist) are each reported."""
     page = "\n".join([
         "Run `agentcycle rag ask --nope` or `agentcycle frobnicate`.",
+        "| `agentcycle registry register / promote / lisst` | three subcommands |",
         "<!-- docs: skip -->",
         "```bash",
         "agentcycle router serve --config r.yaml \\",
@@ -163,8 +164,9 @@ def test_the_checks_catch_a_wrong_command_and_a_bad_skip_comment():
         "`agentcycle rag ask` has no option --nope",
         "unknown command `agentcycle frobnicate`",
         "`agentcycle router serve` has no option --colour",
-        "unknown command `agentcycle eval runn`"])
+        "unknown command `agentcycle eval runn`",
+        "unknown command `agentcycle registry lisst`"])
     comments = comment_problems(page, "x.md")
-    assert len(comments) == 2 and "x.md:2" in comments[0] and "x.md:7" in comments[1]
+    assert len(comments) == 2 and "x.md:3" in comments[0] and "x.md:8" in comments[1]
     assert "no test function test_that_is_not_there" in comments[1]
     assert missing_test("tests/test_docs.py::test_site_builds_strictly") is None
