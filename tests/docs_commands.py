@@ -18,7 +18,8 @@ OPTION = re.compile(r"(?<![\w-])--[a-zA-Z][\w-]*")
 END_OF_COMMAND = re.compile(r"\s(?:\|\|?|&&|;|2?>)\s|;|`|\)")
 LIST_FORM = re.compile(r"""[\[(]\s*["']agentcycle["']\s*,(?P<args>[^\])]*)""")
 SHELL_ESCAPE = re.compile(r"#\s*!(?P<command>.*)")  # jupytext's commented `!cmd` magic
-CODE_SPAN = re.compile(r"(`+)(?P<code>.+?)\1")
+# Inline code, also wrapped over two lines of a paragraph (never across a blank line).
+CODE_SPAN = re.compile(r"(`+)(?P<code>(?:[^`\n]|\n(?!\s*\n))+?)\1")
 SCANNED_FENCES = {"bash", "sh", "console", "shell", "yaml", "yml", "toml", "make", "makefile",
                   "dockerfile", ""}
 
@@ -44,10 +45,11 @@ def command_mentions(text: str, page: str, kind: str) -> list[tuple[str, int, st
             for offset, line in enumerate(code.splitlines(), 1):
                 line = re.sub(r"(^|\s)#.*", "", line)
                 found += [(page, block.line + offset, m) for m in _mentions_in(line)]
-    for number, line in enumerate(markdown.splitlines(), 1):
-        if number not in fenced_lines:
-            for span in CODE_SPAN.finditer(line):
-                found += [(page, number, m) for m in _mentions_in(span["code"])]
+    prose = "\n".join("" if number in fenced_lines else line
+                      for number, line in enumerate(markdown.splitlines(), 1))
+    for span in CODE_SPAN.finditer(prose):
+        number = prose.count("\n", 0, span.start()) + 1
+        found += [(page, number, m) for m in _mentions_in(span["code"].replace("\n", " "))]
     return found
 
 
