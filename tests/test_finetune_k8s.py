@@ -58,12 +58,25 @@ def test_job_is_valid_and_runs_on_a_gpu_node():
     assert (shell, flag) == ("sh", "-c")
     train, register = (shlex.split(part) for part in script.split(" && "))
     assert train == ["agentcycle", "finetune", "/data/legal/train.jsonl", "--out",
-                     "/data/models/legal-tuned", "--max-steps", "200"]
+                     "/data/models/legal-tuned", "--max-steps", "200", "--resume"]
     assert register == ["agentcycle", "registry", "register", "/data/models/legal-tuned",
                         "--name", "legal"]
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
               if "persistentVolumeClaim" in v]
     assert claims == ["agentcycle-data"]
+
+
+def test_a_retried_pod_resumes_the_checkpoints_of_the_one_before():
+    """backoffLimit retries the pod on the same volume, where `finetune` without --resume
+    refuses the first pod's checkpoints: the command resumes, unless the user chose."""
+    def train_args(finetune_args: list[str]) -> list[str]:
+        [container] = finetune_job_manifest(job(finetune_args=finetune_args))[
+            "spec"]["template"]["spec"]["containers"]
+        return container["command"]
+
+    assert train_args([])[-1] == "--resume"
+    assert train_args(["--overwrite"]).count("--resume") == 0
+    assert train_args(["--no-resume"]).count("--resume") == 0
 
 
 def test_the_schema_check_catches_mistakes():

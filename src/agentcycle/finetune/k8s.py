@@ -152,7 +152,13 @@ def _container(job: FinetuneJob) -> dict[str, Any]:
 
 def _command(job: FinetuneJob) -> list[str]:
     data, out = _on_volume(job.data, job.mount_path), _on_volume(job.out, job.mount_path)
-    train = ["agentcycle", "finetune", data, "--out", out, *job.finetune_args]
+    args = list(job.finetune_args)
+    # A pod the Job retries (backoffLimit) finds the failed one's checkpoints in
+    # OUT.partial/ on the volume, and a plain rerun refuses them: resume instead (with
+    # nothing to resume, --resume starts from scratch). The user's own choice wins.
+    if not {"--resume", "--no-resume", "--overwrite"} & set(args):
+        args.append("--resume")
+    train = ["agentcycle", "finetune", data, "--out", out, *args]
     if not job.register_as:
         return train
     register = ["agentcycle", "registry", "register", out, "--name", job.register_as]
