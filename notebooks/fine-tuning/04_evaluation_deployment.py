@@ -41,15 +41,16 @@
 # %% tags=["parameters"]
 from agentcycle import lab
 
-N_FACTS = lab.sized(ci=4, full=60)  # facts of the Act to train on (6 wordings each)
+N_FACTS = lab.sized(ci=3, full=60)  # facts of the Act to train on (6 wordings each)
 MAX_STEPS = lab.sized(ci=4, full=-1)  # -1: train for EPOCHS instead
 EPOCHS = lab.sized(ci=1.0, full=3.0)
 TOP_LAYERS = lab.sized(ci=2, full=12)  # LoRA on the top N decoder layers
 N_EVAL = lab.sized(ci=3, full=30)  # held-out test questions about the trained facts
 MAX_TOKENS = lab.sized(ci=16, full=48)  # tokens per generated answer
-BENCH_TOKENS = lab.sized(ci=8, full=32)  # tokens per speed measurement
-N_REQUESTS = lab.sized(ci=8, full=48)  # requests of the load test
-CONCURRENCY = lab.sized(ci=4, full=8)
+BENCH_TOKENS = lab.sized(ci=6, full=32)  # tokens per speed and load-test request
+N_REQUESTS = lab.sized(ci=6, full=48)  # requests of the load test
+CONCURRENCY = lab.sized(ci=3, full=8)
+BATCH_SIZE = lab.sized(ci=2, full=8)
 VERIFY_GGUF = lab.sized(ci=False, full=True)  # reload the GGUF and compare logits (~1 min)
 TEMPERATURES = [0.0, 0.7, 1.2]
 SEED = 7
@@ -117,7 +118,8 @@ train_records = [r for r in train_all if r["fact"] in facts]
 train_path = write_jsonl(WORK / "train.jsonl", train_records)
 eval_records = [r for r in test_all if r["fact"] in facts][:N_EVAL]
 
-params = TrainParams(max_steps=MAX_STEPS, epochs=EPOCHS, batch_size=4, top_layers=TOP_LAYERS,
+params = TrainParams(max_steps=MAX_STEPS, epochs=EPOCHS, batch_size=BATCH_SIZE,
+                     top_layers=TOP_LAYERS,
                      learning_rate=1e-3, save_steps=0, seed=SEED)
 result = finetune(to_examples(train_records), WORK / "legal-tuned", BASE_DIR, settings, params,
                   overwrite=True)
@@ -444,7 +446,7 @@ setup_tracking(settings)  # once, before the worker threads open spans
 def traced_ask(index: int) -> dict:
     record = eval_records[index % len(eval_records)]
     with span("legal-chat", "LLM", inputs={"question": record["question"]}) as current:
-        answer = ask(eval_examples[index % len(eval_examples)]["prompt"])
+        answer = ask(eval_examples[index % len(eval_examples)]["prompt"], BENCH_TOKENS)
         current.set_attributes({"gen_ai.response.model": "legal",
                                 "gen_ai.usage.input_tokens": answer["prompt_tokens"],
                                 "gen_ai.usage.output_tokens": answer["tokens"]})
