@@ -95,7 +95,9 @@ async def on_error(exc: Exception) -> None:
 nc = await nats.connect(URL, name="lab-03", disconnected_cb=on_disconnected,
                         reconnected_cb=on_reconnected, error_cb=on_error,
                         connect_timeout=5)
-print(f"connected to {nc.connected_url.netloc} (nats-server {nc.connected_server_version}), "
+version = nc.connected_server_version
+print(f"connected to {nc.connected_url.netloc} "
+      f"(nats-server {version.major}.{version.minor}.{version.patch}), "
       f"max payload {nc.max_payload // 1024} KiB, JetStream "
       f"{'on' if await nc.jetstream().account_info() else 'off'}")
 
