@@ -48,7 +48,7 @@
 # %% tags=["parameters"]
 from agentcycle import lab
 
-MAX_TOKENS = lab.sized(ci=32, full=200)  # per model call: the bundled model writes slowly
+MAX_TOKENS = lab.sized(ci=24, full=200)  # per model call: the bundled model writes slowly
 MAX_ITER = lab.sized(ci=1, full=3)  # CrewAI's reasoning steps per agent and task
 TOPIC = "the tenant's security deposit"
 RESEARCH_QUESTIONS = lab.sized(ci=1, full=3)  # questions for the research team (section 9)
