@@ -62,6 +62,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -384,10 +385,9 @@ print("checkpoints (the newest two are kept):")
 for checkpoint in sorted((WORK / "checkpoints").glob("checkpoint-*")):
     files = {p.name: p.stat().st_size / 2**20 for p in checkpoint.iterdir() if p.is_file()}
     print(f"  {checkpoint.name}: adapter {files['adapter_model.safetensors']:.1f} MiB, "
-          f"optimizer {files['optimizer.pt']:.1f} MiB, {len(files) - 2} small files "
-          "(configs, scheduler, RNG and trainer state)")
-print("resume a killed run with trainer.train(resume_from_checkpoint=True) "
-      "(agentcycle finetune ... --resume)")
+          f"optimizer {files['optimizer.pt']:.1f} MiB, +{len(files) - 2} small files")
+print("(configs, scheduler, RNG and trainer state); resume a killed run with\n"
+      "trainer.train(resume_from_checkpoint=True), or agentcycle finetune ... --resume")
 
 # %% [markdown]
 # Each checkpoint holds the adapter, the optimizer state (Adam's moments: twice the
@@ -418,7 +418,7 @@ trainer.model.save_pretrained(ADAPTER_DIR)
 adapter_config = json.loads((ADAPTER_DIR / "adapter_config.json").read_text())
 for key in ("r", "lora_alpha", "lora_dropout", "target_modules", "base_model_name_or_path"):
     value = adapter_config[key]
-    print(f"{key:>24}: {sorted(value) if isinstance(value, list) else value}")
+    print(f"{key:>24}: {', '.join(sorted(value)) if isinstance(value, list) else value}")
 for path in sorted(ADAPTER_DIR.iterdir()):
     print(f"  {path.name}: {path.stat().st_size / 2**10:.0f} KiB")
 
@@ -519,15 +519,19 @@ script = WORK / "measure_memory.py"
 script.write_text(MEASURE)
 measure_config = {"rank": RANK, "alpha": ALPHA, "targets": TARGETS, "top_layers": TOP_LAYERS,
                   "bf16": native_bf16() and not HAS_CUDA, "example": train_data[0]}
+# The three run side by side, one thread each (their peaks are their own, and loading is
+# single-threaded anyway); ~6 GiB together at their peaks.
+runs = {method: subprocess.Popen(
+    [sys.executable, str(script), method, str(BASE_DIR), str(MEMORY_STEPS),
+     json.dumps(measure_config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+    for method in ("lora", "qlora", "full")}
 measured = {}
-for method in ("lora", "qlora", "full"):
-    run = subprocess.run([sys.executable, str(script), method, str(BASE_DIR),
-                          str(MEMORY_STEPS), json.dumps(measure_config)],
-                         capture_output=True, text=True, check=False,
-                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+for method, run in runs.items():
+    out, err = run.communicate()
     if run.returncode:
-        raise RuntimeError(f"{method} run failed:\n{run.stderr[-2000:]}")
-    measured[method] = json.loads(run.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{method} run failed:\n{err[-2000:]}")
+    measured[method] = json.loads(out.strip().splitlines()[-1])
     print(f"{method:>6}: peak RSS {measured[method]['peak_mib']:,.0f} MiB")
 
 # %% [markdown]
@@ -604,7 +608,7 @@ example = to_examples(chosen[:1], "train.jsonl")[0]
 try:
     tokenize_example(tokenizer, example, max_length=48, where="train.jsonl:1")
 except DataError as error:
-    print("DataError:", error)
+    print(textwrap.fill(f"DataError: {error}", 80))
 
 # %% [markdown]
 # Second, LoRA target names from another architecture (Falcon's fused `query_key_value`)
@@ -619,7 +623,7 @@ tiny = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128,
 try:
     get_peft_model(tiny, LoraConfig(r=4, target_modules=["query_key_value"]))
 except ValueError as error:
-    print("ValueError:", str(error).splitlines()[0][:300])
+    print(textwrap.fill(f"ValueError: {str(error).splitlines()[0]}", 80))
 print("this model's linear layers:",
       sorted({n.split(".")[-1] for n, m in tiny.named_modules()
               if isinstance(m, torch.nn.Linear)}))
