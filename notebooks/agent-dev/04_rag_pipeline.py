@@ -48,7 +48,7 @@ from agentcycle import lab
 TOP_K = 4  # passages retrieved per question
 N_RETRIEVAL_QUESTIONS = lab.sized(ci=60, full=194)  # scored retrieval (no model calls)
 N_ANSWER_QUESTIONS = lab.sized(ci=3, full=20)  # answered by the chat model and scored
-MAX_TOKENS = lab.sized(ci=40, full=96)  # per answer
+MAX_TOKENS = lab.sized(ci=32, full=96)  # per answer
 CHUNK_SIZES = lab.sized(ci=[250, 500, 1000], full=[200, 350, 500, 700, 1000, 1500])
 # On the platform: the name LiteLLM gives its embedding model (see its /models list).
 PLATFORM_EMBEDDING_MODEL = "text-embedding-3-small"
