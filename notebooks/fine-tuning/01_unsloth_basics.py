@@ -381,7 +381,7 @@ hits = {"base": 0, "tuned": 0}
 for record in held_out:
     keyword = record["keywords"][0]
     print(textwrap.fill("Q: " + record["question"], 80))
-    print(f"   expected: {record['answer']}")
+    print(textwrap.fill(f"   expected: {record['answer']}", 80, subsequent_indent="      "))
     for name, model in (("base", base_model), ("tuned", tuned_model)):
         text = answer(model, record)
         found = keyword.lower() in text.lower()
