@@ -360,12 +360,16 @@ print(f"{SUMMARY_FILE}: {len(document)} characters -> {len(chunks)} chunks "
       f"of <= {CHUNK_SIZE}; summarising {len(selected)}")
 
 map_chain = (
-    PromptTemplate.from_template("Summarise this passage of a tenancy law in one "
-                                 "sentence, keeping its numbers:\n\n{chunk}")
+    ChatPromptTemplate.from_messages([
+        ("system", "Summarise the passage of a tenancy law in one sentence that keeps its "
+                   "numbers. Reply with that sentence only."),
+        ("human", "{chunk}")])
     | llm | StrOutputParser())
 reduce_chain = (
-    PromptTemplate.from_template("Combine these partial summaries of a tenancy law into "
-                                 "one short summary:\n\n{summaries}")
+    ChatPromptTemplate.from_messages([
+        ("system", "Combine the partial summaries of a tenancy law into one short summary. "
+                   "Reply with the summary only."),
+        ("human", "{summaries}")])
     | llm | StrOutputParser())
 map_reduce = (
     RunnableLambda(lambda chunks: [{"chunk": chunk} for chunk in chunks])
