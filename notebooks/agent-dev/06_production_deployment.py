@@ -800,10 +800,14 @@ for origin in (UI_ORIGIN, "https://evil.example.com"):
 # Langfuse shows.
 
 # %%
+import litellm
 import pandas as pd
 
 from agentcycle.observe.tracing import setup_tracking
 
+# MLflow prices model spans with LiteLLM's cost map, which knows neither "local" nor
+# "scripted": without this it prints LiteLLM's provider list; our spans carry their cost.
+litellm.suppress_debug_info = True
 mlflow.flush_trace_async_logging()
 traces = mlflow.search_traces(locations=[setup_tracking(settings)], return_type="list",
                               max_results=500)
