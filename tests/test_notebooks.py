@@ -66,7 +66,7 @@ def test_notebook_executes(source: Path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("AGENTCYCLE_NOTEBOOK_PROFILE", "ci")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline plots are drawn
     notebook = jupytext.read(source)
     kernel = notebook.metadata.get("kernelspec", {}).get("name", "python3")
     if kernel != "python3":  # the CrewAI notebook's kernel lives in CrewAI's environment
