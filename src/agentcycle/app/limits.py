@@ -146,10 +146,6 @@ class Usage:
                 "state": budget.state.describe()}
 
 
-def _today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
-
-
 def _to_midnight() -> float:
     now = dt.datetime.now(dt.UTC)
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)

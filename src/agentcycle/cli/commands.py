@@ -210,6 +210,7 @@ def app_command(
     from agentcycle.app.policy import is_loopback
     from agentcycle.errors import ConfigError
     from agentcycle.router.proxy import check_port
+    from agentcycle.router.shared_state import open_state
     from agentcycle.session import AgentOptions, agent_session
 
     overrides = {name: value for name, value in {
@@ -232,11 +233,8 @@ def app_command(
                       "app (set AGENTCYCLE_API_KEYS or --keys-file)")
     stop_on_sigterm()
     options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
-    from agentcycle.router.shared_state import open_state
-
-    config = settings()
-    state = open_state(config)  # per-key limits: shared by replicas when REDIS_URL is set
-    with agent_session(config, agent, options) as session:
+    state = open_state(current)  # per-key limits: shared by replicas when REDIS_URL is set
+    with agent_session(current, agent, options) as session:
         console.print(f"{agent} agent app on http://{host}:{port} (UI at /ui, API docs at "
                       f"/docs); key limits: {state.describe()}")
         app = create_app(session.agent, ready_checks=session.ready_checks,

@@ -318,6 +318,7 @@ class RedisState(RouterState):
             return None if int(taken) else int(wait_ms) / 1000
 
         local = super().atake
+        # None means "taken" here, so Redis being away is told apart by False
         result = await self._shared(work, lambda: False)
         return await local(scope, capacity, per_s) if result is False else result
 
