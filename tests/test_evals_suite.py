@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+import time
 
 import pytest
 
@@ -159,6 +160,7 @@ def test_cases_from_recorded_traces(tmp_path, settings):
     for question, reply in (("Deposit cap?", "1.5 months"), ("Pets?", "1.75 months")):
         with span("rag agent", "AGENT", inputs={"question": question}) as current:
             current.set_outputs({"answer": reply})
+        time.sleep(0.01)  # traces order by millisecond: two in one ms would tie
     with span("other", "CHAIN", inputs={"question": "not an agent run"}):
         pass
     mlflow.flush_trace_async_logging()
