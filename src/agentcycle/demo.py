@@ -23,7 +23,12 @@ from agentcycle.evals.runner import run_suite_sync
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
 from agentcycle.examples.legal import LEGAL_TOOL_PROMPT
 from agentcycle.finetune import TrainParams, finetune, read_jsonl, to_examples
-from agentcycle.finetune.dataprep import sample_per_fact
+from agentcycle.finetune.dataprep import (
+    called_tool,
+    quote_then_answer,
+    sample_per_fact,
+    sample_spread,
+)
 from agentcycle.models import chat_model_dir, embedding_model_dir
 from agentcycle.rag import Embedder, RagAgent, ingest
 from agentcycle.report import ModelEval, ToolEval, write_report
@@ -46,7 +51,10 @@ class DemoOptions:
     tool_test_limit: int | None = 40  # tool use: N held-out cases spread over the suite
     wordings_per_fact: int = 2  # RAG training questions per fact of the Act (6 exist)
     train_limit: int | None = None  # at most N RAG training pairs (a quick slice)
-    tool_records: int | None = 128  # tool-use training records (None: all)
+    tool_records: int | None = 128  # tool-use training records, spread over the tools
+    # "quote": RAG answers quote the supporting sentence, then state the fact (RAFT's
+    # form; docs/benchmarks.md); "short": the data's one-sentence answers.
+    answer_form: str = "quote"
     tools: bool = True  # the tool-use half of the demo
     params: TrainParams = field(default_factory=_default_params)
     concurrency: int = 4
@@ -203,10 +211,13 @@ def _training_examples(options: DemoOptions, base_agent: RagAgent) -> tuple[list
     """RAG pairs (prompts built with the agent's own retrieval) plus tool-use turns."""
     records = sample_per_fact(read_jsonl(legal_split("train")), options.wordings_per_fact,
                               seed=options.seed)[: options.train_limit]
+    if options.answer_form == "quote":
+        records = quote_then_answer(records)
     examples = to_examples(records, legal_split("train"), retrieve=base_agent.retrieve)
     counts = {"train_pairs": len(records), "rag_examples": len(examples)}
     if options.tools:
-        tool_records = read_jsonl(legal_tool_records_path())[: options.tool_records]
+        tool_records = sample_spread(read_jsonl(legal_tool_records_path()),
+                                     options.tool_records, called_tool, seed=options.seed)
         tool_examples = to_examples(tool_records, legal_tool_records_path())
         examples += tool_examples
         counts |= {"tool_records": len(tool_records), "tool_examples": len(tool_examples)}

@@ -1,6 +1,7 @@
 """Dataset preparation: generate, collect, check and split fine-tuning data."""
 
 from agentcycle.finetune.dataprep._io import write_jsonl
+from agentcycle.finetune.dataprep.answers import quote_then_answer, supporting_clauses
 from agentcycle.finetune.dataprep.card import render_card, report_tables, write_card
 from agentcycle.finetune.dataprep.generate import (
     GenerationReport,
@@ -10,7 +11,8 @@ from agentcycle.finetune.dataprep.generate import (
 )
 from agentcycle.finetune.dataprep.leakage import Leak, find_leaks, normalise
 from agentcycle.finetune.dataprep.preference import check_pair, dpo_from_eval, dpo_from_feedback
-from agentcycle.finetune.dataprep.split import sample_per_fact, split_records
+from agentcycle.finetune.dataprep.split import sample_per_fact, sample_spread, split_records
+from agentcycle.finetune.dataprep.toolcalls import called_tool
 from agentcycle.finetune.dataprep.traces import (
     Collected,
     from_langfuse,
@@ -22,7 +24,8 @@ from agentcycle.finetune.dataprep.traces import (
 from agentcycle.finetune.dataprep.validate import DatasetReport, validate_dataset
 
 __all__ = [
-    "Collected", "DatasetReport", "GenerationReport", "Leak", "check_pair", "dpo_from_eval",
+    "Collected", "DatasetReport", "called_tool", "quote_then_answer", "sample_spread",
+    "supporting_clauses", "GenerationReport", "Leak", "check_pair", "dpo_from_eval",
     "dpo_from_feedback", "find_leaks", "from_langfuse", "from_mlflow", "generate_offline",
     "generate_with_teacher", "mlflow_calls", "normalise", "parse_teacher_reply",
     "render_card", "report_tables", "router_feedback", "sample_per_fact", "sft_from_eval",

@@ -118,3 +118,24 @@ def sample_per_fact(records: list[Record], per_fact: int, *, seed: int = 7) -> l
         rng.shuffle(wordings)
         chosen.extend(wordings[:per_fact])
     return chosen
+
+
+def sample_spread(records: list[Record], n: int | None, label: Any, *,
+                  seed: int = 7) -> list[Record]:
+    """``n`` records spread evenly over the classes ``label(record)`` names (a seeded
+    choice within each class, classes taken in turn), so a small sample of a file sorted
+    by class still holds every class: the first 128 tool records held three of the six
+    tools and no record without a call."""
+    if n is None or n >= len(records):
+        return list(records)
+    by_class: dict[str, list[Record]] = {}
+    for record in records:
+        by_class.setdefault(str(label(record)), []).append(record)
+    rng = random.Random(seed)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(by_class.items())]
+    chosen: list[Record] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop())
+    return chosen

@@ -242,6 +242,14 @@ def _draw(spec: Any, rng: random.Random, key: str) -> Any:
 # --- records -> training examples --------------------------------------------------------
 
 
+def called_tool(record: dict[str, Any]) -> str:
+    """The first tool a record's assistant calls; "" when it answers without one."""
+    for message in record.get("messages") or []:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            return str((call.get("function") or {}).get("name") or "")
+    return ""
+
+
 def tool_record_to_examples(record: dict[str, Any], where: str = "record") -> list[Example]:
     """One prompt/completion pair per assistant turn, as text the gate would send the
     model: tools in the system prompt, past calls as ``<tool_call>`` text, results as
