@@ -35,6 +35,7 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     assert [m["label"] for m in report["models"]] == ["base", "fine-tuned"]
     assert report["finetune_steps"] == 3
     assert report["train_pairs"] == report["rag_examples"] == 8
+    assert report["answer_form"] == "quote"  # trained to quote the sentence, then the fact
     # one tool record with a call is two examples (the call, the answer after the result)
     assert report["train_examples"] == 8 + report["tool_examples"] >= 8 + 2
     assert [t["label"] for t in report["tool_use"]] == ["base", "fine-tuned"]

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from agentcycle._progress import phase_progress
+from agentcycle.errors import ConfigError
 from agentcycle.evals import CallableTarget, ScoreContext, Suite, load_suite, publish
 from agentcycle.evals.runner import run_suite_sync
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
@@ -42,6 +43,9 @@ def _default_params() -> TrainParams:
     # Measured in docs/benchmarks.md: LoRA on the top 8 of 30 layers, 2 epochs.
     return TrainParams(epochs=2.0, learning_rate=2e-3, top_layers=8, batch_size=8,
                        max_length=2048, save_steps=0)
+
+
+ANSWER_FORMS = ("quote", "short")
 
 
 @dataclass
@@ -87,6 +91,9 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
              console: Console | None = None) -> DemoResult:
     settings = settings or Settings()
     options = options or DemoOptions()
+    if options.answer_form not in ANSWER_FORMS:
+        raise ConfigError(f"unknown answer form '{options.answer_form}': choose one of "
+                          f"{', '.join(ANSWER_FORMS)}")
     console = console or Console()
     started = time.perf_counter()
     out = settings.ensure_home() / "demo"
@@ -160,6 +167,7 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         "demo_seconds": round(seconds, 1), "test_cases": len(suite.cases),
         "tool_test_cases": len(tool_suite.cases) if options.tools else 0,
         "train_examples": len(examples), **counts, "seed": options.seed,
+        "answer_form": options.answer_form,
     })
     return DemoResult(summaries, tool_summaries, out, tuned.model_dir, tuned.run_id, seconds)
 

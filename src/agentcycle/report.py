@@ -187,7 +187,8 @@ def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
     lines = ["# agentcycle demo report", "",
              f"Legal example, test split: {extra.get('test_cases')} questions never seen in "
              f"training. Fine-tuned on {extra.get('train_examples')} train examples in "
-             f"{extra.get('finetune_steps')} steps ({extra.get('finetune_seconds')} s).", "",
+             f"{extra.get('finetune_steps')} steps ({extra.get('finetune_seconds')} s)"
+             + _answer_form_note(extra.get("answer_form")) + ".", "",
              "| model | accuracy | context recall | similarity | p50 latency (ms) | tokens/s "
              "| cost per 1K tokens (USD) | errors |",
              "|---|---|---|---|---|---|---|---|"]
@@ -264,3 +265,9 @@ def write_chart(path: Path, summaries: list[ModelEval], reference_cost: float = 
     figure.savefig(tmp, dpi=110)
     plt.close(figure)
     os.replace(tmp, path)
+
+
+def _answer_form_note(form: str | None) -> str:
+    if form == "quote":
+        return "; its RAG answers quote the supporting sentence, then state the fact"
+    return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -15,6 +16,11 @@ from agentcycle.cli._common import (
     settings,
     stop_on_sigterm,
 )
+
+
+class AnswerForm(StrEnum):
+    quote = "quote"
+    short = "short"
 
 
 @friendly_errors
@@ -35,6 +41,9 @@ def demo(
     max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
     top_k: int = typer.Option(1, help="Passages retrieved per question."),
     top_layers: int = typer.Option(8, help="LoRA on the top N layers (0: all; slower)."),
+    answer_form: AnswerForm = typer.Option(
+        "quote", help="RAG training answers: quote the supporting sentence, then the fact; "
+                      "or the short answer."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
     from agentcycle.demo import DemoOptions, run_demo
@@ -44,7 +53,7 @@ def demo(
                          top_layers=top_layers or None, max_length=2048, save_steps=0,
                          seed=seed)
     chosen = {"seed": seed, "tools": tools, "test_limit": test_limit, "top_k": top_k,
-              "params": params}
+              "params": params, "answer_form": answer_form.value}
     if tool_test_limit is not None:
         chosen["tool_test_limit"] = tool_test_limit
     if wordings_per_fact is not None:
