@@ -145,12 +145,14 @@ def test_finetune_command_trains_merges_and_logs(tmp_path, settings, embedder):
     ingest(tmp_path / "corpus", "law", settings, embedder=embedder)
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in [
-        {"question": "When is a deposit returned?", "answer": "Within 21 days (§ 1)."},
+        {"question": "When is a deposit returned?", "answer": "Within 21 days (§ 1).",
+         "section": 1, "keywords": ["21 days"],
+         "evidence": "A deposit is returned within 21 days."},
         {"question": "How much notice does a tenant give?", "answer": "35 days' notice (§ 2)."},
     ]) + "\n")
     out = tmp_path / "tuned"
     code, output = run("finetune", str(data), "--out", str(out), "--collection", "law",
-                       "--max-steps", "2", "--top-layers", "2")
+                       "--max-steps", "2", "--top-layers", "2", "--answer-form", "quote")
     assert code == 0, output
     assert "merged model" in output and (out / "model.safetensors").is_file()
     import mlflow
@@ -161,3 +163,8 @@ def test_finetune_command_trains_merges_and_logs(tmp_path, settings, embedder):
     trained = mlflow.artifacts.load_text(f"runs:/{run_info.info.run_id}/{artifact.path}")
     # The prompt is the agent's: the retrieved section is in it.
     assert "A deposit is returned within 21 days." in trained
+    # --answer-form quote: a pair with evidence learns to quote it, then state the fact;
+    # one without evidence trains on its answer as written.
+    answers = [json.loads(line)["completion"][0]["content"] for line in trained.splitlines()]
+    assert answers == ['§ 1: "A deposit is returned within 21 days." Answer: 21 days.',
+                       "35 days' notice (§ 2)."]

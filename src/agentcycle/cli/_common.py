@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -105,3 +106,11 @@ def quiet_libraries() -> None:
     for name in ("mlflow", "LiteLLM", "litellm", "httpx", "transformers", "alembic",
                  "sentence_transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class AnswerForm(StrEnum):
+    """Q&A training answers: as written, or quoting their ``evidence`` sentence first
+    (:func:`agentcycle.finetune.dataprep.quote_then_answer`)."""
+
+    quote = "quote"
+    short = "short"

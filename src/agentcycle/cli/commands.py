@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import time
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from agentcycle.cli._common import (
+    AnswerForm,
     console,
     friendly_errors,
     print_json,
     settings,
     stop_on_sigterm,
 )
-
-
-class AnswerForm(StrEnum):
-    quote = "quote"
-    short = "short"
 
 
 @friendly_errors

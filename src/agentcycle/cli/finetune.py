@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from agentcycle.cli._common import console, friendly_errors, settings
+from agentcycle.cli._common import AnswerForm, console, friendly_errors, settings
 from agentcycle.finetune.methods import METHODS
 
 _METHODS = "|".join(METHODS)
@@ -36,6 +36,9 @@ def finetune(
                                             "OUT.partial/ (same data, model and settings)."),
     overwrite: bool = typer.Option(False, help="Replace OUT (and an interrupted run's "
                                                "OUT.partial/) if it exists."),
+    answer_form: AnswerForm = typer.Option(
+        "short", help="quote: Q&A pairs with an `evidence` sentence train to quote it, "
+                      "then state the fact (what the demo trains; docs/benchmarks.md)."),
 ) -> None:
     """Fine-tune (LoRA, QLoRA, full, DPO, Unsloth); params, loss and artifacts go to MLflow."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -53,7 +56,12 @@ def finetune(
                          save_steps=save_steps)
     params.check()
     check_output_dir(out, overwrite)
-    examples = _examples(config, read_jsonl(data), data, method, collection, top_k)
+    records = read_jsonl(data)
+    if answer_form == AnswerForm.quote:
+        from agentcycle.finetune.dataprep import quote_then_answer
+
+        records = quote_then_answer(records)
+    examples = _examples(config, records, data, method, collection, top_k)
     base = base_model or chat_model_dir(config)
     check_work_dir(out, method, base, params, examples, resume, overwrite)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
