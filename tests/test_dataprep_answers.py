@@ -2,6 +2,8 @@
 
 import collections
 
+import pytest
+
 from agentcycle.demo import legal_tool_records_path
 from agentcycle.examples import legal_split
 from agentcycle.finetune import read_jsonl
@@ -55,3 +57,12 @@ def test_a_spread_sample_holds_every_tool_and_answers_without_one():
     assert sample == sample_spread(records, 128, called_tool, seed=7)
     assert sample != sample_spread(records, 128, called_tool, seed=8)
     assert sample_spread(records, None, called_tool) == records
+
+
+def test_the_demo_refuses_an_unknown_answer_form_before_any_work(settings):
+    from agentcycle.demo import DemoOptions, run_demo
+    from agentcycle.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown answer form 'long': choose one of quote, short"):
+        run_demo(settings, DemoOptions(answer_form="long"))
+    assert not (settings.home / "demo").exists()
