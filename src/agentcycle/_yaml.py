@@ -8,6 +8,7 @@ error's ``loc``) to the 1-based line it came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,3 +151,30 @@ def relevant_errors(errors: list[dict], doc: YamlDoc) -> list[dict]:
                 len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"]
                 for o in errors))]
     return kept or errors
+
+
+# --- writing YAML that Go's YAML 1.2 readers (kubectl, kustomize, Argo CD) read back ---
+
+# PyYAML quotes what YAML 1.1 would read as a number; YAML 1.2 also reads "12e4567" (a
+# git short SHA) as one, and kustomize then fails on an image tag that is not a string.
+_YAML12_NUMBER = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+"
+    r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+class _Yaml12SafeDumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if _YAML12_NUMBER.fullmatch(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return dumper.represent_str(value)
+
+
+_Yaml12SafeDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml12(data: Any, **options: Any) -> str:
+    """``yaml.safe_dump`` whose strings stay strings for YAML 1.2 readers too."""
+    return yaml.dump(data, Dumper=_Yaml12SafeDumper, **options)

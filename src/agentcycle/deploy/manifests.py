@@ -19,8 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from agentcycle._yaml import dump_yaml12
 from agentcycle.deploy._build import build_workflow
 from agentcycle.deploy._workloads import (
     claims,
@@ -91,8 +90,8 @@ def manifests_for(spec: ThinkubeDeployment, target: DeployTarget) -> dict[str, s
 
 
 def dump_yaml(docs: list[Obj]) -> str:
-    body = "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100,
-                                       default_flow_style=False) for d in docs)
+    body = "---\n".join(dump_yaml12(d, sort_keys=False, width=100,
+                                     default_flow_style=False) for d in docs)
     return _HEADER + body
 
 

@@ -182,6 +182,6 @@ def _gpu_affinity(gpu_memory: str) -> dict[str, Any]:
 
 
 def manifest_yaml(manifest: dict[str, Any]) -> str:
-    import yaml
+    from agentcycle._yaml import dump_yaml12
 
-    return yaml.safe_dump(manifest, sort_keys=False, width=100)
+    return dump_yaml12(manifest, sort_keys=False, width=100)
