@@ -12,6 +12,7 @@ from agentcycle.finetune.dataprep import (
     quote_then_answer,
     sample_spread,
     supporting_clauses,
+    with_answer_form,
 )
 
 
@@ -25,6 +26,8 @@ def test_quote_then_answer_quotes_the_evidence_and_states_the_facts():
     assert record["answer"] == "1.5 months' rent (§ 9)."  # the input is left as it was
     no_evidence = {"question": "q", "answer": "a"}
     assert quote_then_answer([no_evidence]) == [no_evidence]
+    assert with_answer_form([record], "quote") == [quoted]
+    assert with_answer_form([record], "short") == [record]
 
 
 def test_a_long_sentence_is_cut_to_the_clauses_that_hold_the_facts():

@@ -201,7 +201,6 @@ def test_kustomize_pins_the_images():
     assert not [o for o in built if o["kind"] == "Application"]
 
 
-
 @needs_kubectl
 def test_a_commit_tag_that_reads_as_a_number_stays_a_string():
     # A short SHA such as 12e4567 is a float to YAML 1.2 (kustomize); CI hit one.
@@ -212,6 +211,7 @@ def test_a_commit_tag_that_reads_as_a_number_stays_a_string():
     images = {c["image"] for o in built if o["kind"] == "Deployment"
               for c in o["spec"]["template"]["spec"]["containers"]}
     assert images == {"registry.thinkube.example/thinkube/legal-agent-agent:12e4567"}
+
 
 def _with(files: dict[str, str], name: str, edit) -> dict[str, str]:
     docs = [d for d in yaml.safe_load_all(files[name]) if d]

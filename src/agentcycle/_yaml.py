@@ -1,4 +1,5 @@
-"""YAML written by hand (router configs, eval suites): errors that name the line.
+"""YAML written by hand (router configs, eval suites): errors that name the line; and
+YAML we write for Go's readers (``dump_yaml12``: strings stay strings).
 
 ``load_yaml`` parses once, keeps the node tree (each node knows its line) beside the
 data, and rejects a key given twice in one mapping (YAML silently keeps the last, so a

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.progress import Progress
 
 from agentcycle._progress import phase_progress
-from agentcycle.errors import ConfigError
 from agentcycle.evals import CallableTarget, ScoreContext, Suite, load_suite, publish
 from agentcycle.evals.runner import run_suite_sync
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
@@ -26,9 +25,10 @@ from agentcycle.examples.legal import LEGAL_TOOL_PROMPT
 from agentcycle.finetune import TrainParams, finetune, read_jsonl, to_examples
 from agentcycle.finetune.dataprep import (
     called_tool,
-    quote_then_answer,
+    check_answer_form,
     sample_per_fact,
     sample_spread,
+    with_answer_form,
 )
 from agentcycle.models import chat_model_dir, embedding_model_dir
 from agentcycle.rag import Embedder, RagAgent, ingest
@@ -43,9 +43,6 @@ def _default_params() -> TrainParams:
     # Measured in docs/benchmarks.md: LoRA on the top 8 of 30 layers, 2 epochs.
     return TrainParams(epochs=2.0, learning_rate=2e-3, top_layers=8, batch_size=8,
                        max_length=2048, save_steps=0)
-
-
-ANSWER_FORMS = ("quote", "short")
 
 
 @dataclass
@@ -91,9 +88,7 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
              console: Console | None = None) -> DemoResult:
     settings = settings or Settings()
     options = options or DemoOptions()
-    if options.answer_form not in ANSWER_FORMS:
-        raise ConfigError(f"unknown answer form '{options.answer_form}': choose one of "
-                          f"{', '.join(ANSWER_FORMS)}")
+    check_answer_form(options.answer_form)  # before any work
     console = console or Console()
     started = time.perf_counter()
     out = settings.ensure_home() / "demo"
@@ -219,8 +214,7 @@ def _training_examples(options: DemoOptions, base_agent: RagAgent) -> tuple[list
     """RAG pairs (prompts built with the agent's own retrieval) plus tool-use turns."""
     records = sample_per_fact(read_jsonl(legal_split("train")), options.wordings_per_fact,
                               seed=options.seed)[: options.train_limit]
-    if options.answer_form == "quote":
-        records = quote_then_answer(records)
+    records = with_answer_form(records, options.answer_form)
     examples = to_examples(records, legal_split("train"), retrieve=base_agent.retrieve)
     counts = {"train_pairs": len(records), "rag_examples": len(examples)}
     if options.tools:

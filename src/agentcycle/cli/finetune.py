@@ -56,11 +56,9 @@ def finetune(
                          save_steps=save_steps)
     params.check()
     check_output_dir(out, overwrite)
-    records = read_jsonl(data)
-    if answer_form == AnswerForm.quote:
-        from agentcycle.finetune.dataprep import quote_then_answer
+    from agentcycle.finetune.dataprep import with_answer_form
 
-        records = quote_then_answer(records)
+    records = with_answer_form(read_jsonl(data), answer_form.value)
     examples = _examples(config, records, data, method, collection, top_k)
     base = base_model or chat_model_dir(config)
     check_work_dir(out, method, base, params, examples, resume, overwrite)

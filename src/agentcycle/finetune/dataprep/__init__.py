@@ -1,7 +1,13 @@
 """Dataset preparation: generate, collect, check and split fine-tuning data."""
 
 from agentcycle.finetune.dataprep._io import write_jsonl
-from agentcycle.finetune.dataprep.answers import quote_then_answer, supporting_clauses
+from agentcycle.finetune.dataprep.answers import (
+    ANSWER_FORMS,
+    check_answer_form,
+    quote_then_answer,
+    supporting_clauses,
+    with_answer_form,
+)
 from agentcycle.finetune.dataprep.card import render_card, report_tables, write_card
 from agentcycle.finetune.dataprep.generate import (
     GenerationReport,
@@ -24,11 +30,11 @@ from agentcycle.finetune.dataprep.traces import (
 from agentcycle.finetune.dataprep.validate import DatasetReport, validate_dataset
 
 __all__ = [
-    "Collected", "DatasetReport", "called_tool", "quote_then_answer", "sample_spread",
-    "supporting_clauses", "GenerationReport", "Leak", "check_pair", "dpo_from_eval",
-    "dpo_from_feedback", "find_leaks", "from_langfuse", "from_mlflow", "generate_offline",
-    "generate_with_teacher", "mlflow_calls", "normalise", "parse_teacher_reply",
-    "render_card", "report_tables", "router_feedback", "sample_per_fact", "sft_from_eval",
-    "split_records",
-    "validate_dataset", "write_card", "write_jsonl",
+    "ANSWER_FORMS", "Collected", "DatasetReport", "GenerationReport", "Leak",
+    "called_tool", "check_answer_form", "check_pair", "dpo_from_eval", "dpo_from_feedback",
+    "find_leaks", "from_langfuse", "from_mlflow", "generate_offline", "generate_with_teacher",
+    "mlflow_calls", "normalise", "parse_teacher_reply", "quote_then_answer", "render_card",
+    "report_tables", "router_feedback", "sample_per_fact", "sample_spread", "sft_from_eval",
+    "split_records", "supporting_clauses", "validate_dataset", "with_answer_form",
+    "write_card", "write_jsonl",
 ]

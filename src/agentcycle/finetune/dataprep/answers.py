@@ -13,9 +13,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agentcycle.errors import ConfigError
+
 Record = dict[str, Any]
 
+ANSWER_FORMS = ("quote", "short")  # short: the answers as the data writes them
 MAX_QUOTE_WORDS = 30  # longer sentences are cut to the clauses that hold the facts
+
+
+def check_answer_form(form: str) -> str:
+    if form not in ANSWER_FORMS:
+        raise ConfigError(f"unknown answer form '{form}': choose one of "
+                          f"{', '.join(ANSWER_FORMS)}")
+    return form
+
+
+def with_answer_form(records: list[Record], form: str) -> list[Record]:
+    """The records in one of :data:`ANSWER_FORMS`: ``quote`` is :func:`quote_then_answer`."""
+    return quote_then_answer(records) if check_answer_form(form) == "quote" else records
 
 
 def quote_then_answer(records: list[Record]) -> list[Record]:

@@ -8,6 +8,7 @@ keywords and section, or same answer) and every copy of one question on the same
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from agentcycle.errors import DataError
@@ -120,7 +121,7 @@ def sample_per_fact(records: list[Record], per_fact: int, *, seed: int = 7) -> l
     return chosen
 
 
-def sample_spread(records: list[Record], n: int | None, label: Any, *,
+def sample_spread(records: list[Record], n: int | None, label: Callable[[Record], str], *,
                   seed: int = 7) -> list[Record]:
     """``n`` records spread evenly over the classes ``label(record)`` names (a seeded
     choice within each class, classes taken in turn), so a small sample of a file sorted
