@@ -123,6 +123,7 @@ def test_callable_targets_accept_text_dicts_outputs_and_answers(tmp_path):
     ("python:nope_module:fn", "cannot import 'nope_module'"),
     ("python:agentcycle.evals.targets:nope", "has no function 'nope'"),
     ("rag:x?top_k=many", "whole number"),
+    ("agent:rag?keep_sentences=0", "'keep_sentences' must be at least 1"),
 ])
 def test_bad_target_strings_say_how_to_write_them(spec, message):
     with pytest.raises(ConfigError, match=message), open_target(spec):

@@ -27,6 +27,7 @@ class AgentOptions:
     collection: str | None = None  # default: the legal example's
     model: str | None = None  # a model dir, or a name served by the server / gateway
     top_k: int = 3
+    keep_sentences: int | None = None  # rag: cut passages to their N closest sentences
     max_tokens: int = 128
     max_steps: int = 5
     tools: list[str] = field(default_factory=list)  # module:function references
@@ -101,6 +102,7 @@ def _rag(settings: Settings, options: AgentOptions) -> Iterator[AgentSession]:
     collection = _collection(options)
     _ensure_legal(settings, collection)
     with rag_session(settings, collection, model=options.model, top_k=options.top_k,
+                     keep_sentences=options.keep_sentences,
                      max_tokens=options.max_tokens) as agent:
         yield AgentSession(agent, {"model": model_check(agent.router),
                                    "qdrant": qdrant_check(settings, collection)})

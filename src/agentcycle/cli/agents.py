@@ -34,6 +34,8 @@ def run(
         None, help="A model dir (served locally) or a name served at AGENTCYCLE_SERVER_URL "
                    "/ LITELLM_ENDPOINT. Default: the bundled model."),
     top_k: int = typer.Option(3, min=1, help="rag: passages retrieved."),
+    keep_sentences: int | None = typer.Option(
+        None, min=1, help="rag: cut the passages to their N sentences closest to the task."),
     max_tokens: int = typer.Option(128, min=1),
     max_steps: int = typer.Option(5, min=1, help="tools: model calls before giving up."),
     tool: list[str] = typer.Option([], "--tool", help="tools: a module:function to offer "
@@ -48,7 +50,8 @@ def run(
 
     stop_on_sigterm()
     options = AgentOptions(collection=collection, model=model, top_k=top_k,
-                           max_tokens=max_tokens, max_steps=max_steps, tools=tool,
+                           keep_sentences=keep_sentences, max_tokens=max_tokens,
+                           max_steps=max_steps, tools=tool,
                            workers=workers, worker=worker, max_iterations=max_iterations)
     with agent_session(settings(), kind, options) as session:
         try:

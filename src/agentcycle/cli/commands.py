@@ -35,6 +35,8 @@ def demo(
     lr: float = typer.Option(2e-3, help="Learning rate."),
     max_steps: int = typer.Option(-1, help="Stop fine-tuning after N steps (-1: epochs)."),
     top_k: int = typer.Option(1, help="Passages retrieved per question."),
+    keep_sentences: int = typer.Option(2, min=0, help="Cut the passages to their N "
+                                       "sentences closest to the question (0: whole)."),
     top_layers: int = typer.Option(8, help="LoRA on the top N layers (0: all; slower)."),
     answer_form: AnswerForm = typer.Option(
         "quote", help="RAG training answers: quote the supporting sentence, then the fact; "
@@ -48,6 +50,7 @@ def demo(
                          top_layers=top_layers or None, max_length=2048, save_steps=0,
                          seed=seed)
     chosen = {"seed": seed, "tools": tools, "test_limit": test_limit, "top_k": top_k,
+              "keep_sentences": keep_sentences or None,
               "params": params, "answer_form": answer_form.value}
     if tool_test_limit is not None:
         chosen["tool_test_limit"] = tool_test_limit
@@ -187,6 +190,9 @@ def app_command(
         None, help="Model dir (e.g. .agentcycle/demo/legal-tuned) or served model name."),
     top_k: int = typer.Option(3, min=1, help="Passages retrieved per question (the demo's "
                                              "tuned model was trained with 1)."),
+    keep_sentences: int | None = typer.Option(
+        None, min=1, help="Cut the passages to their N sentences closest to the question "
+                          "(the demo's tuned model was trained with 2)."),
     tool: list[str] = typer.Option([], "--tool", help="tools: a module:function to offer "
                                                       "besides the legal tools (repeatable)."),
     host: str = typer.Option("127.0.0.1"),
@@ -236,7 +242,8 @@ def app_command(
         console.print("[yellow]warning: no API keys: anyone on this machine may call the "
                       "app (set AGENTCYCLE_API_KEYS or --keys-file)")
     stop_on_sigterm()
-    options = AgentOptions(collection=collection, model=model, top_k=top_k, tools=tool)
+    options = AgentOptions(collection=collection, model=model, top_k=top_k,
+                           keep_sentences=keep_sentences, tools=tool)
     state = open_state(current)  # per-key limits: shared by replicas when REDIS_URL is set
     with agent_session(current, agent, options) as session:
         console.print(f"{agent} agent app on http://{host}:{port} (UI at /ui, API docs at "

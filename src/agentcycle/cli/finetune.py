@@ -30,6 +30,9 @@ def finetune(
     top_layers: int = typer.Option(12, help="LoRA on the top N layers (0: all)."),
     top_k: int = typer.Option(1, help="Passages retrieved into each Q&A prompt (train with "
                                       "the top_k the agent will use)."),
+    keep_sentences: int | None = typer.Option(
+        None, min=1, help="Cut those passages to their N sentences closest to the question "
+                          "(train with the agent's setting; the demo uses 2)."),
     save_steps: int = typer.Option(50, help="Checkpoint every N steps into OUT.partial/ "
                                             "(0: never)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in "
@@ -59,7 +62,7 @@ def finetune(
     from agentcycle.finetune.dataprep import with_answer_form
 
     records = with_answer_form(read_jsonl(data), answer_form.value)
-    examples = _examples(config, records, data, method, collection, top_k)
+    examples = _examples(config, records, data, method, collection, top_k, keep_sentences)
     base = base_model or chat_model_dir(config)
     check_work_dir(out, method, base, params, examples, resume, overwrite)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -81,21 +84,21 @@ def finetune(
                      "send them with `agentcycle publish`"), highlight=False, soft_wrap=True)
 
 
-def _examples(config, records, data: Path, method: str, collection: str | None, top_k: int):
+def _examples(config, records, data: Path, method: str, collection: str | None, top_k: int,
+              keep_sentences: int | None):
     if method == "dpo":
         from agentcycle.finetune.methods.dpo import to_preferences
 
         return to_preferences(records, data)
     from agentcycle.finetune import to_examples
 
-    retrieve = _retriever(config, collection, top_k) if collection else None
+    retrieve = _retriever(config, collection, top_k, keep_sentences) if collection else None
     return to_examples(records, data, retrieve=retrieve)
 
 
-def _retriever(config, collection: str, top_k: int):
+def _retriever(config, collection: str, top_k: int, keep_sentences: int | None):
     from agentcycle.models import embedding_model_dir
-    from agentcycle.rag import ChunkStore, Embedder
+    from agentcycle.rag import ChunkStore, Embedder, Retriever
 
     store = ChunkStore(config, collection).require()
-    embedder = Embedder(embedding_model_dir(config))
-    return lambda question: store.search(embedder.embed([question])[0], top_k)
+    return Retriever(store, Embedder(embedding_model_dir(config)), top_k, keep_sentences)

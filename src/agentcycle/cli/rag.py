@@ -42,6 +42,8 @@ def ask(
         None, help="A model name: served at AGENTCYCLE_SERVER_URL, or a LiteLLM model at "
                    "LITELLM_ENDPOINT. Default: the local model (started if needed)."),
     top_k: int = typer.Option(3, help="Chunks retrieved as context."),
+    keep_sentences: int | None = typer.Option(
+        None, min=1, help="Cut the chunks to their N sentences closest to the question."),
     max_tokens: int = typer.Option(128),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
 ) -> None:
@@ -49,7 +51,7 @@ def ask(
     from agentcycle.rag.session import agent_session
 
     with agent_session(settings(), collection, model=model, top_k=top_k,
-                       max_tokens=max_tokens) as agent:
+                       keep_sentences=keep_sentences, max_tokens=max_tokens) as agent:
         answer = agent.ask(question)
     if as_json:
         print_json(answer.model_dump(exclude={"sources": {"__all__": {"text"}}}))

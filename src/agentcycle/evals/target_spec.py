@@ -7,8 +7,8 @@
 - ``python:package.module:function`` or ``python:path/to/file.py:function``;
 - ``agent:KIND``: any agent (``rag``, ``tools``, ``multi``, ``workflow``, or a user's
   from the ``agentcycle.agents`` entry points or ``module:function``) on the configured
-  or bundled model, options ``collection, model, top_k, max_tokens, max_steps, workers,
-  max_iterations, tool`` (comma-separated module:function references);
+  or bundled model, options ``collection, model, top_k, keep_sentences, max_tokens,
+  max_steps, workers, max_iterations, tool`` (comma-separated module:function references);
 - ``rag:COLLECTION``: the RAG agent over a collection (the legal example's collection
   is ingested on first use).
 
@@ -121,9 +121,9 @@ def _router(rest: str, options: dict[str, str], base_dir: Path | None) -> Iterat
         router.close()  # flush its accounting log
 
 
-_AGENT_OPTIONS = {"collection": str, "model": str, "top_k": int, "max_tokens": int,
-                  "max_steps": int, "workers": int, "worker": str, "max_iterations": int,
-                  "tool": str}
+_AGENT_OPTIONS = {"collection": str, "model": str, "top_k": int, "keep_sentences": int,
+                  "max_tokens": int, "max_steps": int, "workers": int, "worker": str,
+                  "max_iterations": int, "tool": str}
 
 
 @contextlib.contextmanager

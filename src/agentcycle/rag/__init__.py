@@ -5,10 +5,12 @@ from agentcycle.rag.agent import Answer, RagAgent, Source
 from agentcycle.rag.documents import Chunk, Document, load_documents, split_documents
 from agentcycle.rag.ingest import IngestReport, ingest
 from agentcycle.rag.prompt import SYSTEM_PROMPT, build_messages
+from agentcycle.rag.retriever import Retriever
 from agentcycle.rag.store import ChunkStore, Hit
 
 __all__ = [
     "SYSTEM_PROMPT", "Answer", "Chunk", "ChunkStore", "Document", "Embedder", "Hit",
-    "IngestReport", "RagAgent", "Source", "build_messages", "ingest", "load_documents",
+    "IngestReport", "RagAgent", "Retriever", "Source", "build_messages", "ingest",
+    "load_documents",
     "split_documents",
 ]

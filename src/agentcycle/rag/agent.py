@@ -16,6 +16,7 @@ from agentcycle.agents._result import elapsed_ms
 from agentcycle.models.embeddings import Embedder
 from agentcycle.observe.tracing import setup_tracking, span
 from agentcycle.rag.prompt import build_messages
+from agentcycle.rag.retriever import Retriever
 from agentcycle.rag.store import ChunkStore, Hit
 from agentcycle.router import Completion, Router
 from agentcycle.settings import Settings
@@ -38,12 +39,16 @@ class RagAgent(BaseAgent):
     kind = "rag"
 
     def __init__(self, settings: Settings, collection: str, router: Router, *,
-                 embedder: Embedder | None = None, top_k: int = 3, max_tokens: int = 64):
+                 embedder: Embedder | None = None, top_k: int = 3, max_tokens: int = 64,
+                 keep_sentences: int | None = None):
+        """``keep_sentences``: cut the ``top_k`` passages to their N sentences closest to
+        the question (:mod:`agentcycle.rag.compress`); None sends whole passages."""
         from agentcycle.models import embedding_model_dir
 
         self.settings = settings
         self.store = ChunkStore(settings, collection)
         self.embedder = embedder or Embedder(embedding_model_dir(settings))
+        self.retriever = Retriever(self.store, self.embedder, top_k, keep_sentences)
         self.router = router
         self.top_k = top_k
         self.max_tokens = max_tokens
@@ -66,7 +71,7 @@ class RagAgent(BaseAgent):
         with self._lock, span("retrieve", "RETRIEVER", inputs={"question": question},
                   attributes={"agentcycle.collection": self.store.collection},
                   settings=self.settings) as current:
-            hits = self.store.search(self.embedder.embed([question])[0], self.top_k)
+            hits = self.retriever(question)
             current.set_outputs([{"source": h.chunk.citation, "score": h.score} for h in hits])
         return hits
 

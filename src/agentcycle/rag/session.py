@@ -79,9 +79,11 @@ def router_session(settings: Settings, model: str | None = None) -> Iterator[Rou
 
 @contextlib.contextmanager
 def agent_session(settings: Settings, collection: str, *, model: str | None = None,
-                  top_k: int = 3, max_tokens: int = 128) -> Iterator[RagAgent]:
+                  top_k: int = 3, max_tokens: int = 128,
+                  keep_sentences: int | None = None) -> Iterator[RagAgent]:
     from agentcycle.rag.store import ChunkStore
 
     ChunkStore(settings, collection).require()  # before paying for a server start
     with router_session(settings, model) as router:
-        yield RagAgent(settings, collection, router, top_k=top_k, max_tokens=max_tokens)
+        yield RagAgent(settings, collection, router, top_k=top_k, max_tokens=max_tokens,
+                       keep_sentences=keep_sentences)
