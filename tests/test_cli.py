@@ -140,7 +140,8 @@ def test_finetune_command_trains_merges_and_logs(tmp_path, settings, embedder):
 
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "law.md").write_text(
-        "# Law\n\n## § 1. Deposits\nA deposit is returned within 21 days.\n\n"
+        "# Law\n\n## § 1. Deposits\nA deposit is returned within 21 days. Interest on "
+        "it is paid at 2% a year.\n\n"
         "## § 2. Notice\nA tenant gives 35 days' notice.\n")
     ingest(tmp_path / "corpus", "law", settings, embedder=embedder)
     data = tmp_path / "train.jsonl"
@@ -152,7 +153,8 @@ def test_finetune_command_trains_merges_and_logs(tmp_path, settings, embedder):
     ]) + "\n")
     out = tmp_path / "tuned"
     code, output = run("finetune", str(data), "--out", str(out), "--collection", "law",
-                       "--max-steps", "2", "--top-layers", "2", "--answer-form", "quote")
+                       "--max-steps", "2", "--top-layers", "2", "--answer-form", "quote",
+                       "--keep-sentences", "1")
     assert code == 0, output
     assert "merged model" in output and (out / "model.safetensors").is_file()
     import mlflow
@@ -161,8 +163,10 @@ def test_finetune_command_trains_merges_and_logs(tmp_path, settings, embedder):
     assert run_info.data.params["examples"] == "2" and run_info.data.params["top_layers"] == "2"
     [artifact] = mlflow.MlflowClient().list_artifacts(run_info.info.run_id, "data")
     trained = mlflow.artifacts.load_text(f"runs:/{run_info.info.run_id}/{artifact.path}")
-    # The prompt is the agent's: the retrieved section is in it.
+    # The prompt is the agent's: the retrieved section, cut by --keep-sentences 1 to its
+    # sentence closest to the question.
     assert "A deposit is returned within 21 days." in trained
+    assert "Interest on it" not in trained
     # --answer-form quote: a pair with evidence learns to quote it, then state the fact;
     # one without evidence trains on its answer as written.
     answers = [json.loads(line)["completion"][0]["content"] for line in trained.splitlines()]
