@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 
 import pytest
 
@@ -276,3 +277,37 @@ def test_the_suite_gates_fail_an_agent_that_never_calls_a_tool(suite):
     assert silent.metrics["valid_tool_calls.mean"] == 1.0  # nothing invalid: nothing called
     failed = {r.gate.metric for r in check_gates(silent.metrics, suite.gates) if not r.passed}
     assert {"right_tool.mean", "exact_args.mean"} <= failed
+
+
+def _periods_by_section(description: str) -> dict[str, str]:
+    """compute_deadline's list of the Act's periods: '(§ N)' -> the text naming them."""
+    flat = " ".join(description.split())
+    return {m.group(2): m.group(1) for m in re.finditer(r"([^;:]*?(?::[^;]*?)?)\((§ \d+)\)",
+                                                         flat.split("in days unless stated:")[1])}
+
+
+def test_compute_deadline_lists_the_period_of_every_deadline_the_tool_data_teaches(tools):
+    """The model copies a period from the tool's description instead of recalling it: every
+    (section, days) of the tool data's deadline rules is listed there, and the description
+    and the checked-in records carry the same schema (regenerate train.jsonl otherwise)."""
+    import yaml
+
+    from agentcycle.agents.tools import as_tools
+    from agentcycle.finetune import read_jsonl
+
+    description = as_tools([compute_deadline])["compute_deadline"].description
+    listed = _periods_by_section(description)
+    spec = yaml.safe_load((SUITE.parent.parent / "tooluse" / "spec.yaml").read_text())
+    rules = [rule for template in spec["templates"] if template["id"].startswith("deadline-")
+             for rule in template.get("slots", {}).get("rule", [])]
+    assert len(rules) >= 18
+    for rule in rules:
+        assert re.search(rf"(?<![\d-]){rule['days']}\b", listed.get(rule["section"], "")), rule
+    # ...and each period is what the Act says in that section.
+    for section, text in listed.items():
+        act = " ".join(get_section(section.removeprefix("§ "))["text"].split())
+        for number in map(int, re.findall(r"\d+", text)):
+            assert re.search(rf"\b({number}|{number // 7} weeks)\b", act), (section, number)
+    [record] = read_jsonl(SUITE.parent.parent / "tooluse" / "train.jsonl")[:1]
+    trained = {t["function"]["name"]: t["function"] for t in record["tools"]}
+    assert trained["compute_deadline"]["description"] == description

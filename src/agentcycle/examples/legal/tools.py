@@ -110,10 +110,17 @@ def compute_deadline(start_date: str, days: int = 0, business_days: bool = False
                      months: int = 0) -> dict:
     """The date a period of days or months from a start date ends, and its weekday.
 
-    For the Act's deadlines: "within 21 days after the tenancy ends" is
-    start_date=<the day it ended>, days=21. A negative number counts back: notice
-    "at least 90 days before" an increase takes effect is due by start_date=<that date>,
-    days=-90. Give days or months, not both.
+    Set days (or months) to the Act's period for the question; a negative number counts
+    back from start_date. The Act's periods, in days unless stated: lodge a deposit 9 (§ 9);
+    return it 21 after the tenancy ends (§ 11); deposit dispute: evidence 16, appeal 11,
+    undisputed part 4 working days (§ 14); challenge a rent increase 42 after its notice,
+    serve that notice -90 before the increase (§ 17); accept a payment plan 14 (§ 19);
+    non-urgent repair: acknowledge 2 working days, complete 32 (§ 24); mould: inspect 20,
+    structural works 70 (§ 27); tenant's notice 34 (§ 29); Form T-9 notice 4 months, or 7
+    for a long-term tenant (§ 30); hearing 56 after a claim (§ 32); pay a money order 36,
+    appeal a decision 40 (§ 34); keep belongings 44 (§ 36); signed agreement copy 5 (§ 4);
+    register a tenancy 30 (§ 5); landlord's new address 22 (§ 6). Give days or months,
+    not both.
 
     Args:
         start_date: The day the period starts from, as an ISO date (YYYY-MM-DD).
