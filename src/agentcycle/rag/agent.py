@@ -50,7 +50,6 @@ class RagAgent(BaseAgent):
         self.embedder = embedder or Embedder(embedding_model_dir(settings))
         self.retriever = Retriever(self.store, self.embedder, top_k, keep_sentences)
         self.router = router
-        self.top_k = top_k
         self.max_tokens = max_tokens
         self.graph = self._build_graph()
         self._lock = threading.Lock()  # Qdrant local mode is not safe across threads
@@ -66,6 +65,10 @@ class RagAgent(BaseAgent):
         graph.add_edge("retrieve", "generate")
         graph.add_edge("generate", END)
         return graph.compile()
+
+    @property
+    def top_k(self) -> int:
+        return self.retriever.top_k
 
     def retrieve(self, question: str) -> list[Hit]:
         with self._lock, span("retrieve", "RETRIEVER", inputs={"question": question},
