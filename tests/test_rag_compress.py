@@ -55,6 +55,17 @@ def test_compression_groups_kept_sentences_by_section_best_first(embedder):
             assert sentence in " ".join(source.chunk.text.split())
 
 
+def test_a_sentence_two_overlapping_chunks_share_is_kept_once(embedder):
+    overlap = Hit(Chunk(text="## § 9. Protection of deposits\nThe Registry charges a lodging "
+                             "fee of 18 crowns. It is paid by the landlord.",
+                        source="part2.md", index=1, heading="§ 9. Protection of deposits"), 0.4)
+    question = embedder.embed(["What lodging fee does the Registry charge?"])[0]
+    hits = SentenceCompressor(embedder, keep=2).compress(question, [DEPOSITS, overlap])
+    kept = [s for h in hits for s in split_sentences(h.chunk.text.partition("\n")[2])]
+    assert kept.count("The Registry charges a lodging fee of 18 crowns.") == 1
+    assert len(kept) == 2
+
+
 def test_compression_passes_hits_without_sentences_through_and_rejects_keep_zero(embedder):
     empty = Hit(Chunk(text="## § 1. Title\n", source="a.md", index=0, heading="§ 1."), 0.3)
     question = embedder.embed(["anything"])[0]

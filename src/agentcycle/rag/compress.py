@@ -60,10 +60,13 @@ class SentenceCompressor:
         """The hits cut to their closest sentences: one hit per section that keeps any,
         best first; within a hit, sentences best first. Scores become the best
         sentence's cosine similarity to the question."""
-        candidates = []  # (hit index, heading, sentence)
+        candidates, seen = [], set()  # (hit index, heading, sentence)
         for index, hit in enumerate(hits):
             heading, body = _heading_and_body(hit.chunk.text)
-            candidates += [(index, heading, s) for s in split_sentences(body)]
+            for sentence in split_sentences(body):
+                if sentence not in seen:  # overlapping chunks repeat their edge sentences
+                    seen.add(sentence)
+                    candidates.append((index, heading, sentence))
         if not candidates:
             return hits
         scores = self._embed([s for _, _, s in candidates]) @ question_vector
