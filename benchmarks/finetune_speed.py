@@ -47,6 +47,7 @@ def examples(rag: int, tools: int) -> list[dict]:
 
 
 def child(method: str, data: Path, epochs: float) -> None:
+    from agentcycle.demo import TRAIN_MAX_LENGTH
     from agentcycle.finetune import TrainParams
     from agentcycle.finetune.methods import get_method
     from agentcycle.finetune.tokenize import tokenize_examples
@@ -55,11 +56,11 @@ def child(method: str, data: Path, epochs: float) -> None:
     chosen = json.loads(data.read_text())
     base = chat_model_dir()
     params = TrainParams(epochs=epochs, learning_rate=2e-3, top_layers=8, batch_size=8,
-                         max_length=2048, save_steps=0)
+                         max_length=TRAIN_MAX_LENGTH, save_steps=0)
     from transformers import AutoTokenizer
 
     tokens = sum(len(t) for t in tokenize_examples(AutoTokenizer.from_pretrained(base),
-                                                   chosen, 2048)) * epochs
+                                                   chosen, TRAIN_MAX_LENGTH)) * epochs
     work = Path(tempfile.mkdtemp(prefix=f"ft-{method}-"))
     started = time.perf_counter()
     if method == "trl-defaults":

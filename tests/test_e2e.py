@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from agentcycle.demo import DemoOptions, run_demo
+from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, run_demo
 from agentcycle.finetune import TrainParams
 
 
@@ -13,7 +13,8 @@ from agentcycle.finetune import TrainParams
 def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     options = DemoOptions(test_limit=4, train_limit=8, tool_test_limit=2, tool_records=2,
                           concurrency=4, max_tokens=24,
-                          params=TrainParams(max_steps=3, batch_size=2, max_length=2048))
+                          params=TrainParams(max_steps=3, batch_size=2,
+                                             max_length=TRAIN_MAX_LENGTH))
     result = run_demo(settings, options)
 
     base, tuned = result.summaries

@@ -38,11 +38,15 @@ from agentcycle.router.backends import cloud_backend, local_backend
 from agentcycle.serving import ModelServer
 from agentcycle.settings import Settings
 
+# The longest tool-use example (six tool schemas, a search result, the answer) is about
+# 2.3K tokens; a shorter bound refuses it (no answer tokens left).
+TRAIN_MAX_LENGTH = 2560
+
 
 def _default_params() -> TrainParams:
     # Measured in docs/benchmarks.md: LoRA on the top 8 of 30 layers, 2 epochs.
     return TrainParams(epochs=2.0, learning_rate=2e-3, top_layers=8, batch_size=8,
-                       max_length=2048, save_steps=0)
+                       max_length=TRAIN_MAX_LENGTH, save_steps=0)
 
 
 @dataclass

@@ -43,11 +43,11 @@ def demo(
                       "or the short answer."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
-    from agentcycle.demo import DemoOptions, run_demo
+    from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, run_demo
     from agentcycle.finetune import TrainParams
 
     params = TrainParams(epochs=epochs, learning_rate=lr, max_steps=max_steps, batch_size=8,
-                         top_layers=top_layers or None, max_length=2048, save_steps=0,
+                         top_layers=top_layers or None, max_length=TRAIN_MAX_LENGTH, save_steps=0,
                          seed=seed)
     chosen = {"seed": seed, "tools": tools, "test_limit": test_limit, "top_k": top_k,
               "keep_sentences": keep_sentences or None,
