@@ -21,6 +21,11 @@ RENT = Hit(Chunk(
     source="part3.md", index=1, heading="§ 16. Rent increases"), score=0.4)
 
 
+def kept(hits: list[Hit]) -> list[str]:
+    """The sentences the hits keep, below each one's heading line."""
+    return [s for h in hits for s in split_sentences(h.chunk.text.partition("\n")[2])]
+
+
 def test_sentences_split_at_ends_and_paragraphs_but_not_inside_a_citation():
     text = "A claim under § 12. may be refused. Fees are 5 crowns!\n\nIs it late? Yes."
     assert split_sentences(text) == [
@@ -45,13 +50,12 @@ def test_compression_groups_kept_sentences_by_section_best_first(embedder):
     hits = compressor.compress(question, [DEPOSITS, RENT])
     assert hits[0].chunk.heading == "§ 16. Rent increases"  # the best sentence's section
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    kept = [s for h in hits for s in split_sentences(h.chunk.text.partition("\n")[2])]
-    assert len(kept) == 3 and "No increase may take effect during the first 9 months of a " \
-        "tenancy." in kept
+    assert len(kept(hits)) == 3 and "No increase may take effect during the first 9 months " \
+        "of a tenancy." in kept(hits)
     # Every kept sentence is verbatim from its own section.
     for hit in hits:
         source = DEPOSITS if hit.chunk.source == "part2.md" else RENT
-        for sentence in split_sentences(hit.chunk.text.partition("\n")[2]):
+        for sentence in kept([hit]):
             assert sentence in " ".join(source.chunk.text.split())
 
 
@@ -61,9 +65,8 @@ def test_a_sentence_two_overlapping_chunks_share_is_kept_once(embedder):
                         source="part2.md", index=1, heading="§ 9. Protection of deposits"), 0.4)
     question = embedder.embed(["What lodging fee does the Registry charge?"])[0]
     hits = SentenceCompressor(embedder, keep=2).compress(question, [DEPOSITS, overlap])
-    kept = [s for h in hits for s in split_sentences(h.chunk.text.partition("\n")[2])]
-    assert kept.count("The Registry charges a lodging fee of 18 crowns.") == 1
-    assert len(kept) == 2
+    assert kept(hits).count("The Registry charges a lodging fee of 18 crowns.") == 1
+    assert len(kept(hits)) == 2
 
 
 def test_compression_passes_hits_without_sentences_through_and_rejects_keep_zero(embedder):
