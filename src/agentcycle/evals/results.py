@@ -134,7 +134,8 @@ def by_tag(results: list[CaseResult], scorers: list[str]) -> dict[str, dict[str,
         tagged = [r for r in results if tag in r.tags]
         metrics = summarize(tagged, scorers, 0.0)
         out[tag] = {k: metrics[k] for k in ("cases", "accuracy", "errors")} | {
-            f"{s}.mean": metrics[f"{s}.mean"] for s in scorers}
+            f"{s}.{kind}": metrics[f"{s}.{kind}"] for s in scorers
+            for kind in ("mean", "pass_rate")}
     return out
 
 

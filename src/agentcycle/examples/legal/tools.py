@@ -17,8 +17,9 @@ import functools
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from agentcycle.errors import ConfigError
 from agentcycle.examples.legal import legal_corpus_dir
@@ -106,46 +107,94 @@ def _add_business_days(start: date, days: int) -> date:
     return current
 
 
-def compute_deadline(start_date: str, days: int = 0, business_days: bool = False,
-                     months: int = 0) -> dict:
-    """The date a period of days or months from a start date ends, and its weekday.
+@dataclass(frozen=True)
+class Deadline:
+    """One of the Act's deadlines: its period from a start date, and where it is set."""
 
-    Set days (or months) to the Act's period for the question; a negative number counts
-    back from start_date. The Act's periods, in days unless stated: lodge a deposit 9 (§ 9);
-    return it 21 after the tenancy ends (§ 11); deposit dispute: evidence 16, appeal 11,
-    undisputed part 4 working days (§ 14); challenge a rent increase 42 after its notice,
-    serve that notice -90 before the increase (§ 17); accept a payment plan 14 (§ 19);
-    non-urgent repair: acknowledge 2 working days, complete 32 (§ 24); mould: inspect 20,
-    structural works 70 (§ 27); tenant's notice 34 (§ 29); Form T-9 notice 4 months, or 7
-    for a long-term tenant (§ 30); hearing 56 after a claim (§ 32); pay a money order 36,
-    appeal a decision 40 (§ 34); keep belongings 44 (§ 36); signed agreement copy 5 (§ 4);
-    register a tenancy 30 (§ 5); landlord's new address 22 (§ 6). Give days or months,
-    not both.
+    section: str
+    period: str  # as the Act words it, for the answer
+    days: int = 0  # negative: counted back from the start date
+    months: int = 0
+    business_days: bool = False
+
+
+# The Act's deadlines by name. The tool looks the period up, so a model only has to name
+# the situation (which it reads off the question) rather than recall a number.
+DEADLINES: dict[str, Deadline] = {
+    "agreement_copy": Deadline("§ 4", "within 5 days of the tenant's signature", days=5),
+    "tenancy_registration": Deadline("§ 5", "within 30 days of the start of the tenancy",
+                                     days=30),
+    "landlord_address_change": Deadline("§ 6", "within 22 days of the change", days=22),
+    "deposit_lodging": Deadline("§ 9", "within 9 days of receiving the deposit", days=9),
+    "deposit_return": Deadline("§ 11", "within 21 days after the tenancy ends", days=21),
+    "dispute_evidence": Deadline("§ 14", "within 16 days of the referral", days=16),
+    "adjudication_appeal": Deadline("§ 14", "within 11 days of the adjudicator's decision",
+                                    days=11),
+    "undisputed_deposit_release": Deadline("§ 14", "within 4 working days of the referral",
+                                           days=4, business_days=True),
+    "rent_increase_challenge": Deadline("§ 17", "within 42 days of receiving the notice",
+                                        days=42),
+    "rent_increase_notice": Deadline("§ 17", "at least 90 days before the increase takes "
+                                     "effect", days=-90),
+    "payment_plan_acceptance": Deadline("§ 19", "14 days to accept the plan", days=14),
+    "repair_acknowledgement": Deadline("§ 24", "within 2 working days of the notice", days=2,
+                                       business_days=True),
+    "repair_completion": Deadline("§ 24", "within 32 days of the notice", days=32),
+    "mould_inspection": Deadline("§ 27", "within 20 days of the report", days=20),
+    "mould_works": Deadline("§ 27", "within 10 weeks (70 days) of the report", days=70),
+    "tenant_notice": Deadline("§ 29", "at least 34 days' written notice", days=34),
+    "landlord_notice": Deadline("§ 30", "4 months' notice on Form T-9", months=4),
+    "tribunal_hearing": Deadline("§ 32", "within 56 days of the claim", days=56),
+    "money_order_payment": Deadline("§ 34", "within 36 days of the order", days=36),
+    "tribunal_appeal": Deadline("§ 34", "within 40 days of the written decision", days=40),
+    "belongings_storage": Deadline("§ 36", "at least 44 days after the tenancy ends",
+                                   days=44),
+}
+LONG_TERM_NOTICE_MONTHS = 7  # § 30, for a tenant of 7 years or more (§ 2)
+DeadlineRule = Literal[
+    "agreement_copy", "tenancy_registration", "landlord_address_change", "deposit_lodging",
+    "deposit_return", "dispute_evidence", "adjudication_appeal",
+    "undisputed_deposit_release", "rent_increase_challenge", "rent_increase_notice",
+    "payment_plan_acceptance", "repair_acknowledgement", "repair_completion",
+    "mould_inspection", "mould_works", "tenant_notice", "landlord_notice",
+    "tribunal_hearing", "money_order_payment", "tribunal_appeal", "belongings_storage"]
+
+
+def compute_deadline(start_date: str, rule: DeadlineRule, long_term_tenant: bool = False) -> dict:
+    """The last day of one of the Act's deadlines, counted from a start date, with the
+    period and the section that sets it.
 
     Args:
-        start_date: The day the period starts from, as an ISO date (YYYY-MM-DD).
-        days: How many days the period lasts (negative to count back).
-        business_days: Count working days (Monday to Friday) instead of calendar days.
-        months: How many calendar months the period lasts, e.g. 4 for a 4-month notice.
+        start_date: The day the period runs from (the move-out, the notice, the claim, the
+            decision; for rent_increase_notice the day the increase takes effect), as an
+            ISO date (YYYY-MM-DD).
+        rule: Which deadline: the thing to be done, e.g. deposit_return for repaying a
+            deposit after the tenancy ends, landlord_notice for a Form T-9 notice.
+        long_term_tenant: For landlord_notice only: the tenant has lived there 7 years
+            or more, which lengthens the notice.
     """
     start = _parse_date(start_date, "start_date")
-    if days and months:
-        raise LegalToolError("give days or months, not both (e.g. days=21 or months=4)")
-    if not days and not months:
-        raise LegalToolError("give the length of the period: days=21, or months=4")
-    if months and business_days:
-        raise LegalToolError("business_days counts days: use days=, not months=")
+    deadline = DEADLINES.get(str(rule))
+    if deadline is None:
+        raise LegalToolError(f"unknown rule '{rule}': use one of {', '.join(DEADLINES)}")
+    if long_term_tenant and rule != "landlord_notice":
+        raise LegalToolError("long_term_tenant is for rule landlord_notice only")
+    period, months = deadline.period, deadline.months
+    if rule == "landlord_notice" and long_term_tenant:
+        months = LONG_TERM_NOTICE_MONTHS
+        period = f"{months} months' notice on Form T-9 for a long-term tenant"
     try:
         if months:
             end = _add_months(start, months)
-        elif business_days:
-            end = _add_business_days(start, days)
+        elif deadline.business_days:
+            end = _add_business_days(start, deadline.days)
         else:
-            end = start + timedelta(days=days)
+            end = start + timedelta(days=deadline.days)
     except (OverflowError, ValueError):
-        raise LegalToolError("the period is too long: keep it within a few years") from None
-    return {"start_date": start.isoformat(), "days": days, "months": months,
-            "business_days": business_days, "deadline": end.isoformat(),
+        raise LegalToolError("the deadline falls outside the calendar: check start_date") \
+            from None
+    return {"rule": rule, "section": deadline.section, "period": period,
+            "start_date": start.isoformat(), "deadline": end.isoformat(),
             "weekday": calendar.day_name[end.weekday()]}
 
 
