@@ -142,13 +142,18 @@ def test_tool_use_figures_from_case_results():
         _result(c, Output(text="Hello!")),  # a true no-call
         _result(d, Output(text="I am...", tool_calls=[
             call("search_corpus", query="who"), call("nope", error="unknown tool 'nope'")])),
-        _result(e, Output(), error="model call failed"),  # errored: left out
+        _result(e, Output(), error="model call failed"),  # errored: counted as failed
     ]
     figures = tool_use_figures(results, [a, b, c, d, e])
     assert figures == {
-        "valid_call_rate": pytest.approx(2 / 3), "right_tool": 0.5, "exact_args": 0.5,
-        "no_call_precision": 0.5, "no_call_recall": 0.5, "task_success": 0.75,
-        "cases": 4, "call_cases": 2, "no_call_cases": 2, "calls": 3, "uncalled_cases": 2}
+        "valid_call_rate": pytest.approx(2 / 3), "right_tool": pytest.approx(1 / 3),
+        "exact_args": pytest.approx(1 / 3), "no_call_precision": 0.5, "no_call_recall": 0.5,
+        "task_success": 0.6, "cases": 5, "call_cases": 3, "no_call_cases": 2, "calls": 3,
+        "uncalled_cases": 2, "errors": 1}
+    # An errored no-call case is a failed one too (a step limit: it kept calling tools).
+    f = Case(id="f", input="Thanks!")
+    quiet = tool_use_figures([results[2], _result(f, Output(), error="step limit")], [c, f])
+    assert quiet["no_call_recall"] == 0.5 and quiet["errors"] == 1
     # Nothing to measure a figure on: None, not a made-up 0 or 1.
     only_calls = tool_use_figures(results[:1], [a])
     assert only_calls["no_call_precision"] is None and only_calls["no_call_recall"] is None
@@ -191,3 +196,18 @@ def test_the_legal_tools_suite_through_the_runner(tmp_path):
     assert figures["no_call_recall"] == pytest.approx((n_quiet - 1) / n_quiet)
     assert figures["exact_args"] == pytest.approx((n_call - 1) / n_call)
     assert figures["task_success"] == pytest.approx((n_call + n_quiet - 1) / (n_call + n_quiet))
+
+
+def test_an_errored_tool_case_is_a_failed_one_in_the_paired_verdicts():
+    """The demo's paired test over tool cases: a case that ran out of steps is a failure
+    of the model that hit it, not a case left out."""
+    from types import SimpleNamespace
+
+    from agentcycle.report import ToolEval
+
+    a = expecting(call("get_section", number="8"), id="a")
+    e = expecting(call("get_section", number="9"), id="e")
+    right = Output(tool_calls=[call("get_section", number="8")])
+    results = [_result(a, right), _result(e, right, error="step limit reached")]
+    verdicts = ToolEval("tuned", SimpleNamespace(results=results), [a, e]).passed()
+    assert verdicts == {"a": True, "e": False}

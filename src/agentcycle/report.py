@@ -100,9 +100,10 @@ class ToolEval:
         return tool_use_figures(self.run.results, self.cases)
 
     def passed(self) -> dict[str, bool]:
-        return {r.id: all(name in r.scores and r.scores[name].passed
-                          for name in TOOL_DECISION_SCORERS)
-                for r in self.run.results if r.error is None}
+        """Each case's verdict; an errored case (no answer) is a failed one."""
+        return {r.id: r.error is None and all(name in r.scores and r.scores[name].passed
+                                              for name in TOOL_DECISION_SCORERS)
+                for r in self.run.results}
 
     @property
     def accuracy(self) -> float:

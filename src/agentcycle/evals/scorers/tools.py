@@ -309,29 +309,34 @@ def tool_use_figures(results: list[Any], cases: list[Case]) -> dict[str, float |
     cases: ``valid_call_rate`` (per call), ``right_tool`` and ``exact_args`` (share of
     the cases expecting a call that passed), ``no_call_precision`` and
     ``no_call_recall``, ``task_success`` (share of cases), with the counts behind them.
-    A figure without cases to measure it on is None; errored cases are left out."""
+    A figure without cases to measure it on is None. An errored case (the model failed,
+    or ran out of steps without an answer) counts as failed, as in the run's metrics;
+    its calls, if any were recorded, are not judged."""
     expects = {c.id: bool(c.expected_tools) for c in cases}
-    ok = [r for r in results if r.error is None and r.id in expects]
+    scored = [r for r in results if r.id in expects]
+    ok = [r for r in scored if r.error is None]
     calls = sum(len(r.output.tool_calls) for r in ok)
     valid = sum(r.scores["valid_tool_calls"].value * len(r.output.tool_calls)
                 for r in ok if "valid_tool_calls" in r.scores)
-    call_cases = [r for r in ok if expects[r.id]]
+    call_cases = [r for r in scored if expects[r.id]]
     silent = [r for r in ok if not r.output.tool_calls]
-    quiet_cases = [r for r in ok if not expects[r.id]]
+    quiet_cases = [r for r in scored if not expects[r.id]]
 
     def share(items: list[Any], test: Callable[[Any], bool]) -> float | None:
         return sum(map(test, items)) / len(items) if items else None
 
     def passed(name: str) -> Callable[[Any], bool]:
-        return lambda r: name in r.scores and r.scores[name].passed
+        return lambda r: r.error is None and name in r.scores and r.scores[name].passed
 
     return {
         "valid_call_rate": valid / calls if calls else None,
         "right_tool": share(call_cases, passed("right_tool")),
         "exact_args": share(call_cases, passed("exact_args")),
         "no_call_precision": share(silent, lambda r: not expects[r.id]),
-        "no_call_recall": share(quiet_cases, lambda r: not r.output.tool_calls),
-        "task_success": share(ok, passed("task_success")),
-        "cases": len(ok), "call_cases": len(call_cases), "no_call_cases": len(quiet_cases),
-        "calls": calls, "uncalled_cases": len(silent),
+        "no_call_recall": share(quiet_cases,
+                                lambda r: r.error is None and not r.output.tool_calls),
+        "task_success": share(scored, passed("task_success")),
+        "cases": len(scored), "call_cases": len(call_cases),
+        "no_call_cases": len(quiet_cases), "calls": calls, "uncalled_cases": len(silent),
+        "errors": len(scored) - len(ok),
     }
