@@ -95,6 +95,22 @@ def test_one_seed_one_dataset_and_templates_draw_independently():
     assert build_tool_dataset(grown, PURE, seed=0)[1:] == first
 
 
+def test_a_list_slot_gives_each_value_its_share():
+    """200 deadline records over 20 rules must teach every rule: independent draws left
+    one rule a single record. A list slot deals its values in turn, shuffled."""
+    rules = ["deposit_return", "deposit_lodging", "tenant_notice", "mould_works"]
+    spec = small_spec(count=12, slots={"rule": rules, "date": {"date": ["2025-01-01",
+                                                                        "2025-12-31"]}},
+                      prompts=["{{ rule }} from {{ date }}?"],
+                      calls=[{"name": "compute_deadline", "arguments": {
+                          "start_date": "{{ date }}", "rule": "{{ rule }}"}}],
+                      answer="{{ result.deadline }} ({{ result.section }}).")
+    records = build_tool_dataset(spec, PURE, seed=3)[:12]
+    drawn = Counter(json.loads(r["messages"][2]["tool_calls"][0]["function"]["arguments"])
+                    ["rule"] for r in records)
+    assert drawn == dict.fromkeys(rules, 3)
+
+
 @pytest.mark.parametrize(("template", "message"), [
     ({"calls": [{"name": "nope", "arguments": {}}]}, "template 'deposit': calls an unknown "
      "tool .*the tools are: compute_deadline"),
