@@ -151,13 +151,9 @@ DEADLINES: dict[str, Deadline] = {
                                    days=44),
 }
 LONG_TERM_NOTICE_MONTHS = 7  # § 30, for a tenant of 7 years or more (§ 2)
-DeadlineRule = Literal[
-    "agreement_copy", "tenancy_registration", "landlord_address_change", "deposit_lodging",
-    "deposit_return", "dispute_evidence", "adjudication_appeal",
-    "undisputed_deposit_release", "rent_increase_challenge", "rent_increase_notice",
-    "payment_plan_acceptance", "repair_acknowledgement", "repair_completion",
-    "mould_inspection", "mould_works", "tenant_notice", "landlord_notice",
-    "tribunal_hearing", "money_order_payment", "tribunal_appeal", "belongings_storage"]
+# The names the model is offered (a JSON-schema enum), derived from the table so the two
+# cannot drift; a static type checker cannot read it, the tool schema and pydantic can.
+DeadlineRule = Literal[tuple(DEADLINES)]  # type: ignore[valid-type]
 
 
 def compute_deadline(start_date: str, rule: DeadlineRule, long_term_tenant: bool = False) -> dict:
@@ -180,7 +176,7 @@ def compute_deadline(start_date: str, rule: DeadlineRule, long_term_tenant: bool
     if long_term_tenant and rule != "landlord_notice":
         raise LegalToolError("long_term_tenant is for rule landlord_notice only")
     period, months = deadline.period, deadline.months
-    if rule == "landlord_notice" and long_term_tenant:
+    if long_term_tenant:  # landlord_notice, as checked above
         months = LONG_TERM_NOTICE_MONTHS
         period = f"{months} months' notice on Form T-9 for a long-term tenant"
     try:
