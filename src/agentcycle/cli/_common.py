@@ -103,8 +103,10 @@ def quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    # bitsandbytes (imported by peft, which transformers imports) looks up a hub kernel
+    # on AVX512-BF16 CPUs; offline it warns twice and falls back to its own kernel.
     for name in ("mlflow", "LiteLLM", "litellm", "httpx", "transformers", "alembic",
-                 "sentence_transformers", "huggingface_hub"):
+                 "sentence_transformers", "huggingface_hub", "bitsandbytes", "kernels"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
