@@ -7,7 +7,7 @@ each seed, then the mean and spread of the margins, with Wilson intervals and ex
 McNemar p-values.
 
     .venv/bin/python benchmarks/finetune_win.py [--seeds 7,8,9] [--full] [--no-tools]
-        [--json out.json]
+        [--top-layers N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--no-tools", action="store_true")
     parser.add_argument("--tool-test-limit", type=int, default=None)
+    parser.add_argument("--top-layers", type=int, default=None,
+                        help="LoRA on the top N layers (default: the recipe's)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -44,6 +46,8 @@ def main() -> None:
             chosen["tool_test_limit"] = args.tool_test_limit
         options = DemoOptions.full(**chosen) if args.full else DemoOptions(**chosen)
         options.params.seed = seed
+        if args.top_layers is not None:
+            options.params.top_layers = args.top_layers
         result = run_demo(settings, options, console)
         base, tuned = result.summaries[:2]
         reuse = (base, result.tool_summaries[0] if result.tool_summaries else None)
