@@ -69,3 +69,12 @@ def test_the_demo_refuses_an_unknown_answer_form_before_any_work(settings):
     with pytest.raises(ConfigError, match="unknown answer form 'long': choose one of quote, short"):
         run_demo(settings, DemoOptions(answer_form="long"))
     assert not (settings.home / "demo").exists()
+
+
+def test_the_full_recipe_trains_more_layers_unless_told_otherwise():
+    from agentcycle.demo import DemoOptions
+    from agentcycle.finetune import TrainParams
+
+    assert DemoOptions().params.top_layers == 8
+    assert DemoOptions.full().params.top_layers == 16
+    assert DemoOptions.full(params=TrainParams(top_layers=4)).params.top_layers == 4

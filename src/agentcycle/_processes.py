@@ -199,6 +199,11 @@ def stop_tree(process: subprocess.Popen | int, *, grace: float = 10.0,
         _signal_all(pid, targets, signal.SIGKILL)
         _wait_gone(process, targets, time.monotonic() + 5)
     _signal_group(pid, signal.SIGKILL)  # stragglers started in its group after we looked
+    if isinstance(process, subprocess.Popen):
+        # It may have turned zombie just after the last poll(): reap it now, or its
+        # returncode stays None and the zombie stays.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1)
     return time.monotonic() - started
 
 

@@ -37,15 +37,18 @@ def demo(
     top_k: int = typer.Option(1, help="Passages retrieved per question."),
     keep_sentences: int = typer.Option(2, min=0, help="Cut the passages to their N "
                                        "sentences closest to the question (0: whole)."),
-    top_layers: int = typer.Option(8, help="LoRA on the top N layers (0: all; slower)."),
+    top_layers: int | None = typer.Option(
+        None, help="LoRA on the top N layers (default 8, 16 with --full; 0: all; slower)."),
     answer_form: AnswerForm = typer.Option(
         "quote", help="RAG training answers: quote the supporting sentence, then the fact; "
                       "or the short answer."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
-    from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, run_demo
+    from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, default_top_layers, run_demo
     from agentcycle.finetune import TrainParams
 
+    if top_layers is None:
+        top_layers = default_top_layers(full)
     params = TrainParams(epochs=epochs, learning_rate=lr, max_steps=max_steps, batch_size=8,
                          top_layers=top_layers or None, max_length=TRAIN_MAX_LENGTH, save_steps=0,
                          seed=seed)
