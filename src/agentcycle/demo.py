@@ -49,10 +49,10 @@ def default_top_layers(full: bool = False) -> int:
     return 16 if full else 8
 
 
-def _default_params(top_layers: int | None = None) -> TrainParams:
-    # Measured in docs/benchmarks.md: 2 epochs at 2e-3.
+def default_params(full: bool = False) -> TrainParams:
+    """The demo's fine-tune: 2 epochs at 2e-3 (measured in docs/benchmarks.md)."""
     return TrainParams(epochs=2.0, learning_rate=2e-3, batch_size=8,
-                       top_layers=top_layers or default_top_layers(),
+                       top_layers=default_top_layers(full),
                        max_length=TRAIN_MAX_LENGTH, save_steps=0)
 
 
@@ -68,7 +68,7 @@ class DemoOptions:
     # form; docs/benchmarks.md); "short": the data's one-sentence answers.
     answer_form: str = "quote"
     tools: bool = True  # the tool-use half of the demo
-    params: TrainParams = field(default_factory=_default_params)
+    params: TrainParams = field(default_factory=default_params)
     concurrency: int = 4
     max_tokens: int = 48
     # One passage: the cited section ranks first for most test questions, and a 135M
@@ -86,7 +86,7 @@ class DemoOptions:
     def full(cls, **overrides: Any) -> DemoOptions:
         """The longer recipe: every wording, every tool record, every test case."""
         return cls(**{"wordings_per_fact": 6, "tool_records": None, "tool_test_limit": None,
-                      "params": _default_params(default_top_layers(full=True)), **overrides})
+                      "params": default_params(full=True), **overrides})
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -44,14 +45,12 @@ def demo(
                       "or the short answer."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
-    from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, default_top_layers, run_demo
-    from agentcycle.finetune import TrainParams
+    from agentcycle.demo import DemoOptions, default_params, run_demo
 
-    if top_layers is None:
-        top_layers = default_top_layers(full)
-    params = TrainParams(epochs=epochs, learning_rate=lr, max_steps=max_steps, batch_size=8,
-                         top_layers=top_layers or None, max_length=TRAIN_MAX_LENGTH, save_steps=0,
-                         seed=seed)
+    params = dataclasses.replace(default_params(full), epochs=epochs, learning_rate=lr,
+                                 max_steps=max_steps, seed=seed)
+    if top_layers is not None:
+        params.top_layers = top_layers or None  # 0: every layer
     chosen = {"seed": seed, "tools": tools, "test_limit": test_limit, "top_k": top_k,
               "keep_sentences": keep_sentences or None,
               "params": params, "answer_form": answer_form.value}
