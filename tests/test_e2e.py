@@ -1,11 +1,12 @@
 """The real lifecycle on a small slice: real model, real Qdrant local mode, real MLflow,
 real servers on 127.0.0.1, real LoRA training."""
 
+import dataclasses
 import json
 
 import pytest
 
-from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, run_demo
+from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, _base_key, run_demo
 from agentcycle.finetune import TrainParams
 
 
@@ -71,3 +72,34 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     assert len(losses) == 3
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"adapter", "loss_curve.png", "data"} <= artifacts
+
+    # A second demo reuses the base model's answers (same weights, data, settings and
+    # code) and asks only the new tuned model.
+    again = run_demo(settings, dataclasses.replace(
+        options, params=dataclasses.replace(options.params, max_steps=1)))
+    assert again.base_answers_cached == 4 + 2  # RAG cases + tool cases
+    assert ({r.id: r.output.text for r in again.summaries[0].results}
+            == {r.id: r.output.text for r in base.results})
+    assert all(r.cached for r in again.summaries[0].results)
+    assert not any(r.cached for r in again.summaries[1].results + again.tool_summaries[1].results)
+    assert json.loads((again.report_dir / "report.json").read_text())["base_answers_cached"] == 6
+    assert "6 base-model answers reused" in (again.report_dir / "report.md").read_text()
+
+
+def test_the_base_models_cached_answers_are_keyed_by_what_decides_them(settings, tmp_path):
+    from agentcycle._digest import tree_sha256
+    from agentcycle.models import chat_model_dir
+
+    base_dir = chat_model_dir(settings)
+    key = _base_key(settings, base_dir, DemoOptions())
+    assert key == _base_key(settings, base_dir, DemoOptions(seed=8, tool_records=4))
+    for changed in ({"keep_sentences": 3}, {"top_k": 2}, {"max_tokens": 64}):
+        assert _base_key(settings, base_dir, DemoOptions(**changed)) != key, changed
+
+    # weights, corpus and code are hashed by content and name
+    (tmp_path / "a").write_bytes(b"weights")
+    before = tree_sha256(tmp_path)
+    (tmp_path / "a").write_bytes(b"weightz")
+    edited = tree_sha256(tmp_path)
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert len({before, edited, tree_sha256(tmp_path)}) == 3

@@ -59,6 +59,40 @@ def test_a_template_without_assistant_marker_is_refused(tokenizer):
 
 
 @pytest.mark.slow
+def test_suffixes_are_grouped_by_length_so_little_padding_is_computed():
+    assert fast._length_groups([100, 300, 105, 310, 1000]) == [[0, 2], [1, 3], [4]]
+    assert fast._length_groups([100, 300, 1000], slack=float("inf")) == [[0, 1, 2]]
+
+
+def test_a_batch_of_short_and_long_suffixes_gives_the_same_loss_in_length_groups():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = chat_model_dir()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    long = {"prompt": [EXAMPLES[0]["prompt"][0],
+                       {"role": "user", "content": "Question 9: " + "and then? " * 40}],
+            "completion": [{"role": "assistant", "content": "19 days' notice (§ 9)."}]}
+    tokenized = tokenize_examples(tok, [EXAMPLES[0], long], 512)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        reference = [model(input_ids=torch.tensor([t.input_ids]),
+                           labels=torch.tensor([t.labels])).loss.item() for t in tokenized]
+    counts = [t.answer_tokens for t in tokenized]
+    weighted = sum(r * n for r, n in zip(reference, counts, strict=True)) / sum(counts)
+    model = fast._with_lora(model, LoraParams(top_layers=4), range(26, 30))
+    decoder = model.get_base_model().model
+    tolerance = 3e-2 if native_bf16() else 2e-3
+    with torch.no_grad():
+        (grouped,) = fast._cache_lower_layers(decoder, tokenized, 26, 2, 0)
+        (padded,) = fast._cache_lower_layers(decoder, tokenized, 26, 2, 0, slack=float("inf"))
+        assert grouped.prefix.shape[1] > 0, "the system prompt runs once"
+        assert [g[0].shape[0] for g in grouped.groups] == [1, 1]
+        assert len(padded.groups) == 1 and padded.groups[0][0].shape[0] == 2
+        for batch in (grouped, padded):
+            assert fast._loss(model, decoder, batch, 26).item() == pytest.approx(
+                weighted, abs=tolerance)
+
+
 def test_cached_lower_layers_give_the_models_own_loss_and_training_lowers_it(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -17,9 +17,18 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from agentcycle._digest import tree_sha256
 from agentcycle._progress import phase_progress
-from agentcycle.evals import CallableTarget, ScoreContext, Suite, load_suite, publish
+from agentcycle.evals import (
+    CallableTarget,
+    OutputCache,
+    ScoreContext,
+    Suite,
+    load_suite,
+    publish,
+)
 from agentcycle.evals.runner import run_suite_sync
+from agentcycle.evals.targets import digest
 from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir, legal_split
 from agentcycle.examples.legal import LEGAL_TOOL_PROMPT
 from agentcycle.finetune import TrainParams, finetune, read_jsonl, to_examples
@@ -81,6 +90,9 @@ class DemoOptions:
     # The base model's evaluations from an earlier run with the same suites (the
     # benchmark's seeds share one): (RAG, tool use or None). None: evaluate it here.
     reuse_base: tuple[ModelEval, ToolEval | None] | None = None
+    # Reuse the base model's answers cached by an earlier demo when nothing that decides
+    # them changed (_base_key); False: ask the base model again.
+    cache_base: bool = True
 
     @classmethod
     def full(cls, **overrides: Any) -> DemoOptions:
@@ -97,6 +109,7 @@ class DemoResult:
     tuned_model_dir: Path
     finetune_run_id: str
     seconds: float
+    base_answers_cached: int = 0  # base model answers reused from an earlier demo
 
 
 def run_demo(settings: Settings | None = None, options: DemoOptions | None = None,
@@ -127,18 +140,21 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
 
         base_backend = _serve(stack, progress, base_dir, "base", key, logs)
         base_agent = _rag_agent(settings, Router([base_backend]), embedder, options)
+        cache = (stack.enter_context(contextlib.closing(OutputCache.default(settings)))
+                 if options.cache_base and not options.reuse_base else None)
+        base = _Base(label=f"base:{_base_key(settings, base_dir, options)}", cache=cache)
         if options.reuse_base:
             summaries = [options.reuse_base[0]]
             tool_summaries = [t for t in options.reuse_base[1:] if t and options.tools]
         else:
             summaries = [_evaluate(progress, "evaluate base + RAG on the test split",
-                                   base_agent, suite, context, "base", options)]
+                                   base_agent, suite, context, "base", options, base=base)]
             tool_summaries = []
         if options.tools and not tool_summaries:
             tool_summaries.append(_evaluate_tools(
                 progress, "evaluate base + tools on held-out tool prompts",
                 _tool_agent(settings, Router([base_backend]), tools, options), tool_suite,
-                context, "base", options))
+                context, "base", options, base=base))
 
         examples, counts = _training_examples(options, base_agent)
         task = progress.add_task("fine-tune (LoRA) on both train sets", total=None)
@@ -178,8 +194,10 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         "tool_test_cases": len(tool_suite.cases) if options.tools else 0,
         "train_examples": len(examples), **counts, "seed": options.seed,
         "answer_form": options.answer_form,
+        "base_answers_cached": cache.hits if cache else 0,
     })
-    return DemoResult(summaries, tool_summaries, out, tuned.model_dir, tuned.run_id, seconds)
+    return DemoResult(summaries, tool_summaries, out, tuned.model_dir, tuned.run_id, seconds,
+                      base_answers_cached=cache.hits if cache else 0)
 
 
 def register_tuned(settings: Settings, model_dir: Path, finetune_run: str,
@@ -270,15 +288,42 @@ def _tool_agent(settings: Settings, router: Router, tools: list, options: DemoOp
                      max_tokens=96, settings=settings)
 
 
+@dataclass
+class _Base:
+    """How the base model's evaluations are keyed and cached (the tuned model's are
+    never cached: it is new each time)."""
+
+    label: str
+    cache: OutputCache | None
+
+
+def _base_key(settings: Settings, base_dir: Path, options: DemoOptions) -> str:
+    """What decides the base model's answers: its weights, the statute and the embedder
+    (retrieval), the agents' settings, agentcycle's code (prompts, tool schemas,
+    retrieval, serving) and the engine's versions. A change to any of them asks the
+    base model again."""
+    import torch
+    import transformers
+
+    import agentcycle
+
+    return digest(tree_sha256(base_dir), tree_sha256(legal_corpus_dir()),
+                  tree_sha256(embedding_model_dir(settings)),
+                  tree_sha256(Path(agentcycle.__file__).parent, "*.py"),
+                  options.top_k, options.keep_sentences, options.max_tokens,
+                  torch.__version__, transformers.__version__)[:16]
+
+
 def _evaluate(progress: Progress, title: str, agent: Any, suite: Suite,
               context: ScoreContext, label: str, options: DemoOptions,
-              concurrency: int | None = None) -> ModelEval:
-    """One evaluation is one eval run of a legal suite (JSON, HTML, MLflow), uncached:
-    the demo's models are new each time."""
+              concurrency: int | None = None, base: _Base | None = None) -> ModelEval:
+    """One evaluation is one eval run of a legal suite (JSON, HTML, MLflow); only the
+    base model's answers are cached."""
     task = progress.add_task(title, total=len(suite.cases))
-    target = CallableTarget(agent.run, key=f"demo:{suite.name}:{label}")
+    target = CallableTarget(agent.run, key=f"demo:{suite.name}:{base.label if base else label}")
     run = run_suite_sync(suite, target, concurrency=concurrency or options.concurrency,
                          retries=1, context=context, label=f"demo-{label}",
+                         cache=base.cache if base else None,
                          progress=lambda done, total: progress.update(task, completed=done))
     publish(run, settings=context.settings, params={"top_k": options.top_k,
                                                      "keep_sentences": options.keep_sentences,
@@ -288,10 +333,12 @@ def _evaluate(progress: Progress, title: str, agent: Any, suite: Suite,
 
 
 def _evaluate_tools(progress: Progress, title: str, agent: Any, suite: Suite,
-                    context: ScoreContext, label: str, options: DemoOptions) -> ToolEval:
+                    context: ScoreContext, label: str, options: DemoOptions,
+                    base: _Base | None = None) -> ToolEval:
     # One at a time: the engine's continuous batching slows ~1.4K-token tool prompts
     # sharply when several run together (docs/benchmarks.md).
-    run = _evaluate(progress, title, agent, suite, context, label, options, concurrency=1).run
+    run = _evaluate(progress, title, agent, suite, context, label, options, concurrency=1,
+                    base=base).run
     return ToolEval(label, run, suite.cases)
 
 

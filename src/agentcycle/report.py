@@ -223,7 +223,9 @@ def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
                  f"lineage: {extra['registry']['champion']}.", ""] if extra.get("registry")
                 else []),
               f"MLflow fine-tune run: `{extra.get('finetune_run_id')}`; tuned model: "
-              f"`{extra.get('tuned_model_dir')}`; whole demo: {extra.get('demo_seconds')} s.", "",
+              f"`{extra.get('tuned_model_dir')}`; whole demo: {extra.get('demo_seconds')} s"
+              + (f" ({extra['base_answers_cached']} base-model answers reused from an earlier "
+                 "demo)." if extra.get("base_answers_cached") else "."), "",
               "![comparison](report.png)", ""]
     for s in summaries:
         lines += [f"## Sample answers: {s.label}", ""]

@@ -43,6 +43,10 @@ def demo(
     answer_form: AnswerForm = typer.Option(
         "quote", help="RAG training answers: quote the supporting sentence, then the fact; "
                       "or the short answer."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Ask the base model again "
+                                  "instead of reusing its answers from an earlier demo "
+                                  "(reused only when its weights, the data, the settings "
+                                  "and agentcycle's code are unchanged)."),
 ) -> None:
     """Run the whole lifecycle on the legal example and write a report."""
     from agentcycle.demo import DemoOptions, default_params, run_demo
@@ -53,7 +57,8 @@ def demo(
         params.top_layers = top_layers or None  # 0: every layer
     chosen = {"seed": seed, "tools": tools, "test_limit": test_limit, "top_k": top_k,
               "keep_sentences": keep_sentences or None,
-              "params": params, "answer_form": answer_form.value}
+              "params": params, "answer_form": answer_form.value,
+              "cache_base": not no_cache}
     if tool_test_limit is not None:
         chosen["tool_test_limit"] = tool_test_limit
     if wordings_per_fact is not None:
@@ -64,6 +69,10 @@ def demo(
     console.print(_rag_table(result))
     if result.tool_summaries:
         console.print(_tool_table(result))
+    if result.base_answers_cached:
+        console.print(f"the base model's {result.base_answers_cached} answers came from an "
+                      "earlier demo (same weights, data, settings and code; --no-cache asks "
+                      "it again)")
     console.print(f"report: {result.report_dir / 'report.md'} (+ report.json, report.png); "
                   f"took {result.seconds:.0f} s")
 

@@ -9,7 +9,6 @@ local Hugging Face directory that serve, the router's local backend and the app 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agentcycle._digest import file_sha256
 from agentcycle.errors import AgentcycleError, ConfigError, DataError
 from agentcycle.models.registry import (  # noqa: F401  (resolution lives low: models uses it)
     PREFIX,
@@ -50,14 +50,6 @@ class ModelVersion:
     @property
     def uri(self) -> str:
         return f"{PREFIX}{self.name}/{self.version}"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_lineage(data_path: str | Path) -> dict[str, str]:
