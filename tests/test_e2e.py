@@ -81,7 +81,8 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     assert ({r.id: r.output.text for r in again.summaries[0].results}
             == {r.id: r.output.text for r in base.results})
     assert all(r.cached for r in again.summaries[0].results)
-    assert not any(r.cached for r in again.summaries[1].results + again.tool_summaries[1].results)
+    tuned_results = again.summaries[1].results + again.tool_summaries[1].run.results
+    assert not any(r.cached for r in tuned_results)
     assert json.loads((again.report_dir / "report.json").read_text())["base_answers_cached"] == 6
     assert "6 base-model answers reused" in (again.report_dir / "report.md").read_text()
 

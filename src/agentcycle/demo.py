@@ -305,11 +305,9 @@ def _base_key(settings: Settings, base_dir: Path, options: DemoOptions) -> str:
     import torch
     import transformers
 
-    import agentcycle
-
+    package = Path(__file__).parent  # this module lies at the package's top
     return digest(tree_sha256(base_dir), tree_sha256(legal_corpus_dir()),
-                  tree_sha256(embedding_model_dir(settings)),
-                  tree_sha256(Path(agentcycle.__file__).parent, "*.py"),
+                  tree_sha256(embedding_model_dir(settings)), tree_sha256(package, "*.py"),
                   options.top_k, options.keep_sentences, options.max_tokens,
                   torch.__version__, transformers.__version__)[:16]
 
