@@ -84,7 +84,10 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     tuned_results = again.summaries[1].results + again.tool_summaries[1].run.results
     assert not any(r.cached for r in tuned_results)
     assert json.loads((again.report_dir / "report.json").read_text())["base_answers_cached"] == 6
-    assert "6 base-model answers reused" in (again.report_dir / "report.md").read_text()
+    again_markdown = (again.report_dir / "report.md").read_text()
+    assert "6 base-model answers reused" in again_markdown
+    (base_row,) = [line for line in again_markdown.splitlines() if line.startswith("| base |")]
+    assert "| cached |" in base_row, "no tokens/s for answers timed in an earlier run"
 
 
 def test_the_base_models_cached_answers_are_keyed_by_what_decides_them(settings, tmp_path):
@@ -104,3 +107,16 @@ def test_the_base_models_cached_answers_are_keyed_by_what_decides_them(settings,
     edited = tree_sha256(tmp_path)
     (tmp_path / "a").rename(tmp_path / "b")
     assert len({before, edited, tree_sha256(tmp_path)}) == 3
+
+
+def test_a_model_whose_answers_all_came_from_the_cache_shows_no_tokens_per_s():
+    from agentcycle.evals.results import CaseResult, EvalRun
+    from agentcycle.report import ModelEval, _rate
+
+    def summary(*cached: bool) -> ModelEval:
+        results = [CaseResult(id=str(i), input="q", cached=c) for i, c in enumerate(cached)]
+        return ModelEval("m", EvalRun(run_id="r", suite="legal-test", target="t",
+                                      results=results, metrics={"tokens_per_s": 12.5}))
+
+    assert _rate(summary(True, True)) == "cached"  # timed in an earlier run
+    assert _rate(summary(True, False)) == _rate(summary(False, False)) == "12.5"

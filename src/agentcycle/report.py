@@ -183,6 +183,14 @@ def render_tool_markdown(tool_summaries: list[ToolEval], extra: dict[str, Any]) 
     return lines
 
 
+def _rate(summary: ModelEval) -> str:
+    """Tokens/s leaves cached answers out (their time is an earlier run's): a model
+    whose answers all came from the cache has none."""
+    if summary.results and all(r.cached for r in summary.results):
+        return "cached"
+    return f"{summary.tokens_per_s:.1f}"
+
+
 def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
                     tool_summaries: list[ToolEval] | None = None) -> str:
     lines = ["# agentcycle demo report", "",
@@ -196,7 +204,7 @@ def render_markdown(summaries: list[ModelEval], extra: dict[str, Any],
     for s in summaries:
         lines.append(f"| {s.label} | {s.accuracy:.1%} | {s.context_recall:.1%} "
                      f"| {s.similarity:.3f} "
-                     f"| {s.p50_latency_ms:.0f} | {s.tokens_per_s:.1f} "
+                     f"| {s.p50_latency_ms:.0f} | {_rate(s)} "
                      f"| {s.cost_per_1k_tokens:.5f} | {s.errors} |")
     if len(summaries) >= 2:
         base, tuned = summaries[0], summaries[1]
