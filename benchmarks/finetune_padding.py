@@ -58,17 +58,13 @@ def computed_tokens(batches) -> int:
 
 def count(tokenized, batch_size: int, slack: float) -> tuple[int, int]:
     """(real tokens, tokens computed) of one pass, without running the model."""
-    from agentcycle.finetune._fast import _common_prefix, _length_groups
+    from agentcycle.finetune._fast import batch_plan
 
-    order = sorted(range(len(tokenized)), key=lambda i: tokenized[i].input_ids)
     real = computed = 0
-    for begin in range(0, len(order), batch_size):
-        batch = [tokenized[i] for i in order[begin:begin + batch_size]]
-        shared = _common_prefix(batch)
-        lengths = [len(e) - shared for e in batch]
+    for batch, shared, groups in batch_plan(tokenized, batch_size, slack):
         real += sum(len(e) for e in batch)
-        computed += shared + sum(len(g) * max(lengths[i] for i in g)
-                                 for g in _length_groups(lengths, slack))
+        computed += shared + sum(len(group) * (max(len(e) for e in group) - shared)
+                                 for group in groups)
     return real, computed
 
 

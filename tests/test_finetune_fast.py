@@ -58,12 +58,12 @@ def test_a_template_without_assistant_marker_is_refused(tokenizer):
         tokenize_example(Plain(), prefix_only, 512)
 
 
-@pytest.mark.slow
 def test_suffixes_are_grouped_by_length_so_little_padding_is_computed():
     assert fast._length_groups([100, 300, 105, 310, 1000]) == [[0, 2], [1, 3], [4]]
     assert fast._length_groups([100, 300, 1000], slack=float("inf")) == [[0, 1, 2]]
 
 
+@pytest.mark.slow
 def test_a_batch_of_short_and_long_suffixes_gives_the_same_loss_in_length_groups():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,6 +93,7 @@ def test_a_batch_of_short_and_long_suffixes_gives_the_same_loss_in_length_groups
                 weighted, abs=tolerance)
 
 
+@pytest.mark.slow
 def test_cached_lower_layers_give_the_models_own_loss_and_training_lowers_it(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -142,7 +142,8 @@ def run_demo(settings: Settings | None = None, options: DemoOptions | None = Non
         base_agent = _rag_agent(settings, Router([base_backend]), embedder, options)
         cache = (stack.enter_context(contextlib.closing(OutputCache.default(settings)))
                  if options.cache_base and not options.reuse_base else None)
-        base = _Base(label=f"base:{_base_key(settings, base_dir, options)}", cache=cache)
+        base = (_Base(label=f"base:{_base_key(settings, base_dir, options)}", cache=cache)
+                if cache else None)
         if options.reuse_base:
             summaries = [options.reuse_base[0]]
             tool_summaries = [t for t in options.reuse_base[1:] if t and options.tools]
@@ -294,7 +295,7 @@ class _Base:
     never cached: it is new each time)."""
 
     label: str
-    cache: OutputCache | None
+    cache: OutputCache
 
 
 def _base_key(settings: Settings, base_dir: Path, options: DemoOptions) -> str:

@@ -166,9 +166,8 @@ def _run_batch(decoder, prefix, groups: list, layer_range) -> tuple[Any, list]:
     shared = [(cache.layers[i].keys, cache.layers[i].values) for i in layer_range]
     outputs = []
     for hidden in groups:
-        group_cache = DynamicCache(config=decoder.config)
+        group_cache, size = DynamicCache(config=decoder.config), hidden.shape[0]
         for index, (keys, values) in zip(layer_range, shared, strict=True):
-            size = hidden.shape[0]
             group_cache.update(keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1),
                                index)
         outputs.append(_run_layers(decoder, hidden, layer_range, start=prefix.shape[1],
@@ -213,19 +212,27 @@ def _padded(rows: list[list[int]], fill: int):
     return torch.tensor([row + [fill] * (width - len(row)) for row in rows])
 
 
+def batch_plan(tokenized: list[TokenizedExample], batch_size: int,
+               slack: float = PADDING_SLACK):
+    """Batches of examples that start alike, as the loop runs them: for each, (its
+    examples, the length of their shared prefix, its suffixes' length groups)."""
+    order = sorted(range(len(tokenized)), key=lambda i: tokenized[i].input_ids)
+    for begin in range(0, len(order), batch_size):
+        batch = [tokenized[i] for i in order[begin:begin + batch_size]]
+        shared = _common_prefix(batch)
+        groups = [[batch[i] for i in indices]
+                  for indices in _length_groups([len(e) - shared for e in batch], slack)]
+        yield batch, shared, groups
+
+
 def _cache_lower_layers(decoder, tokenized: list[TokenizedExample], split: int,
                         batch_size: int, pad_id: int,
                         slack: float = PADDING_SLACK) -> list[_Batch]:
     """Batches of examples that start alike, the frozen layers' output computed once."""
     import torch
 
-    order = sorted(range(len(tokenized)), key=lambda i: tokenized[i].input_ids)
     batches = []
-    for begin in range(0, len(order), batch_size):
-        batch = [tokenized[i] for i in order[begin:begin + batch_size]]
-        shared = _common_prefix(batch)
-        groups = [[batch[i] for i in indices]
-                  for indices in _length_groups([len(e) - shared for e in batch], slack)]
+    for batch, shared, groups in batch_plan(tokenized, batch_size, slack):
         ids = [_padded([e.input_ids[shared:] for e in group], pad_id) for group in groups]
         labels = [_padded([e.labels[shared:] for e in group], IGNORE_INDEX)
                   for group in groups]
