@@ -1,7 +1,9 @@
 """The real lifecycle on a small slice: real model, real Qdrant local mode, real MLflow,
 real servers on 127.0.0.1, real LoRA training."""
 
+import contextlib
 import dataclasses
+import io
 import json
 
 import pytest
@@ -9,14 +11,14 @@ import pytest
 from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, _base_key, run_demo
 from agentcycle.finetune import TrainParams
 
+SLICE = DemoOptions(test_limit=4, train_limit=8, tool_test_limit=2, tool_records=2,
+                    concurrency=4, max_tokens=24,
+                    params=TrainParams(max_steps=3, batch_size=2, max_length=TRAIN_MAX_LENGTH))
+
 
 @pytest.mark.slow
 def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
-    options = DemoOptions(test_limit=4, train_limit=8, tool_test_limit=2, tool_records=2,
-                          concurrency=4, max_tokens=24,
-                          params=TrainParams(max_steps=3, batch_size=2,
-                                             max_length=TRAIN_MAX_LENGTH))
-    result = run_demo(settings, options)
+    result = run_demo(settings, SLICE)
 
     base, tuned = result.summaries
     assert (base.label, tuned.label) == ("base", "fine-tuned")
@@ -72,11 +74,45 @@ def test_demo_on_a_slice_writes_a_report_and_logs_everything(settings):
     assert len(losses) == 3
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"adapter", "loss_curve.png", "data"} <= artifacts
+    assert report["base_answers_cached"] == 0 and "reused" not in markdown
 
-    # A second demo reuses the base model's answers (same weights, data, settings and
-    # code) and asks only the new tuned model.
+
+@pytest.mark.slow
+def test_the_demos_base_evaluation_is_answered_from_the_cache_the_second_time(
+        settings, legal_agent, embedder):
+    """What a repeat demo relies on, on the session's server: the base model's answers
+    cached under the demo's key, reused and re-scored; another key asks the model."""
+    from rich.console import Console
+
+    from agentcycle._progress import phase_progress
+    from agentcycle.demo import _Base, _evaluate, legal_suite_path
+    from agentcycle.evals import OutputCache, ScoreContext, load_suite
+
+    suite = load_suite(legal_suite_path()).limited(2)
+    context = ScoreContext(settings=settings, embedder=embedder)
+    with (contextlib.closing(OutputCache.default(settings)) as cache,
+          phase_progress(Console(file=io.StringIO())) as progress):
+        def evaluate(key: str):
+            return _evaluate(progress, "base", legal_agent, suite, context, "base", SLICE,
+                             base=_Base(label=key, cache=cache)).run.results
+
+        first = evaluate("base:k1")
+        again = evaluate("base:k1")
+        other = evaluate("base:k2")
+    assert not any(r.cached for r in first) and all(r.cached for r in again)
+    assert [r.output.text for r in again] == [r.output.text for r in first]
+    assert [r.scores for r in again] == [r.scores for r in first]  # scored again, alike
+    assert not any(r.cached for r in other)
+    assert cache.hits == 2
+
+
+@pytest.mark.heavy  # its path: the slice demo and the cached evaluation above
+def test_a_second_demo_reuses_the_base_models_answers(settings):
+    """A second demo reuses the base model's answers (same weights, data, settings and
+    code) and asks only the new tuned model."""
+    base = run_demo(settings, SLICE).summaries[0]
     again = run_demo(settings, dataclasses.replace(
-        options, params=dataclasses.replace(options.params, max_steps=1)))
+        SLICE, params=dataclasses.replace(SLICE.params, max_steps=1)))
     assert again.base_answers_cached == 4 + 2  # RAG cases + tool cases
     assert ({r.id: r.output.text for r in again.summaries[0].results}
             == {r.id: r.output.text for r in base.results})

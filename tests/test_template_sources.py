@@ -172,11 +172,10 @@ def test_the_rendered_project_passes_ruff(project) -> None:
 
 # Each project's own suite is 30-90 s (a pytest process importing agentcycle, MLflow
 # and LiteLLM, agents built on the scripted model); tests/test_templates_ci.py runs all
-# four through `agentcycle new` in the default run, so here the default run takes the
-# quickest (the tool agent's) and `make test-all` the others.
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=() if n == "tkt-tool-agent" else pytest.mark.heavy)
-    for n in TEMPLATES])
+# four, the same ./run_tests.sh, through `agentcycle new` in the default run, so these
+# run in `make test-all` only.
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", TEMPLATES)
 def test_the_generated_project_passes_its_own_unit_tests(name: str, tmp_path: Path) -> None:
     run_project_tests(render(name, tmp_path), timeout=600)
 

@@ -567,7 +567,10 @@ def create_agent_app(name: str, base_url: str, api_key: str, model: str,
         worker = asyncio.create_task(task_worker(app))
         yield
         worker.cancel()
-        await app.state.nc.drain()
+        await asyncio.gather(worker, return_exceptions=True)  # its fetch ends first
+        # close, not drain: every put above was acknowledged, and drain() on the pull
+        # consumer's subscription held each app's shutdown past 10 s.
+        await app.state.nc.close()
         await app.state.client.close()
 
     app = FastAPI(title=name, version="1.0.0", lifespan=lifespan)
