@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from agentcycle._hardware import native_bf16
 from agentcycle.demo import TRAIN_MAX_LENGTH, DemoOptions, _base_key, run_demo
 from agentcycle.finetune import TrainParams
 
@@ -135,6 +136,9 @@ def test_the_base_models_cached_answers_are_keyed_by_what_decides_them(settings,
     assert key == _base_key(settings, base_dir, DemoOptions(seed=8, tool_records=4))
     for changed in ({"keep_sentences": 3}, {"top_k": 2}, {"max_tokens": 64}):
         assert _base_key(settings, base_dir, DemoOptions(**changed)) != key, changed
+    with pytest.MonkeyPatch.context() as patch:  # the engine's dtype on the other CPU kind
+        patch.setattr("agentcycle.demo.native_bf16", lambda: not native_bf16())
+        assert _base_key(settings, base_dir, DemoOptions()) != key
 
     # weights, corpus and code are hashed by content and name
     (tmp_path / "a").write_bytes(b"weights")

@@ -18,7 +18,8 @@ BUDGET_S = 300  # per notebook, on 2 cores (issue 12)
 # These reach the suite's model server as a notebook on the platform reaches one (named by
 # AGENTCYCLE_SERVER_URL): each saves a server start, ~20 s on 2 cores. The others start
 # the bundled model themselves, as on a user's laptop.
-ON_A_RUNNING_SERVER = {"agent-dev/04_rag_pipeline", "agent-dev/06_production_deployment",
+ON_A_RUNNING_SERVER = {"agent-dev/02_langgraph_workflows", "agent-dev/04_rag_pipeline",
+                       "agent-dev/06_production_deployment",
                        "fine-tuning/03_dataset_preparation"}
 TIMES = REPO / ".agentcycle" / "notebook-times.json"
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from agentcycle._digest import tree_sha256
+from agentcycle._hardware import native_bf16
 from agentcycle._progress import phase_progress
 from agentcycle.evals import (
     CallableTarget,
@@ -301,8 +302,9 @@ class _Base:
 def _base_key(settings: Settings, base_dir: Path, options: DemoOptions) -> str:
     """What decides the base model's answers: its weights, the statute and the embedder
     (retrieval), the agents' settings, agentcycle's code (prompts, tool schemas,
-    retrieval, serving) and the engine's versions. A change to any of them asks the
-    base model again."""
+    retrieval, serving), the engine's versions and its dtype (bf16 where the CPU has it:
+    a data dir shared by machines of both kinds must not mix them). A change to any of
+    them asks the base model again."""
     import torch
     import transformers
 
@@ -310,7 +312,7 @@ def _base_key(settings: Settings, base_dir: Path, options: DemoOptions) -> str:
     return digest(tree_sha256(base_dir), tree_sha256(legal_corpus_dir()),
                   tree_sha256(embedding_model_dir(settings)), tree_sha256(package, "*.py"),
                   options.top_k, options.keep_sentences, options.max_tokens,
-                  torch.__version__, transformers.__version__)[:16]
+                  torch.__version__, transformers.__version__, native_bf16())[:16]
 
 
 def _evaluate(progress: Progress, title: str, agent: Any, suite: Suite,
