@@ -67,6 +67,15 @@ def base_server(base_model_dir):
 
 
 @pytest.fixture
+def base_server_by_name(monkeypatch, base_server):
+    """The session's server named by the platform's variables, as a deployed agent or a
+    notebook on the platform reaches its model server."""
+    monkeypatch.setenv("AGENTCYCLE_SERVER_URL", base_server.base_url)
+    monkeypatch.setenv("THINKUBE_API_TOKEN", base_server.api_key)
+    return base_server
+
+
+@pytest.fixture
 def settings(isolated_home):
     from agentcycle.settings import Settings
 

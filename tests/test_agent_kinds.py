@@ -16,14 +16,12 @@ run = cli_run
 
 
 @pytest.fixture
-def served(monkeypatch, base_server, embedder):
+def served(base_server_by_name, embedder):
     """The real model server, reached by name as a deployed agent reaches it."""
     from agentcycle.examples import LEGAL_COLLECTION, legal_corpus_dir
     from agentcycle.rag import ingest
     from agentcycle.settings import Settings
 
-    monkeypatch.setenv("AGENTCYCLE_SERVER_URL", base_server.base_url)
-    monkeypatch.setenv("THINKUBE_API_TOKEN", "test-key")
     ingest(legal_corpus_dir(), LEGAL_COLLECTION, Settings(), embedder=embedder)
 
 

@@ -74,9 +74,7 @@ def test_notebook_executes(source: Path, tmp_path, monkeypatch, request):
 
     monkeypatch.setenv("AGENTCYCLE_NOTEBOOK_PROFILE", "ci")
     if _id(source) in ON_A_RUNNING_SERVER:
-        monkeypatch.setenv("AGENTCYCLE_SERVER_URL",
-                           request.getfixturevalue("base_server").base_url)
-        monkeypatch.setenv("THINKUBE_API_TOKEN", "test-key")
+        request.getfixturevalue("base_server_by_name")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline plots are drawn
     notebook = jupytext.read(source)
     kernel = notebook.metadata.get("kernelspec", {}).get("name", "python3")
