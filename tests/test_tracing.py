@@ -42,8 +42,10 @@ def test_traces_cli_prints_a_table_and_json(legal_agent, settings):
     legal_agent.ask("Who decides disputes between landlords and tenants?")
     _flush()
     runner = CliRunner()
-    table = runner.invoke(app, ["traces", "--last", "5"], env={"COLUMNS": "160"})
+    table = runner.invoke(app, ["traces", "--last", "5"], env={"COLUMNS": "80"})
     assert table.exit_code == 0 and "rag agent" in table.output
+    # Readable at 80 columns: one line per run, the question cut, not the names.
+    assert "Who decides" in table.output and max(map(len, table.output.splitlines())) <= 80
     data = json.loads(runner.invoke(app, ["traces", "--json"]).output)
     assert data[0]["name"] == "rag agent" and data[0]["completion_tokens"] > 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from agentcycle.cli._common import (
     AnswerForm,
@@ -181,13 +182,18 @@ def traces(last: int = typer.Option(10, "--last", "-n"),
     if as_json:
         print_json([asdict(r) for r in rows])
         return
-    table = Table(title=f"last {len(rows)} traces")
-    for column in ("time", "name", "status", "ms", "model", "tokens in/out", "cost $"):
-        table.add_column(column)
-    table.add_column("question", overflow="ellipsis", no_wrap=True, max_width=40)
+    # Readable at 80 columns: compact cells that never wrap, and the question (one
+    # line, cut with an ellipsis) takes whatever width is left.
+    table = Table(title=f"last {len(rows)} traces", box=None, collapse_padding=True,
+                  show_edge=False)
+    for column in ("time", "name", "status", "s", "model", "tokens", "cost $"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("question", min_width=12)
     for r in rows:
-        table.add_row(r.time[5:], r.name, r.status, f"{r.latency_ms:.0f}", r.model,
-                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.4f}", r.question)
+        table.add_row(r.time[5:16], r.name, r.status,
+                      f"{r.latency_ms / 1000:.1f}", r.model,
+                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.4f}",
+                      Text(r.question, no_wrap=True, overflow="ellipsis"))
     console.print(table)
 
 
