@@ -28,13 +28,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agentcycle demo
 
+# Two workers, one test file each at a time (module fixtures stay whole; each worker
+# starts its own session servers): on 2 cores the suite spends half its time waiting
+# on servers and subprocesses, so two files at once take ~55% of the serial time.
+# TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
-	$(BIN)/pytest -m ""
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m ""
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
