@@ -33,7 +33,7 @@ demo: $(STAMP)
 # on servers and subprocesses, so two files at once take ~55% of the serial time.
 # TEST_WORKERS=0 runs it serially.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks

@@ -29,17 +29,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-# The longest test files (minutes each on 2 cores), started first: `make test` runs the
-# files on two workers (pytest-xdist, one file per worker at a time), and a long file
-# begun last would leave one worker running it alone at the end.
-_LONGEST_FILES = ["test_notebooks.py", "test_templates_ci.py", "test_e2e.py", "test_docs.py",
-                  "test_export.py", "test_lifecycle.py", "test_mlflow_down.py"]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(_LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
-
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
