@@ -152,8 +152,9 @@ def openai_fake_app(answer: str = "The deposit must be returned within 21 days."
 
 def chat_app(respond, usage: tuple[int, int] = (100, 20)) -> FastAPI:
     """OpenAI chat completions whose message is ``respond(body)`` (a dict: the assistant
-    message, with ``tool_calls`` or ``content``), or a Response ``respond`` returns as it
-    is (an error status). ``app.state.requests`` records the bodies."""
+    message, with ``tool_calls`` or ``content``, and optionally the ``finish_reason``), or
+    a Response ``respond`` returns as it is (an error status). ``app.state.requests``
+    records the bodies."""
     from fastapi.responses import Response
 
     app = FastAPI()
@@ -166,11 +167,13 @@ def chat_app(respond, usage: tuple[int, int] = (100, 20)) -> FastAPI:
         message = respond(body)
         if isinstance(message, Response):
             return message
+        message = dict(message)
+        finish = message.pop("finish_reason", None) or (
+            "tool_calls" if message.get("tool_calls") else "stop")
         return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", **message},
-                             "finish_reason": "tool_calls" if message.get("tool_calls")
-                             else "stop"}],
+                             "finish_reason": finish}],
                 "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                           "total_tokens": sum(usage)}}
 

@@ -310,6 +310,29 @@ def test_the_shipped_train_set(train):
     assert spec["system_ref"] == "agentcycle.examples.legal:LEGAL_TOOL_PROMPT"
 
 
+def test_every_turn_the_model_must_write_fits_the_demos_tool_turn_cap(train, suite,
+                                                                     base_model_dir):
+    # At a cap of 96 tokens, two calls in one turn (up to 97 tokens with the end marker)
+    # were cut and the second call lost: the cap must hold the longest turn the data
+    # teaches and the longest the suite expects.
+    from transformers import AutoTokenizer
+
+    from agentcycle.demo import DemoOptions
+    from agentcycle.serving.toolcalls import call_text
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+
+    def tokens(text: str) -> int:  # with the end-of-turn marker the model writes last
+        return len(tokenizer(text + tokenizer.eos_token, add_special_tokens=False).input_ids)
+
+    taught = max(tokens(e["completion"][0]["content"]) for r in train
+                 for e in tool_record_to_examples(r))
+    expected = max(tokens("\n".join(call_text({"function": c.model_dump()})
+                                    for c in case.expected_tools))
+                   for case in suite.cases if case.expected_tools)
+    assert 90 <= max(taught, expected) < DemoOptions().tool_max_tokens
+
+
 def test_the_suite_holds_out_new_cases(suite):
     held = [c for c in suite.cases if "held-out" in c.tags]
     assert len(suite.cases) >= 110 and len(held) >= 34

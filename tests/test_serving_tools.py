@@ -200,6 +200,30 @@ def test_stream_rewriter_emits_openai_tool_call_deltas():
     assert out[-1]["usage"] == {"total_tokens": 3} and out[-1]["model"] == "m"
 
 
+CUT = CALL + '\n<tool_call>\n{"name": "get_ti'  # a second call cut at max_tokens
+
+
+def test_a_turn_cut_at_max_tokens_keeps_its_whole_calls_and_says_length():
+    body = {"choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": CUT}}]}
+    (choice,) = rewrite_completion(body)["choices"]
+    (whole,) = choice["message"]["tool_calls"]
+    assert whole["function"]["name"] == "get_weather"
+    assert choice["finish_reason"] == "length"  # not "tool_calls": a call may be lost
+    assert choice["message"]["content"].startswith("<tool_call>")  # the cut one, as text
+
+
+def test_a_streamed_turn_cut_at_max_tokens_ends_with_length():
+    rewriter = StreamRewriter()
+    base = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    out = rewriter.chunk({**base, "choices": [{"index": 0, "delta": {"content": CUT}}]})
+    out += rewriter.chunk({**base, "choices": [
+        {"index": 0, "delta": {}, "finish_reason": "length"}]})
+    calls = [c for o in out for c in o["choices"][0]["delta"].get("tool_calls", [])]
+    assert [c["function"]["name"] for c in calls] == ["get_weather"]
+    assert out[-1]["choices"][0]["finish_reason"] == "length"
+
+
 # --- the prompt ------------------------------------------------------------------------
 
 def test_tools_and_history_render_into_the_prompt():

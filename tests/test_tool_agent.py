@@ -115,6 +115,18 @@ def test_a_call_then_an_answer(scripted):
     assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "get_section"
 
 
+def test_a_turn_cut_at_max_tokens_is_marked_in_its_step(scripted):
+    # The engine stopped at max_tokens after one whole call: a second may be lost, and
+    # the step must say so (a missing call would otherwise read as the model's choice).
+    cut = {**call("get_section", {"number": "8"}), "finish_reason": "length"}
+    agent, _ = scripted([cut, say("Two months' rent (§ 8).")])
+    result = agent.run("Quote section 8 and tell me the deadline.")
+    first, tool_step, last = result.steps
+    assert first.detail["cut_at_max_tokens"] is True and first.detail["tool_calls"] == 1
+    assert "cut_at_max_tokens" not in last.detail and result.status == "completed"
+    assert [c.name for c in result.tool_calls] == ["get_section"]
+
+
 @pytest.mark.parametrize(("bad_call", "expected"), [
     (call("lookup", {"q": "x"}), "unknown tool 'lookup'; the tools are: get_section, slow_tool"),
     (call("get_section", "{number: 8"), "not valid JSON"),

@@ -75,8 +75,16 @@ class Completion:
 
     @property
     def tool_calls(self) -> list[dict[str, Any]]:
-        choices = self.raw.get("choices") or [{}]
-        return (choices[0].get("message") or {}).get("tool_calls") or []
+        return (self._choice.get("message") or {}).get("tool_calls") or []
+
+    @property
+    def finish_reason(self) -> str | None:
+        """``length`` when the answer was cut at max_tokens."""
+        return self._choice.get("finish_reason")
+
+    @property
+    def _choice(self) -> dict[str, Any]:
+        return (self.raw.get("choices") or [{}])[0]
 
 
 @dataclass

@@ -263,8 +263,17 @@ def rewrite_completion(body: dict) -> dict:
         content, calls = split_tool_calls(content)
         if calls:
             message["content"], message["tool_calls"] = content, calls
-            choice["finish_reason"] = "tool_calls"
+            choice["finish_reason"] = _finish_reason(choice.get("finish_reason"), bool(calls))
     return body
+
+
+def _finish_reason(engine: str | None, has_calls: bool) -> str | None:
+    """``tool_calls`` when calls were parsed, but ``length`` stays: a turn cut at
+    max_tokens may have lost a call after the ones that closed, and the caller must be
+    able to tell (OpenAI reports ``length`` for a cut turn too)."""
+    if engine == "length" or not has_calls:
+        return engine
+    return "tool_calls"
 
 
 class StreamRewriter:
@@ -295,7 +304,7 @@ class StreamRewriter:
                 out.append(self._make(index, delta))
             out += [self._item(index, item) for item in items]
             if finish:
-                out.append(self._make(index, {}, "tool_calls" if parser.calls else finish))
+                out.append(self._make(index, {}, _finish_reason(finish, parser.calls > 0)))
         if "usage" in data:  # on the last chunk, where it came (the engine's final chunk)
             if not out:
                 out.append({**self._envelope, "choices": []})
