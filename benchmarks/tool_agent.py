@@ -36,8 +36,8 @@ def main() -> None:
     # at once here (4 together: 410 s, one alone: ~9 s), so one case at a time.
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=4)
-    # A call fits in ~40 tokens; the 135M model rarely stops by itself.
-    parser.add_argument("--max-tokens", type=int, default=64)
+    # The demo's cap: one call fits in ~60 tokens, two in one turn in up to 97.
+    parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
