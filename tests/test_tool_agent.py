@@ -125,6 +125,9 @@ def test_a_turn_cut_at_max_tokens_is_marked_in_its_step(scripted):
     assert first.detail["cut_at_max_tokens"] is True and first.detail["tool_calls"] == 1
     assert "cut_at_max_tokens" not in last.detail and result.status == "completed"
     assert [c.name for c in result.tool_calls] == ["get_section"]
+    assert to_output(result).truncated  # and the eval's output records it
+    whole = scripted([call("get_section", {"number": "8"}), say("Two months' rent.")])[0]
+    assert not to_output(whole.run("Quote section 8.")).truncated
 
 
 @pytest.mark.parametrize(("bad_call", "expected"), [

@@ -40,6 +40,21 @@ class Step(BaseModel):
     latency_ms: float = 0.0
     detail: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def model_call(cls, name: str, *, latency_ms: float, backend: str,
+                   finish_reason: str | None, **detail: Any) -> Step:
+        """The step of one model call. A call cut at max_tokens (finish reason
+        ``length``) says so: its answer may stop mid-sentence, or a tool call after the
+        ones that closed may be lost, which would otherwise read as the model's choice."""
+        if finish_reason == "length":
+            detail["cut_at_max_tokens"] = True
+        return cls(kind="llm", name=name, latency_ms=round(latency_ms, 1),
+                   detail={"backend": backend, **detail})
+
+    @property
+    def cut_at_max_tokens(self) -> bool:
+        return bool(self.detail.get("cut_at_max_tokens"))
+
 
 class AgentResult(BaseModel):
     """What an agent run produced, and what it cost."""

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from agentcycle.agents import AgentResult, ToolCallRecord
+from agentcycle.agents import AgentResult, Step, ToolCallRecord
 from agentcycle.errors import ConfigError, ServiceError
 from agentcycle.evals.types import Case, Context, Output, ToolCall
 
@@ -120,16 +120,19 @@ class OpenAITarget:
             {"Authorization": f"Bearer {self.api_key}"})
         latency_ms = (time.perf_counter() - started) * 1000
         try:
-            message = data["choices"][0]["message"]
+            choice = data["choices"][0]
+            message = choice["message"]
         except (KeyError, IndexError, TypeError):
             raise TargetError(f"{self.base_url}: no choices in the response") from None
         usage = data.get("usage") or {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(
             usage.get("completion_tokens") or 0)
         model = data.get("model") or self.model
+        step = Step.model_call("chat completion", latency_ms=latency_ms, backend=model,
+                               finish_reason=choice.get("finish_reason"))
         return to_output(AgentResult(
             answer=message.get("content") or "", kind="model", latency_ms=latency_ms,
-            tool_calls=[_tool_call(t) for t in message.get("tool_calls") or []],
+            steps=[step], tool_calls=[_tool_call(t) for t in message.get("tool_calls") or []],
             prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=list_price(model, prompt, completion), model=model, backend=model))
 
@@ -272,6 +275,7 @@ def _from_result(result: Any) -> Output:
         tool_calls=[ToolCall(name=c.name, arguments=c.arguments, result=c.result,
                              error=c.error) for c in result.tool_calls],
         steps=max(1, sum(s.kind == "llm" for s in result.steps)),  # model calls taken
+        truncated=any(s.cut_at_max_tokens for s in result.steps),
         latency_ms=result.latency_ms,
         prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
         cost_usd=result.cost_usd, model=result.backend or result.model,

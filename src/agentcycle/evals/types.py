@@ -71,6 +71,7 @@ class Output(BaseModel):
     contexts: list[Context] = Field(default_factory=list)
     tool_calls: list[ToolCall] = Field(default_factory=list)
     steps: int = 1  # agent steps / model calls taken
+    truncated: bool = False  # a model call stopped at max_tokens (its answer may be cut)
     latency_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0

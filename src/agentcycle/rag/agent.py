@@ -88,8 +88,9 @@ class RagAgent(BaseAgent):
     def _generate_node(self, state: _State) -> dict[str, Any]:
         messages = build_messages(state["question"], state["hits"])
         completion = self.router.complete(messages, max_tokens=state["max_tokens"], temperature=0)
-        step = Step(kind="llm", name="generate", latency_ms=round(completion.latency_ms, 1),
-                    detail={"backend": completion.backend, "reason": completion.reason})
+        step = Step.model_call("generate", latency_ms=completion.latency_ms,
+                               backend=completion.backend,
+                               finish_reason=completion.finish_reason, reason=completion.reason)
         return {"completion": completion, "steps": [*state.get("steps", []), step]}
 
     def run(self, task: str, **options: Any) -> AgentResult:

@@ -81,13 +81,10 @@ class ToolAgent(BaseAgent):
                 return
             result.add_usage(completion)
             calls = completion.tool_calls
-            # A turn cut at max_tokens may have lost a call after the ones that closed:
-            # the step says so, or a missing second call looks like the model's choice.
-            cut = {"cut_at_max_tokens": True} if completion.finish_reason == "length" else {}
-            result.steps.append(Step(kind="llm", name=f"model call {step}",
-                                     latency_ms=round(completion.latency_ms, 1),
-                                     detail={"tool_calls": len(calls),
-                                             "backend": completion.backend, **cut}))
+            result.steps.append(Step.model_call(
+                f"model call {step}", latency_ms=completion.latency_ms,
+                backend=completion.backend, finish_reason=completion.finish_reason,
+                tool_calls=len(calls)))
             if not calls:
                 result.answer = completion.text.strip()
                 return
