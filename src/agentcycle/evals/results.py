@@ -116,6 +116,8 @@ def _usage(ok: list[CaseResult], wall_s: float, n: int) -> dict[str, float]:
         "cost_per_1k_tokens": 1000 * cost / (prompt + completion) if prompt + completion else 0.0,
         "tokens_per_s": statistics.fmean(rates) if rates else 0.0,
         "wall_s": wall_s, "cases_per_s": n / wall_s if wall_s > 0 else 0.0,
+        # cases where a model call stopped at max_tokens: a low cap can fail a right answer
+        "truncated": sum(r.output.truncated for r in ok),
     }
 
 
