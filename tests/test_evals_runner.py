@@ -86,6 +86,20 @@ def test_errored_case_is_marked_and_the_run_goes_on_then_cache_skips_the_model()
         assert len(app.state.requests) - before == 3
 
 
+def test_a_run_counts_the_cases_cut_at_max_tokens():
+    def respond(body: dict):  # an engine that stops at max_tokens on "long" questions
+        question = body["messages"][-1]["content"]
+        return {"content": question, "finish_reason": "length" if "long" in question else None}
+
+    suite = Suite(name="cut", scorers=["keywords"], cases=[
+        Case(id=str(i), input=text, keywords=["x"])
+        for i, text in enumerate(["x short", "x long", "x long too", "x"])])
+    with BackgroundServer(chat_app(respond)) as server:
+        run = run_suite_sync(suite, OpenAITarget(server.url + "/v1", "m", max_tokens=4))
+    assert {r.id for r in run.results if r.output.truncated} == {"1", "2"}
+    assert run.metrics["truncated"] == 2 and run.metrics["accuracy"] == 1.0
+
+
 def test_concurrency_limit_is_respected():
     active, peak = 0, 0
 
