@@ -312,9 +312,9 @@ def test_the_shipped_train_set(train):
 
 def test_every_turn_the_model_must_write_fits_the_demos_tool_turn_cap(train, suite,
                                                                      base_model_dir):
-    # At a cap of 96 tokens, two calls in one turn (up to 97 tokens with the end marker)
-    # were cut and the second call lost: the cap must hold the longest turn the data
-    # teaches and the longest the suite expects.
+    # Two calls in one turn take up to 97 tokens with the end marker: a cap of 96 left no
+    # margin, and a turn cut there loses the call that did not close. The cap must hold
+    # the longest turn the data teaches and the longest the suite expects.
     from transformers import AutoTokenizer
 
     from agentcycle.demo import DemoOptions

@@ -81,8 +81,9 @@ class DemoOptions:
     params: TrainParams = field(default_factory=default_params)
     concurrency: int = 4
     max_tokens: int = 48
-    # A tool-use turn's cap: two calls in one turn take up to 97 tokens in the training
-    # data; at 96, a second call was cut off and lost (docs/benchmarks.md).
+    # A tool-use turn's cap. The longest right turn, two calls, takes 96 tokens before its
+    # end marker: the old cap of 96 left no margin, and a longer turn lost its second call
+    # unseen (docs/benchmarks.md).
     tool_max_tokens: int = 128
     # One passage: the cited section ranks first for most test questions, and a 135M
     # model extracts far better from one passage than from two (docs/benchmarks.md).
