@@ -34,16 +34,16 @@ def test_openai_target_on_the_real_model_server(base_server):
         assert output.text and output.model and output.error is None
         assert output.prompt_tokens > 0 and 0 < output.completion_tokens <= 8
         assert output.latency_ms > 0 and output.cost_usd == 0.0  # a local model is free
-    # One token cannot hold an answer and its end marker: the engine stops at max_tokens
-    # (finish reason "length"), and the output says it was cut.
-    with open_target(f"openai:{base_server.base_url}#base?key=test-key&max_tokens=1") as target:
-        cut = run(target)
-        assert cut.completion_tokens == 1 and cut.truncated
         wrong_key = OpenAITarget(base_server.base_url, "base", "wrong", max_tokens=4)
         # Refused by the key gate: every case would be, so the run stops with that error.
         with pytest.raises(ConfigError, match="HTTP 401"):
             run_suite_sync(Suite(name="s", cases=[QUESTION], scorers=["keywords"]),
                            wrong_key, retries=0)
+    # One token cannot hold an answer and its end marker: the engine stops at max_tokens
+    # (finish reason "length"), and the output says it was cut.
+    with open_target(f"openai:{base_server.base_url}#base?key=test-key&max_tokens=1") as target:
+        cut = run(target)
+        assert cut.completion_tokens == 1 and cut.truncated
 
 
 def test_openai_target_prices_cloud_models_and_reads_tool_calls():
