@@ -148,7 +148,7 @@ def measure_labels(settings, console, concurrency: int) -> list[dict]:
 
 def price(rows: list[dict]) -> np.ndarray:
     """Each case's strong call at the list price, for its measured tokens."""
-    from agentcycle.router.router import import_litellm
+    from agentcycle.router._litellm import import_litellm
 
     litellm = import_litellm()
     costs = []

@@ -66,7 +66,7 @@ def test_export_litellm_writes_a_litellm_proxy_config(config_file, tmp_path, mon
     assert settings["fallbacks"] == [{"default": ["cloud"]}]
     assert settings["routing_strategy"] == "latency-based-routing"
     # LiteLLM itself accepts it, keys resolved from the environment.
-    from agentcycle.router.router import import_litellm
+    from agentcycle.router._litellm import import_litellm
 
     monkeypatch.setenv("TEST_CLOUD_KEY", "sk-from-env")
     litellm_router = import_litellm().Router(model_list=exported["model_list"], **settings)

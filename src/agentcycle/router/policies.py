@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentcycle import plugins
 from agentcycle.errors import ConfigError
+from agentcycle.router._litellm import import_litellm
 from agentcycle.router.backends import Backend
 from agentcycle.router.pricing import prices_per_1k
 from agentcycle.router.state import RouterState
@@ -56,8 +57,6 @@ class RouteRequest:
     def prompt_tokens(self) -> int:
         """Estimated with LiteLLM's counter, once, only for policies that need it."""
         if self._prompt_tokens is None:
-            from agentcycle.router.router import import_litellm
-
             try:
                 self._prompt_tokens = int(import_litellm().token_counter(messages=self.messages))
             except Exception:  # odd content parts: a rough estimate beats failing the call

@@ -7,6 +7,7 @@ import functools
 import logging
 
 from agentcycle.observe.costs import local_cost
+from agentcycle.router._litellm import import_litellm
 from agentcycle.router.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,6 @@ def configured(backend: Backend) -> bool:
 
 @functools.cache
 def _map_prices(model: str) -> tuple[float, float] | None:
-    from agentcycle.router.router import import_litellm
-
     entry = import_litellm().model_cost.get(model)
     if not entry:
         return None

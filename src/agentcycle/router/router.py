@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentcycle.errors import ConfigError, DataError, ServiceError
 from agentcycle.router import transport
+from agentcycle.router._litellm import import_litellm
 from agentcycle.router._loop import LoopThread
 from agentcycle.router._spans import llm_span, span_attributes
 from agentcycle.router.accounting import RequestRecord, open_log, request_exists, spent
@@ -39,18 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_ROUTE = "default"
-
-
-def import_litellm():
-    # LiteLLM fetches its price map from GitHub at import unless told not to.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    return litellm
-
-
-
 
 
 @dataclass

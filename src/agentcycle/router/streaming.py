@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentcycle.errors import ServiceError
 from agentcycle.router import transport
+from agentcycle.router._litellm import import_litellm
 from agentcycle.router._loop import LoopThread
 from agentcycle.router._spans import llm_span, span_attributes
 from agentcycle.router.attempts import Attempts
@@ -83,8 +84,6 @@ class Stream:
             await self._finish(status, error)
 
     async def _finish(self, status: str, error: str | None) -> None:
-        from agentcycle.router.router import import_litellm
-
         with_close = getattr(self._chunks, "aclose", None)
         if with_close is not None:
             with contextlib.suppress(Exception):  # closing a broken connection may fail too

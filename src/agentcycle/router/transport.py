@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from agentcycle.errors import ConfigError
+from agentcycle.router._litellm import import_litellm
 from agentcycle.router.backends import Backend
 
 Body = dict[str, Any]
@@ -56,8 +57,6 @@ async def complete(backend: Backend, messages: list[dict], params: Body,
                    timeout: float) -> Body:
     if backend.transport == "direct":
         return await _direct_complete(backend, messages, params, timeout)
-    from agentcycle.router.router import import_litellm
-
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
         api_key=_key(backend), timeout=timeout, max_retries=0, drop_params=True, **params)
@@ -70,8 +69,6 @@ async def stream(backend: Backend, messages: list[dict], params: Body,
         async for chunk in _direct_stream(backend, messages, params, timeout):
             yield chunk
         return
-    from agentcycle.router.router import import_litellm
-
     response = await import_litellm().acompletion(
         model=backend.model, messages=messages, api_base=backend.api_base,
         api_key=_key(backend), timeout=timeout, max_retries=0, drop_params=True,
