@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import time
 
 import httpx
@@ -292,9 +293,12 @@ def test_policy_from_settings_and_its_bad_input(settings, tmp_path, monkeypatch)
     assert "alice-key-0001" not in repr(Settings())
     for value, fragment in (("alice=", "empty"), ("a=k1k1k1k1k1,a=k2k2k2k2k2", "twice"),
                             ("alice=short", "shorter than 8"), ("bad name=longenough1",
-                                                                "must be 1-64")):
+                                                                "must be 1-64"),
+                            ("garbage", "'key1' is shorter than 8 characters (a key given "
+                                        "without name= is named by its place)"),
+                            ('{"alice": "a-long-key-1"}', "spaces, quotes or brackets")):
         monkeypatch.setenv("AGENTCYCLE_API_KEYS", value)
-        with pytest.raises(ConfigError, match=fragment) as error:
+        with pytest.raises(ConfigError, match=re.escape(fragment)) as error:
             AppPolicy.from_settings(Settings())
         assert "short" not in str(error.value).replace("shorter", "")
     monkeypatch.setenv("AGENTCYCLE_API_KEYS_FILE", str(tmp_path / "none.txt"))

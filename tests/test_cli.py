@@ -67,6 +67,28 @@ def test_finetune_empty_and_malformed_data(tmp_path):
     assert not out.exists()
 
 
+def test_finetune_names_a_wrong_base_model_before_it_reads_data(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    out = tmp_path / "out"
+    assert_clean_error(*run("finetune", str(data), "--out", str(out), "--base-model",
+                            str(tmp_path / "none")), "unknown base model", "no such directory")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(*run("finetune", str(data), "--out", str(out), "--base-model",
+                            str(tmp_path / "empty")), "not a Hugging Face model")
+    assert not out.exists()
+
+
+def test_serve_refuses_an_unknown_engine_or_port_before_loading_a_model(monkeypatch,
+                                                                       tmp_path):
+    monkeypatch.setenv("AGENTCYCLE_CHAT_MODEL", str(tmp_path / "never-read"))
+    assert_clean_error(*run("serve", "--engine", "banana"), "unknown engine 'banana'")
+    for port in ("0", "99999"):
+        assert_clean_error(*run("serve", "--port", port), "a port is 1 to 65535")
+        assert_clean_error(*run("router", "serve", "--config", "r.yaml", "--port", port),
+                           "a port is 1 to 65535")
+
+
 def test_finetune_refuses_to_overwrite(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")

@@ -194,3 +194,39 @@ def test_cli_split_and_validate_errors(tmp_path):
     bad = _write(tmp_path / "bad.jsonl", ["{oops"])
     code, out = cli_run("data", "split", str(bad))
     assert_clean_error(code, out, "malformed JSON")
+
+
+def test_cli_split_never_writes_over_its_input_or_one_output_over_the_other(tmp_path):
+    records = [{"question": f"Q{i}?", "answer": f"A{i}."} for i in range(10)]
+    data = _write(tmp_path / "d.jsonl", records)
+    before = data.read_text()
+    code, out = cli_run("data", "split", str(data), "--train-out", str(data))
+    assert_clean_error(code, out, "--train-out and the input are the same file")
+    code, out = cli_run("data", "split", str(data), "--train-out", str(tmp_path / "s.jsonl"),
+                        "--test-out", str(tmp_path / "." / "s.jsonl"))
+    assert_clean_error(code, out, "--test-out and --train-out are the same file")
+    # An output that is a folder fails before the other output is written.
+    code, out = cli_run("data", "split", str(data), "--train-out", str(tmp_path))
+    assert_clean_error(code, out, "is a directory")
+    assert data.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+
+def test_cli_data_paths_of_the_wrong_kind_are_named(tmp_path):
+    data = _write(tmp_path / "d.jsonl", [{"question": "Q?", "answer": "A."}])
+    code, out = cli_run("data", "validate", str(tmp_path))
+    assert_clean_error(code, out, "is a directory; give a JSONL file")
+    code, out = cli_run("data", "generate", str(data), "--out", str(tmp_path / "o.jsonl"))
+    assert_clean_error(code, out, "is a file; give the folder")
+    code, out = cli_run("data", "generate", str(tmp_path), "--teacher-url", "http://x/v1",
+                        "--out", str(tmp_path / "o.jsonl"))
+    assert_clean_error(code, out, "--teacher-url needs --teacher")
+    code, out = cli_run("data", "validate", str(data), "--tokenizer", str(tmp_path / "none"))
+    assert_clean_error(code, out, "tokenizer folder not found")
+    (tmp_path / "empty").mkdir()
+    code, out = cli_run("data", "validate", str(data), "--tokenizer", str(tmp_path / "empty"))
+    assert_clean_error(code, out, "cannot load a tokenizer from")
+    assert len(out.strip().splitlines()) == 1, out
+    code, out = cli_run("data", "validate", str(data), "--max-length", "-5")
+    assert code == 2 and "--max-length" in out
+    assert not (tmp_path / "o.jsonl").exists()

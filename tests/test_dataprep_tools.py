@@ -24,6 +24,7 @@ from agentcycle.finetune.dataprep import normalise
 from agentcycle.finetune.dataprep.toolcalls import (
     build_tool_dataset,
     load_tool_spec,
+    spec_tools,
     tool_record_to_examples,
 )
 from agentcycle.serving.gate import build_gate
@@ -140,11 +141,24 @@ def test_a_bad_spec_file(tmp_path):
     with pytest.raises(DataError, match="tool spec not found"):
         load_tool_spec(tmp_path / "none.yaml")
     (tmp_path / "bad.yaml").write_text("templates: [unclosed")
-    with pytest.raises(DataError, match="not valid YAML"):
+    with pytest.raises(DataError, match="bad.yaml:1: invalid YAML"):
         load_tool_spec(tmp_path / "bad.yaml")
     (tmp_path / "empty.yaml").write_text("system: hi\n")
     with pytest.raises(DataError, match="needs a 'templates' list"):
         load_tool_spec(tmp_path / "empty.yaml")
+    (tmp_path / "five.yaml").write_text("system: hi\ntemplates: 5\n")
+    with pytest.raises(DataError, match=r"five.yaml:2: templates: must be a list"):
+        load_tool_spec(tmp_path / "five.yaml")
+    (tmp_path / "typo.yaml").write_text("system: hi\ntemplate:\n  - prompts: [a]\n"
+                                        "templates:\n  - prompts: [a]\n")
+    with pytest.raises(DataError, match=r"typo.yaml:2: template: unknown key"):
+        load_tool_spec(tmp_path / "typo.yaml")
+    # A tools factory that fails, or returns what is not a tool, is named, not a traceback.
+    for factory, message in [("os:getcwd", "failed: TypeError"),
+                             ("json:loads", "failed: TypeError"),
+                             ("os:sep", "is not a function")]:
+        with pytest.raises(DataError, match=f"tools factory '{factory}' {message}"):
+            spec_tools({"tools": factory, "templates": [{}]}, settings=None)
     with pytest.raises(DataError, match="needs a 'system' prompt"):
         build_tool_dataset({"templates": small_spec()["templates"]}, PURE, seed=0)
 

@@ -167,7 +167,7 @@ def test_run_files_are_readable_like_any_new_file(tmp_path):
     """atomic_write's temp file was owner-only (0600): report.html could not be served."""
     import os
 
-    from agentcycle.evals.results import atomic_write
+    from agentcycle._files import atomic_write
 
     umask = os.umask(0o022)
     try:

@@ -103,6 +103,10 @@ def test_reads_eval_results_in_their_formats(tmp_path):
     jsonl.write_text(json.dumps({"input": [{"role": "user", "content": "Q1"}], "passed": True})
                      + "\n" + json.dumps({"prompt": "Q2", "passed": False}) + "\n")
     assert read_labels(jsonl).prompts == ["Q1", "Q2"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"prompt": "Q1", "passed": True}) + "\n{oops\n")
+    with pytest.raises(DataError, match=r"broken.jsonl:2: malformed JSON"):
+        read_labels(broken)
     summary = tmp_path / "summary.json"  # an EvalSummary / the demo's report.json
     summary.write_text(json.dumps({"models": [{"label": "base", "results": [
         {"id": "q1", "question": "Q1", "passed": False}]}]}))

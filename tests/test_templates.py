@@ -228,6 +228,16 @@ def test_catalog_in_the_platforms_format(tmp_path):
         assert entry["category"] in data["categories"]
 
 
+def test_catalog_and_export_name_a_path_of_the_wrong_kind(tmp_path):
+    result = cli("templates", "catalog", "--out", tmp_path)
+    assert result.exit_code == 1 and "is a directory, not a file" in result.output
+    assert list(tmp_path.iterdir()) == []  # no temp file left beside it
+    (tmp_path / "file").write_text("x")
+    result = cli("templates", "export", tmp_path / "file")
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_export_is_a_copier_source_with_tags(tmp_path):
     import copier
 

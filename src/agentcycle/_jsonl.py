@@ -10,19 +10,28 @@ from typing import Any
 from agentcycle.errors import DataError
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a JSONL file; every error names the file and the line."""
+def jsonl_lines(path: str | Path) -> list[tuple[int, str]]:
+    """The file's non-blank lines with their 1-based numbers; DataError for a missing
+    file, a directory, text that is not UTF-8 or a file with no lines."""
     file = Path(path)
+    if file.is_dir():
+        raise DataError(f"{path} is a directory; give a JSONL file")
     if not file.is_file():
         raise DataError(f"data file not found: {path}")
-    records = []
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return lines
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Parse a JSONL file; every error names the file and the line."""
+    records = []
+    for number, line in jsonl_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -33,6 +42,4 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise DataError(f"{path}:{number}: each line must be a JSON object")
         record["_line"] = number
         records.append(record)
-    if not records:
-        raise DataError(f"{path}: no examples (the file is empty)")
     return records

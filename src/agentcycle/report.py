@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentcycle._files import atomic_write
 from agentcycle.evals.compare import mcnemar_exact
-from agentcycle.evals.results import CaseResult, EvalRun, atomic_write, wilson_interval
+from agentcycle.evals.results import CaseResult, EvalRun, wilson_interval
 
 # The legal suite's scorer whose pass rate is the demo's headline accuracy.
 ACCURACY_SCORER = "keywords"

@@ -59,8 +59,14 @@ class AppPolicy(BaseModel):
             if not _NAME.match(name) or name == ANONYMOUS:
                 raise ValueError(f"key name '{name}' must be 1-64 letters, digits or _.@- "
                                  f"(and not '{ANONYMOUS}')")
+            bare = " (a key given without name= is named by its place)" if re.fullmatch(
+                r"key\d+", name) else ""
             if len(key) < 8:
-                raise ValueError(f"the key named '{name}' is shorter than 8 characters")
+                raise ValueError(f"the key named '{name}' is shorter than 8 characters{bare}")
+            if re.search(r"""[\s"'{}\[\]]""", key):
+                # a bearer token has none; a JSON or YAML file given as the keys file does
+                raise ValueError(f"the key named '{name}' holds spaces, quotes or brackets"
+                                 f"{bare}: keys are written name=key, one a line")
             if key in seen:
                 raise ValueError(f"the key named '{name}' is also another name's key")
             seen.add(key)

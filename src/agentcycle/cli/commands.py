@@ -150,8 +150,10 @@ def serve(
     from agentcycle.router.proxy import check_port
     from agentcycle.serving import ModelServer
     from agentcycle.serving.adapters import parse_adapter_options
+    from agentcycle.serving.server import choose_engine
 
     check_port(host, port)  # before the model loads: a taken port is one error line
+    choose_engine(engine)  # and an unknown engine, before a model is converted
     folder = resolve_model(model_dir, settings()) if model_dir else chat_model_dir(settings())
     server = ModelServer(folder, port=port, host=host, api_key=api_key, model_name=model_name,
                          engine=engine, adapters=parse_adapter_options(
@@ -171,7 +173,7 @@ def serve(
 
 
 @friendly_errors
-def traces(last: int = typer.Option(10, "--last", "-n"),
+def traces(last: int = typer.Option(10, "--last", "-n", min=1),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """The newest agent runs from the trace store."""
     from dataclasses import asdict

@@ -21,6 +21,20 @@ def _done(collected_or_report, out: Path, what: str = "records") -> None:
                   f"(skipped: {skipped})", highlight=False)
 
 
+def _distinct(paths: dict[str, Path]) -> None:
+    """Two of a command's files that are one file would lose records, and an output
+    that is a folder would fail after another was written: refuse both first."""
+    seen: dict[Path, str] = {}
+    for name, path in paths.items():
+        if name != "the input" and path.is_dir():
+            raise DataError(f"{name} {path} is a directory; give a file path")
+        where = path.resolve()
+        if where in seen:
+            raise DataError(f"{name} and {seen[where]} are the same file ({path}); "
+                            "writing one would lose the other's records")
+        seen[where] = name
+
+
 def _teacher_router(model: str, url: str | None):
     from agentcycle.router import Router
     from agentcycle.router.backends import Backend
@@ -52,6 +66,8 @@ def generate(corpus_dir: Path = typer.Argument(..., help="Folder of .md/.txt doc
     """Question/answer pairs from a corpus (offline rules, or a teacher model)."""
     from agentcycle.finetune.dataprep import generate_offline, generate_with_teacher, write_jsonl
 
+    if teacher_url and not teacher:
+        raise DataError("--teacher-url needs --teacher, the model to ask there")
     if teacher:
         router = _teacher_router(teacher, teacher_url)
         try:
@@ -120,7 +136,7 @@ def validate(path: Path = typer.Argument(..., help="The JSONL dataset."),
              card: bool = typer.Option(False, help="Write a dataset card beside the data."),
              tokenizer: Path | None = typer.Option(None, help="HF model dir: token lengths "
                                                    "and the label mask."),
-             max_length: int = typer.Option(1024, help="Truncation length for the mask."),
+             max_length: int = typer.Option(1024, min=1, help="Truncation length for the mask."),
              source: str = typer.Option("", help="Where the data came from (for the card)."),
              license: str = typer.Option("", help="The data's license (for the card).")) -> None:
     """Duplicates, lengths, malformed records, label mask, leakage; exit 1 if not ready."""
@@ -136,10 +152,13 @@ def validate(path: Path = typer.Argument(..., help="The JSONL dataset."),
     if tokenizer is not None:
         from transformers import AutoTokenizer
 
+        if not tokenizer.is_dir():  # a folder, never a hub name to look up
+            raise DataError(f"tokenizer folder not found: {tokenizer}")
         try:
             loaded = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot load a tokenizer from {tokenizer}: {exc}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"cannot load a tokenizer from {tokenizer}: {first}") from None
     report = validate_dataset(path, loaded, against, embedder=embedder, max_length=max_length)
     for table in report_tables(report):
         console.print(table)
@@ -162,9 +181,10 @@ def split(path: Path = typer.Argument(..., help="The JSONL dataset."),
     from agentcycle.finetune.data import read_jsonl
     from agentcycle.finetune.dataprep import split_records, write_jsonl
 
-    train, test = split_records(read_jsonl(path), test_size, by=by, seed=seed)
     train_out = train_out or path.with_name(path.stem + ".train.jsonl")
     test_out = test_out or path.with_name(path.stem + ".test.jsonl")
+    _distinct({"the input": path, "--train-out": train_out, "--test-out": test_out})
+    train, test = split_records(read_jsonl(path), test_size, by=by, seed=seed)
     write_jsonl(test_out, test)
     write_jsonl(train_out, train)
     console.print(f"wrote {len(train)} to {train_out} and {len(test)} to {test_out}",

@@ -135,7 +135,7 @@ def compare(
 
 @app.command(name="list")
 @friendly_errors
-def list_command(last: int = typer.Option(20, "--last", "-n"),
+def list_command(last: int = typer.Option(20, "--last", "-n", min=1),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Past eval runs, newest first."""
     from agentcycle.evals.results import list_runs

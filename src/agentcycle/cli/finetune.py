@@ -21,7 +21,8 @@ def finetune(
     method: str = typer.Option("lora", help=f"{_METHODS} (docs/finetune.md)."),
     collection: str | None = typer.Option(
         None, help="Build Q&A prompts with context retrieved from this collection."),
-    base_model: Path | None = typer.Option(None, help="HF model dir (default: bundled)."),
+    base_model: str | None = typer.Option(None, help="HF model dir or models:/NAME@ALIAS "
+                                                     "(default: bundled)."),
     epochs: float = typer.Option(3.0),
     lr: float | None = typer.Option(None, help="Learning rate (default: 1e-3 for LoRA "
                                                "methods, 2e-5 full, 5e-5 dpo)."),
@@ -49,8 +50,10 @@ def finetune(
     from agentcycle.finetune import TrainParams, read_jsonl
     from agentcycle.finetune import finetune as run_finetune
     from agentcycle.finetune.methods import check_method, default_learning_rate
+    from agentcycle.finetune.registry import check_model_dir
     from agentcycle.finetune.train import check_output_dir, check_work_dir
     from agentcycle.models import chat_model_dir
+    from agentcycle.models.registry import resolve_model
 
     config = settings()
     check_method(method)
@@ -59,11 +62,13 @@ def finetune(
                          save_steps=save_steps)
     params.check()
     check_output_dir(out, overwrite)
+    # Checked before any data is read or embedded: a wrong path is one line, at once.
+    base = check_model_dir(resolve_model(base_model, config), "base model") \
+        if base_model else chat_model_dir(config)
     from agentcycle.finetune.dataprep import with_answer_form
 
     records = with_answer_form(read_jsonl(data), answer_form.value)
     examples = _examples(config, records, data, method, collection, top_k, keep_sentences)
-    base = base_model or chat_model_dir(config)
     check_work_dir(out, method, base, params, examples, resume, overwrite)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console) as progress:

@@ -29,9 +29,10 @@ def register(
     """Register MODEL_DIR as the next version of NAME, with lineage and eval metrics."""
     from agentcycle.evals.evidence import eval_evidence
     from agentcycle.finetune import registry
+    from agentcycle.models.bundled import check_model_dir
 
     config = settings()
-    registry.check_model_dir(model_dir)
+    check_model_dir(model_dir)
     lineage: dict = {}
     metrics: dict = {}
     if data is not None:
@@ -117,8 +118,8 @@ def finetune_job(
                                       "finetune` options, e.g. '--max-steps 200'."),
 ) -> None:
     """Write a Kubernetes Job that runs `agentcycle finetune` on a GPU node."""
+    from agentcycle._files import atomic_write
     from agentcycle.errors import ConfigError
-    from agentcycle.evals.results import atomic_write
     from agentcycle.finetune.k8s import FinetuneJob, finetune_job_manifest, manifest_yaml
 
     try:

@@ -44,8 +44,8 @@ def serve(
     from agentcycle.router.proxy import check_port
     from agentcycle.router.proxy import serve as serve_proxy
 
-    loaded = load_config(config)
     check_port(host, port)  # before the banner: a taken port is one error line
+    loaded = load_config(config)
     router = Router.from_config(loaded)
     key = os.environ.get(loaded.proxy_key_env) if loaded.proxy_key_env else None
     console.print(f"router proxy on http://{host}:{port}/v1 - routes: "
@@ -141,6 +141,7 @@ def export_litellm(
     """Write the same backends and routes as a LiteLLM proxy config.yaml."""
     import sys
 
+    from agentcycle._files import atomic_write
     from agentcycle.errors import DataError
     from agentcycle.router import load_config
     from agentcycle.router.export import to_yaml
@@ -149,13 +150,10 @@ def export_litellm(
     if out is None:
         sys.stdout.write(text)
         return
-    partial = out.with_name(f".{out.name}.partial")
     try:  # written whole or not at all: never a half-written config for LiteLLM
-        partial.write_text(text)
-        partial.replace(out)
+        atomic_write(out, text)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise DataError(f"cannot write {out}: {exc.strerror}") from None
+        raise DataError(f"cannot write {out}: {exc.strerror or exc}") from None
     console.print(f"wrote {out}")
 
 

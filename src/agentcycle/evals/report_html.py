@@ -8,8 +8,9 @@ import html
 import io
 from pathlib import Path
 
+from agentcycle._files import atomic_write
 from agentcycle.evals.gates import GateResult
-from agentcycle.evals.results import EvalRun, atomic_write
+from agentcycle.evals.results import EvalRun
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;

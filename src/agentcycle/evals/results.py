@@ -12,13 +12,13 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agentcycle._files import atomic_write
 from agentcycle.errors import DataError
 from agentcycle.evals.types import Output, Score
 
@@ -217,19 +217,3 @@ def list_runs(settings=None) -> list[EvalRun]:
         except ValueError:
             continue
     return runs
-
-
-def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        # mkstemp makes the file owner-only; a report is meant to be shared (CI
-        # artifacts, a web server), so it gets the permissions any new file would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # no stray temp file beside the run
-        raise

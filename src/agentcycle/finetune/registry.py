@@ -18,6 +18,7 @@ from typing import Any
 
 from agentcycle._digest import file_sha256
 from agentcycle.errors import AgentcycleError, ConfigError, DataError
+from agentcycle.models.bundled import check_model_dir
 from agentcycle.models.registry import (  # noqa: F401  (resolution lives low: models uses it)
     PREFIX,
     is_model_uri,
@@ -70,13 +71,6 @@ def _version_tags(metrics: dict[str, float] | None, lineage: dict[str, Any] | No
 def _tag_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text[:_TAG_LIMIT]
-
-
-def check_model_dir(model_dir: str | Path) -> Path:
-    folder = Path(model_dir).expanduser()
-    if not (folder / "config.json").is_file():
-        raise DataError(f"{folder}: not a Hugging Face model directory (no config.json)")
-    return folder.resolve()
 
 
 def register_model(model_dir: str | Path, name: str, *, run_id: str | None = None,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentcycle._files import atomic_write
 from agentcycle.observe.tracing import setup_tracking, unreachable
 from agentcycle.settings import Settings
 
@@ -57,9 +58,7 @@ def quick_requests() -> Iterator[None]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 class RunRecorder:

@@ -34,6 +34,8 @@ class Chunk:
 def load_documents(folder: str | Path) -> list[Document]:
     """Every .md/.txt file under ``folder``; fails on the first unreadable one."""
     root = Path(folder)
+    if root.is_file():
+        raise DataError(f"{folder} is a file; give the folder of .md/.txt documents")
     if not root.is_dir():
         raise DataError(f"corpus folder not found: {folder}")
     documents = []

@@ -265,6 +265,8 @@ def check_port(host: str, port: int) -> None:
     multi-line error and exit 3 instead)."""
     import socket
 
+    if not 1 <= port <= 65535:  # the OS would wrap 99999 or pick any port for 0
+        raise ServiceError(f"cannot serve on {host}:{port}: a port is 1 to 65535")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

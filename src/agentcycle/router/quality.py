@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from agentcycle._jsonl import read_jsonl
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.router.quality_curve import CurveResult, cost_quality_curve
 
@@ -282,12 +283,13 @@ def read_labels(path: str | Path) -> Labels:
         file = file / "run.json"
     if not file.is_file():
         raise DataError(f"evaluation results not found: {path}")
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = (json.loads(text) if file.suffix == ".json"
-                else [json.loads(line) for line in text.splitlines() if line.strip()])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON/JSONL ({exc})") from None
+    if file.suffix != ".json":  # JSONL: errors name the line
+        data: Any = read_jsonl(file)
+    else:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
     records = _records(data)
     if records is None:
         raise DataError(f"{path}: no per-case results found (expected records with a "

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from agentcycle._files import atomic_write
 from agentcycle.errors import ConfigError
 from agentcycle.settings import Settings
 from agentcycle.templates._repo import TemplateRelease, git, materialize
@@ -101,12 +102,15 @@ def catalog(org: str = "thinkube", base_url: str = "https://github.com",
 
 
 def write_catalog(out: Path, **options: Any) -> Path:
-    data = catalog(**options)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(out)
+    if out.is_dir():
+        raise ConfigError(f"cannot write the catalog to {out}: it is a directory, not a file")
+    data = catalog(**options)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the catalog to {out}: {exc.strerror or exc}") from None
     return out
 
 
@@ -122,6 +126,8 @@ def export_templates(dest: Path, names: list[str] | None = None,
         if name not in known:
             raise ConfigError(f"unknown template '{name}': choose one of {', '.join(known)}")
     dest = Path(dest).absolute()
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"cannot export templates into {dest}: it is a file, not a folder")
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names or known:

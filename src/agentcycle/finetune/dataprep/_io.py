@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentcycle._files import atomic_write
 from agentcycle.errors import DataError
-from agentcycle.evals.results import atomic_write
 
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]], what: str = "records") -> Path:
@@ -17,7 +17,7 @@ def write_jsonl(path: str | Path, records: list[dict[str, Any]], what: str = "re
         raise DataError(f"no {what} to write to {path}: nothing was produced")
     file = Path(path)
     if file.is_dir():
-        raise DataError(f"{path} is a directory; --out needs a file path")
+        raise DataError(f"cannot write {what} to {path}: it is a directory, not a file")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps(_public(r), ensure_ascii=False) + "\n" for r in records)

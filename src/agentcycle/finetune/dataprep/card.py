@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from agentcycle.evals.results import atomic_write
+from agentcycle._files import atomic_write
 from agentcycle.finetune.dataprep.validate import DatasetReport, distribution
 
 _SHOWN = 10  # problems/duplicates/leaks listed in full; the rest are counted

@@ -58,19 +58,34 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newlin
 _ENV.filters.update(first_sentence=_first_sentence, crowns=_crowns, add_days=_add_days)
 
 
+SPEC_KEYS = {"tools", "system", "system_ref", "slots", "templates"}
+
+
 def load_tool_spec(path: str | Path) -> dict[str, Any]:
-    """The spec file, parsed; DataError for a missing file or bad YAML."""
-    import yaml
+    """The spec file, parsed; DataError (with the line) for a missing file, bad YAML,
+    a key it does not know, or a part of the wrong kind."""
+    from agentcycle._yaml import load_yaml
 
     file = Path(path)
     if not file.is_file():
         raise DataError(f"tool spec not found: {path}")
     try:
-        spec = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})") from None
+        doc = load_yaml(file.read_text(encoding="utf-8"), str(path), error=DataError)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (UTF-8)") from None
+    spec = doc.data
     if not isinstance(spec, dict) or not spec.get("templates"):
         raise DataError(f"{path}: a tool spec needs a 'templates' list")
+    for key_node, _ in doc.root.value:  # the root is a mapping: spec is a dict
+        if key_node.value not in SPEC_KEYS:
+            raise DataError(f"{path}:{key_node.start_mark.line + 1}: {key_node.value}: unknown "
+                            f"key; a tool spec has {', '.join(sorted(SPEC_KEYS))}")
+    kinds = {"templates": (list, "a list"), "slots": (dict, "a mapping"),
+             "tools": (str, "'package.module:function'"),
+             "system_ref": (str, "'package.module:NAME'"), "system": (str, "text")}
+    for key, (kind, described) in kinds.items():
+        if key in spec and not isinstance(spec[key], kind):
+            raise doc.error((key,), f"must be {described}", DataError)
     return spec
 
 
@@ -86,7 +101,20 @@ def spec_tools(spec: dict[str, Any], settings: Any = None) -> list[Any]:
     """The tools a spec names (``tools: package.module:factory``, called with settings)."""
     if "tools" not in spec:
         raise DataError("the tool spec names no 'tools' factory (package.module:function)")
-    return list(_resolve(spec["tools"], "tools factory")(settings))
+    factory = _resolve(spec["tools"], "tools factory")
+    if not callable(factory):
+        raise DataError(f"tools factory '{spec['tools']}' is not a function")
+    try:
+        tools = list(factory(settings))
+        as_tools(tools)  # each one usable as a tool, or the error says which is not
+    except AgentcycleError:
+        raise
+    except Exception as exc:  # a user's factory: its failure, named, not a traceback
+        raise DataError(f"tools factory '{spec['tools']}' failed: "
+                        f"{type(exc).__name__}: {exc}") from None
+    if not tools:
+        raise DataError(f"tools factory '{spec['tools']}' returned no tools")
+    return tools
 
 
 def spec_system_prompt(spec: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentcycle._jsonl import jsonl_lines
 from agentcycle.errors import DataError
 from agentcycle.finetune.dataprep._io import last_user, text_of
 from agentcycle.finetune.dataprep.leakage import DEFAULT_THRESHOLD, Leak, find_leaks, normalise
@@ -84,7 +85,7 @@ def validate_dataset(path: str | Path, tokenizer: Any = None, against: str | Pat
     are leaks.
     """
     report = DatasetReport(str(path))
-    for number, line in _lines(path):
+    for number, line in jsonl_lines(path):
         report.lines = number
         row = _parse(line, number, report.problems)
         if row is not None:
@@ -94,26 +95,12 @@ def validate_dataset(path: str | Path, tokenizer: Any = None, against: str | Pat
     _lengths(report, tokenizer, max_length)
     if against is not None:
         report.against = str(against)
-        test = [r.question for _, line in _lines(against)
+        test = [r.question for _, line in jsonl_lines(against)
                 if (r := _parse(line, 0, [])) is not None]
         if not test:
             raise DataError(f"{against}: no usable test questions to check leakage against")
         report.leaks = find_leaks([r.question for r in report.rows], test, embedder, threshold)
     return report
-
-
-def _lines(path: str | Path):
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"data file not found: {path}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    if not lines:
-        raise DataError(f"{path}: no records (the file is empty)")
-    return lines
 
 
 def _parse(line: str, number: int, problems: list[tuple[int, str]]) -> Row | None:
