@@ -27,6 +27,20 @@ def test_the_gguf_is_converted_once_into_a_servable_hf_directory(base_model_dir)
     assert (base_model_dir / "model.safetensors").stat().st_mtime == before
 
 
+def test_a_conversion_killed_midway_leaves_nothing_for_long(tmp_path):
+    from agentcycle.models.bundled import convert_gguf
+
+    target = tmp_path / "chat"
+    stale = tmp_path / f".convert-{target.name}-x1"  # what a SIGKILL mid-save leaves
+    (stale / "model.safetensors").parent.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    other = tmp_path / ".convert-other-model-x2"  # another target's: not ours to remove
+    other.mkdir()
+    with pytest.raises(OSError):  # the next conversion (this GGUF does not exist)
+        convert_gguf(tmp_path / "none.gguf", target)
+    assert not stale.exists() and other.exists() and not target.exists()
+
+
 def test_any_hf_directory_replaces_a_bundled_model(monkeypatch, tmp_path, embedder):
     copy = tmp_path / "my-embedder"
     shutil.copytree(bundled_embedding_dir(), copy)

@@ -92,8 +92,14 @@ def embedding_model_dir(settings: Settings | None = None) -> Path:
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantize a GGUF file into a HF safetensors directory, atomically."""
+    """Dequantize a GGUF file into a HF safetensors directory, atomically. The caller
+    holds a lock on ``target`` (``chat_model_dir`` does)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Under the caller's lock no other conversion runs: a .convert-* folder here is what a
+    # killed one left (hundreds of MB), not another's work in progress.
+    for stale in target.parent.glob(f".convert-{target.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
     log.info("converting %s to %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -104,7 +110,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = BUNDLED_CHAT_NAME
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".convert-{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
