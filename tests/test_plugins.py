@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from agentcycle import plugins
 from agentcycle.cli.main import app
 from agentcycle.errors import ConfigError
-from helpers import BackgroundServer, openai_fake_app
+from helpers import BackgroundServer, free_port, openai_fake_app
 
 runner = CliRunner()
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -368,7 +368,7 @@ def test_router_serve_with_a_bad_policy_is_one_error_line(tmp_path, site):
     (tmp_path / "router.yaml").write_text(router_yaml("http://127.0.0.1:9", "http://127.0.0.1:9")
                                           .replace("[reverse]", "[acplug_broken:X]"))
     result = runner.invoke(app, ["router", "serve", "--config", str(tmp_path / "router.yaml"),
-                                 "--port", "0"])
+                                 "--port", str(free_port())])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "plugin boom" in lines[0]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from agentcycle.cli.main import app
 from agentcycle.router import Backend, Router, StreamInterrupted
-from helpers import BackgroundServer, dead_url, openai_fake_app
+from helpers import BackgroundServer, dead_url, free_port, openai_fake_app
 
 MESSAGES = [{"role": "user", "content": "How long to return a deposit?"}]
 runner = CliRunner()
@@ -254,7 +254,8 @@ def test_a_log_that_is_not_a_database_is_one_error_line(isolated_home, tmp_path)
     config = tmp_path / "router.yaml"
     config.write_text(f"db_path: {tmp_path}\nbackends:\n  a: {{model: openai/a, "
                       "api_base: 'http://127.0.0.1:9/v1'}\n")  # a directory, not a file
-    served = runner.invoke(app, ["router", "serve", "--config", str(config), "--port", "0"])
+    served = runner.invoke(app, ["router", "serve", "--config", str(config),
+                                 "--port", str(free_port())])
     assert served.exit_code == 1 and "error: cannot open the router log" in served.output
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -28,7 +29,7 @@ def _distinct(paths: dict[str, Path]) -> None:
     for name, path in paths.items():
         if name != "the input" and path.is_dir():
             raise DataError(f"{name} {path} is a directory; give a file path")
-        where = path.resolve()
+        where = Path(os.path.realpath(path))  # never raises, not on a symlink loop either
         if where in seen:
             raise DataError(f"{name} and {seen[where]} are the same file ({path}); "
                             "writing one would lose the other's records")
