@@ -6,6 +6,7 @@ LiteLLM through here, never through ``router.router``, so none of them closes a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -33,13 +34,12 @@ class _StrandedLoggingWorker(logging.Filter):
 _QUIET = _StrandedLoggingWorker()
 
 
+@functools.cache  # called on every request: the setup below runs once
 def import_litellm() -> Any:
     # LiteLLM fetches its price map from GitHub at import unless told not to.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     litellm.suppress_debug_info = True
-    asyncio_log = logging.getLogger("asyncio")
-    if _QUIET not in asyncio_log.filters:
-        asyncio_log.addFilter(_QUIET)
+    logging.getLogger("asyncio").addFilter(_QUIET)
     return litellm
