@@ -22,18 +22,19 @@ def _done(collected_or_report, out: Path, what: str = "records") -> None:
                   f"(skipped: {skipped})", highlight=False)
 
 
-def _distinct(paths: dict[str, Path]) -> None:
-    """Two of a command's files that are one file would lose records, and an output
-    that is a folder would fail after another was written: refuse both first."""
-    seen: dict[Path, str] = {}
-    for name, path in paths.items():
-        if name != "the input" and path.is_dir():
-            raise DataError(f"{name} {path} is a directory; give a file path")
-        where = Path(os.path.realpath(path))  # never raises, not on a symlink loop either
+def _check_outputs(source: Path, outputs: dict[str, Path]) -> None:
+    """Refuse, before anything is written, an output that is the input or another
+    output (records would be lost) or a folder (it would fail after another was
+    written)."""
+    seen = {Path(os.path.realpath(source)): "the input"}  # realpath: a symlink loop too
+    for option, path in outputs.items():
+        if path.is_dir():
+            raise DataError(f"{option} {path} is a directory; give a file path")
+        where = Path(os.path.realpath(path))
         if where in seen:
-            raise DataError(f"{name} and {seen[where]} are the same file ({path}); "
+            raise DataError(f"{option} and {seen[where]} are the same file ({path}); "
                             "writing one would lose the other's records")
-        seen[where] = name
+        seen[where] = option
 
 
 def _teacher_router(model: str, url: str | None):
@@ -184,7 +185,7 @@ def split(path: Path = typer.Argument(..., help="The JSONL dataset."),
 
     train_out = train_out or path.with_name(path.stem + ".train.jsonl")
     test_out = test_out or path.with_name(path.stem + ".test.jsonl")
-    _distinct({"the input": path, "--train-out": train_out, "--test-out": test_out})
+    _check_outputs(path, {"--train-out": train_out, "--test-out": test_out})
     train, test = split_records(read_jsonl(path), test_size, by=by, seed=seed)
     write_jsonl(test_out, test)
     write_jsonl(train_out, train)

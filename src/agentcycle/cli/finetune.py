@@ -50,9 +50,9 @@ def finetune(
     from agentcycle.finetune import TrainParams, read_jsonl
     from agentcycle.finetune import finetune as run_finetune
     from agentcycle.finetune.methods import check_method, default_learning_rate
-    from agentcycle.finetune.registry import check_model_dir
     from agentcycle.finetune.train import check_output_dir, check_work_dir
     from agentcycle.models import chat_model_dir
+    from agentcycle.models.bundled import check_model_dir
     from agentcycle.models.registry import resolve_model
 
     config = settings()
