@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
+from agentcycle._files import check_outputs
 from agentcycle.cli._common import console, friendly_errors, settings
 from agentcycle.errors import DataError
 
@@ -20,21 +20,6 @@ def _done(collected_or_report, out: Path, what: str = "records") -> None:
                         sorted(collected_or_report.skipped.items())) or "none"
     console.print(f"wrote {len(collected_or_report.records)} {what} to {out} "
                   f"(skipped: {skipped})", highlight=False)
-
-
-def _check_outputs(source: Path, outputs: dict[str, Path]) -> None:
-    """Refuse, before anything is written, an output that is the input or another
-    output (records would be lost) or a folder (it would fail after another was
-    written)."""
-    seen = {Path(os.path.realpath(source)): "the input"}  # realpath: a symlink loop too
-    for option, path in outputs.items():
-        if path.is_dir():
-            raise DataError(f"{option} {path} is a directory; give a file path")
-        where = Path(os.path.realpath(path))
-        if where in seen:
-            raise DataError(f"{option} and {seen[where]} are the same file ({path}); "
-                            "writing one would lose the other's records")
-        seen[where] = option
 
 
 def _teacher_router(model: str, url: str | None):
@@ -70,6 +55,7 @@ def generate(corpus_dir: Path = typer.Argument(..., help="Folder of .md/.txt doc
 
     if teacher_url and not teacher:
         raise DataError("--teacher-url needs --teacher, the model to ask there")
+    check_outputs({"the corpus": corpus_dir}, {"--out": out})
     if teacher:
         router = _teacher_router(teacher, teacher_url)
         try:
@@ -93,6 +79,8 @@ def from_traces(out: Path = OUT,
                 max_traces: int = typer.Option(1000, help="Newest traces read.")) -> None:
     """SFT examples from recorded agent runs, filtered by feedback."""
     from agentcycle.finetune.dataprep import from_langfuse, from_mlflow, write_jsonl
+
+    check_outputs({"--router-log": router_log} if router_log else {}, {"--out": out})
 
     if source == "mlflow":
         collected = from_mlflow(settings(), min_score=min_score, router_log=router_log,
@@ -118,12 +106,14 @@ def from_evals(run_id: str = typer.Argument(..., help="An eval run id or run.jso
                                                       "least this (default: the run's verdict)."),
                ) -> None:
     """SFT examples or DPO pairs from an eval run."""
-    from agentcycle.evals.results import load_run
+    from agentcycle.evals.results import load_run, run_path
     from agentcycle.finetune.dataprep import dpo_from_eval, sft_from_eval, write_jsonl
 
     if kind not in ("sft", "dpo"):
         raise DataError(f"--kind must be sft or dpo, not '{kind}'")
-    run = load_run(run_id, settings())
+    source = run_path(run_id, settings())
+    check_outputs({"the eval run": source, "the run's folder": source.parent}, {"--out": out})
+    run = load_run(source, settings())
     build = sft_from_eval if kind == "sft" else dpo_from_eval
     collected = build(run, min_score=min_score)
     what = "SFT examples" if kind == "sft" else "DPO pairs"
@@ -143,7 +133,11 @@ def validate(path: Path = typer.Argument(..., help="The JSONL dataset."),
              license: str = typer.Option("", help="The data's license (for the card).")) -> None:
     """Duplicates, lengths, malformed records, label mask, leakage; exit 1 if not ready."""
     from agentcycle.finetune.dataprep import report_tables, validate_dataset, write_card
+    from agentcycle.finetune.dataprep.card import card_path
 
+    if card:  # checked first: the tables are not worth printing before a failed card
+        check_outputs({"the data": path, "--against": against or path},
+                      {"the card": card_path(path)})
     embedder = None
     if against is not None:
         from agentcycle.models import bundled_embedding_dir
@@ -185,7 +179,7 @@ def split(path: Path = typer.Argument(..., help="The JSONL dataset."),
 
     train_out = train_out or path.with_name(path.stem + ".train.jsonl")
     test_out = test_out or path.with_name(path.stem + ".test.jsonl")
-    _check_outputs(path, {"--train-out": train_out, "--test-out": test_out})
+    check_outputs({"the input": path}, {"--train-out": train_out, "--test-out": test_out})
     train, test = split_records(read_jsonl(path), test_size, by=by, seed=seed)
     write_jsonl(test_out, test)
     write_jsonl(train_out, train)

@@ -141,11 +141,13 @@ def export_litellm(
     """Write the same backends and routes as a LiteLLM proxy config.yaml."""
     import sys
 
-    from agentcycle._files import atomic_write
+    from agentcycle._files import atomic_write, check_outputs
     from agentcycle.errors import DataError
     from agentcycle.router import load_config
     from agentcycle.router.export import to_yaml
 
+    if out is not None:
+        check_outputs({"--config": config}, {"--out": out})
     text = to_yaml(load_config(config, require_keys=False))
     if out is None:
         sys.stdout.write(text)

@@ -37,12 +37,14 @@ def train_quality(
     as_json: bool = typer.Option(False, "--json", help="Print the router's metadata as JSON."),
 ) -> None:
     """Train the quality router: prompt embedding -> does the cheap model fail it?"""
+    from agentcycle._files import check_outputs
     from agentcycle.router.quality import read_labels, train_quality_router
 
+    target = out or _default_model_path()
+    check_outputs({"the results": results}, {"--out": target})
     labels = read_labels(results)
     router = train_quality_router(labels.prompts, labels.passed, embedder=_embedder(),
                                   strong_share=strong_share, classifier=classifier)
-    target = out or _default_model_path()
     router.save(target)
     meta = {**router.meta, "threshold": router.threshold, "strong_share": router.strong_share,
             "path": str(target)}
@@ -73,9 +75,16 @@ def quality_curve(
     """Cost/quality curve on held-out predictions: learned vs random routing."""
     from rich.table import Table
 
+    from agentcycle._files import check_outputs
     from agentcycle.errors import DataError
     from agentcycle.router.quality import cost_quality_curve, cross_val_p_fail, read_labels
 
+    if plot:
+        if plot.suffix.lower() != ".png":
+            raise DataError(f"--plot {plot}: the curve is written as a PNG; give a path "
+                            "ending in .png")
+        check_outputs({"the results": results, "--strong-results": strong_results or results},
+                      {"--plot": plot})
     labels = read_labels(results)
     strong = None
     if strong_results:

@@ -167,21 +167,35 @@ class Journal:
 
     @staticmethod
     def read(path: Path) -> tuple[dict[str, Any], list[CaseResult]]:
-        """The header and the finished cases; a torn last line (a kill mid-write) is skipped."""
+        """The header and the finished cases. A torn last line (a kill mid-write) is
+        skipped; any other damage is an error naming its line, not a silent gap."""
         if not path.is_file():
             raise DataError(f"no journal at {path}: nothing to resume")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: unreadable journal ({exc})") from None
         header: dict[str, Any] = {}
         results: dict[str, CaseResult] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(lines, 1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("type") == "header":
-                header = header or record
-            elif record.get("type") == "case":
-                result = CaseResult.model_validate(record["result"])
-                results[result.id] = result  # a retried case's newest line wins
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
+                if record.get("type") == "header":
+                    header = header or record
+                elif record.get("type") == "case":
+                    result = CaseResult.model_validate(record.get("result"))
+                    results[result.id] = result  # a retried case's newest line wins
+            except ValueError as exc:  # JSON and pydantic errors alike
+                if number == len(lines) and isinstance(exc, json.JSONDecodeError):
+                    break  # torn by a kill mid-write: that case runs again
+                reason = str(exc).splitlines()[0]
+                raise DataError(f"{path}:{number}: damaged journal line ({reason}); "
+                                "start a new run instead of resuming") from None
+        if lines and not header:
+            raise DataError(f"{path}: the journal has no header line; start a new run "
+                            "instead of resuming")
         return header, list(results.values())
 
 
@@ -192,8 +206,8 @@ def save_run(run: EvalRun, folder: Path) -> Path:
     return path
 
 
-def load_run(ref: str | Path, settings=None) -> EvalRun:
-    """A run from a run.json path, a run folder, or a run id in the runs dir."""
+def run_path(ref: str | Path, settings=None) -> Path:
+    """The run.json of a run given as a run.json path, a run folder, or a run id."""
     path = Path(ref)
     if path.is_dir():
         path = path / "run.json"
@@ -202,6 +216,12 @@ def load_run(ref: str | Path, settings=None) -> EvalRun:
     if not path.is_file():
         raise DataError(f"no eval run '{ref}' (a run.json path, or an id from "
                         "`agentcycle eval list`)")
+    return path
+
+
+def load_run(ref: str | Path, settings=None) -> EvalRun:
+    """A run from a run.json path, a run folder, or a run id in the runs dir."""
+    path = run_path(ref, settings)
     try:
         return EvalRun.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError as exc:

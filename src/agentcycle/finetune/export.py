@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from agentcycle._files import check_outputs
 from agentcycle.errors import ConfigError, DataError, ModelError
 from agentcycle.models.bundled import check_model_dir
 
@@ -65,6 +66,8 @@ def export_gguf(model_dir: str | Path, out: str | Path, type: str = "f16", *,
         raise ConfigError(f"unknown GGUF type '{type}': use one of {', '.join(GGUF_TYPES)}")
     if target.is_dir():
         raise ConfigError(f"{target} is a directory: give the GGUF file's path")
+    # even with overwrite: the model's own files are what the export reads
+    check_outputs({"the model": folder}, {"the GGUF path": target})
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists (pass --overwrite to replace it)")
     config = _llama_config(folder)
@@ -90,7 +93,11 @@ def export_gguf(model_dir: str | Path, out: str | Path, type: str = "f16", *,
 
 
 def _llama_config(folder: Path) -> dict:
-    config = json.loads((folder / "config.json").read_text())
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}/config.json: not a readable model config "
+                         f"({str(exc).splitlines()[0]})") from None
     if config.get("model_type") != "llama":
         raise ModelError(f"{folder}: GGUF export supports llama-architecture models only "
                          f"(model_type is '{config.get('model_type')}')")

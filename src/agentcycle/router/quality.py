@@ -162,9 +162,15 @@ class QualityRouter:
         meta = {**self.meta, "format": FORMAT, "threshold": self.threshold,
                 "strong_share": self.strong_share}
         tmp = target.with_name(f".{target.name}.tmp")
-        sio.dump({"model": self.model, "meta": json.dumps(meta),
-                  "train_p_fail": self.train_p_fail}, tmp)
-        tmp.replace(target)
+        try:
+            sio.dump({"model": self.model, "meta": json.dumps(meta),
+                      "train_p_fail": self.train_p_fail}, tmp)
+            tmp.replace(target)
+        except OSError as exc:
+            raise DataError(f"cannot save the quality router to {target}: "
+                            f"{exc.strerror or exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)  # no stray temp file beside it
         _load_cached.cache_clear()
 
     @classmethod
