@@ -16,8 +16,8 @@ app = typer.Typer(help="Prototype: a RAG agent over a folder of documents.", no_
 def ingest(
     folder: Path = typer.Argument(..., help="A folder of .md / .txt files."),
     collection: str = typer.Option(..., "--collection", "-c", help="Qdrant collection name."),
-    chunk_size: int = typer.Option(700, help="Characters per chunk."),
-    overlap: int = typer.Option(120, help="Characters shared by neighbouring chunks."),
+    chunk_size: int = typer.Option(700, min=1, help="Characters per chunk."),
+    overlap: int = typer.Option(120, min=0, help="Characters shared by neighbouring chunks."),
 ) -> None:
     """Chunk, embed and store a folder in a Qdrant collection (replacing it)."""
     from rich.progress import Progress
@@ -41,10 +41,10 @@ def ask(
     model: str | None = typer.Option(
         None, help="A model name: served at AGENTCYCLE_SERVER_URL, or a LiteLLM model at "
                    "LITELLM_ENDPOINT. Default: the local model (started if needed)."),
-    top_k: int = typer.Option(3, help="Chunks retrieved as context."),
+    top_k: int = typer.Option(3, min=1, help="Chunks retrieved as context."),
     keep_sentences: int | None = typer.Option(
         None, min=1, help="Cut the chunks to their N sentences closest to the question."),
-    max_tokens: int = typer.Option(128),
+    max_tokens: int = typer.Option(128, min=1),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
 ) -> None:
     """Answer a question from a collection, with citations."""

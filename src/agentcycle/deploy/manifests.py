@@ -14,6 +14,7 @@ the kustomization leaves it out (ArgoCD does not manage its own Application).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -207,7 +208,15 @@ def write_manifests(project_dir: Path, files: dict[str, str]) -> Path:
     for name in files:
         if Path(name).is_absolute() or ".." in Path(name).parts or not name.endswith(".yaml"):
             raise ConfigError(f"manifest name '{name}': a .yaml path inside k8s/")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        # a link would be swapped out (and a link to the project left behind), a file
+        # cannot hold manifests: either way, the user's k8s is not ours to replace
+        raise ConfigError(f"{target} is a {'symbolic link' if target.is_symlink() else 'file'}"
+                          ": the manifests go in a k8s/ folder; move it away first")
     staging = Path(tempfile.mkdtemp(prefix=".k8s-new-", dir=project_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become k8s/'s mode
     try:
         for name, text in files.items():
             path = staging / name

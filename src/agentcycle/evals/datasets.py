@@ -140,10 +140,10 @@ def _map_record(record: dict[str, Any], fields: dict[str, str], path: Path,
 
 
 def _template(template: str, record: dict[str, Any], path: Path, line: int) -> str | None:
-    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    if any(record.get(name) in (None, "") for name in names):
-        return None  # "§ {section}" of a record without a section: no source
     try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+        if any(record.get(name) in (None, "") for name in names):
+            return None  # "§ {section}" of a record without a section: no source
         return template.format(**record)
     except (KeyError, IndexError, ValueError) as exc:
         raise DataError(f"{path}:{line}: field template '{template}': {exc}") from None

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from agentcycle._yaml import load_yaml
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.settings import Settings
 from agentcycle.templates._manifest import ANSWERS_FILE, check_project_name
@@ -124,7 +123,11 @@ def read_answers(project: Path) -> dict[str, Any]:
     path = Path(project) / ANSWERS_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: {project} was not made by `agentcycle new`")
-    answers = yaml.safe_load(path.read_text()) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (not a Copier answers file)") from None
+    answers = load_yaml(text, str(path), error=DataError).data or {}
     if not isinstance(answers, dict) or "_src_path" not in answers:
         raise DataError(f"{path}: no _src_path (not a Copier answers file)")
     return answers

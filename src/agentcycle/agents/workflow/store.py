@@ -58,8 +58,14 @@ def _sqlite_path(uri: str) -> Path:
 
 def _connect_sqlite(uri: str) -> sqlite3.Connection:
     # Graph nodes may run on LangGraph's worker threads; every use holds a lock.
-    conn = sqlite3.connect(str(_sqlite_path(uri)), check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")  # readers (list/show) never block a running graph
+    path = _sqlite_path(uri)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # readers (list/show) never block a graph
+    except sqlite3.DatabaseError as exc:  # the first read of the file: garbage shows here
+        conn.close()
+        raise ConfigError(f"the workflow store {path} is not a usable SQLite database "
+                          f"({exc}); move it away to start a new one") from None
     return conn
 
 
