@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from agentcycle.errors import DataError
 from agentcycle.evals import (
     CallableTarget,
     Case,
@@ -161,6 +162,33 @@ def test_journal_skips_a_torn_last_line(tmp_path):
                        + "\n" + '{"type": "case", "resu')
     header, results = Journal.read(journal)
     assert header["suite"] == "s" and [r.id for r in results] == ["a"]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("[1, 2]", "journal.jsonl:2: damaged journal line .a JSON list"),
+    ('{"type": "case", "result": {"id": 5}}', "journal.jsonl:2: damaged journal line"),
+    ("not json at all", "journal.jsonl:2: damaged journal line"),
+])
+def test_a_journal_damaged_before_its_last_line_is_one_error_naming_the_line(
+        tmp_path, damage, reason):
+    """Only a torn last line is a kill mid-write; damage elsewhere was skipped silently
+    (or raised pydantic's 70-line error), and the resumed run lost those cases."""
+    journal = tmp_path / "journal.jsonl"
+    case = json.dumps({"type": "case", "result": {"id": "a", "input": "q"}})
+    journal.write_text(json.dumps({"type": "header", "suite": "s"}) + "\n" + damage + "\n"
+                       + case + "\n")
+    with pytest.raises(DataError, match=reason):
+        Journal.read(journal)
+
+
+def test_a_journal_without_its_header_or_in_bad_utf8_is_refused(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text(json.dumps({"type": "case", "result": {"id": "a", "input": "q"}}) + "\n")
+    with pytest.raises(DataError, match="no header line"):  # the target check needs it
+        Journal.read(journal)
+    journal.write_bytes(b'{"type": "header"}\n\xff\xfe\n')
+    with pytest.raises(DataError, match="unreadable journal"):
+        Journal.read(journal)
 
 
 def test_run_files_are_readable_like_any_new_file(tmp_path):
