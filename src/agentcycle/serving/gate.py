@@ -266,9 +266,13 @@ def engine_options() -> list[str]:
     """Continuous batching with a bounded KV cache: left to size itself, the cache
     claims over half the machine's memory (13 GB for a 135M model here), and a second
     server or a training run beside it then starves. 64 blocks of 256 tokens hold 16
-    concurrent requests of 1K tokens. bf16 where the CPU runs it natively (~30% faster
-    here than fp32)."""
-    options = ["--continuous-batching", "--cb-block-size", "256", "--cb-num-blocks", "64"]
+    concurrent requests of 1K tokens. At most 256 tokens per step: the engine's CPU
+    attention covers every request's tokens in a step at once, so four ~1.9K-token
+    prompts prefilled together took 2.2x as long as one after another (256: 0.96x; short
+    prompts lose nothing; docs/benchmarks.md). bf16 where the CPU runs it natively (~30%
+    faster here than fp32)."""
+    options = ["--continuous-batching", "--cb-block-size", "256", "--cb-num-blocks", "64",
+               "--cb-max-batch-tokens", "256"]
     return options + (["--dtype", "bfloat16"] if native_bf16() else [])
 
 
