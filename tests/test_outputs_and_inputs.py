@@ -181,3 +181,44 @@ def test_damaged_stores_and_files_are_one_error(tmp_path):
 def test_rag_numbers_out_of_range_are_usage_errors(args):
     code, out = cli_run(*args)
     assert code == 2 and "Traceback" not in out and "Invalid value" in out, out
+
+
+ROUTER_YAML = """
+backends:
+  a: {model: openai/a, api_base: "http://127.0.0.1:1/v1"}
+  b: {model: openai/b, api_base: "http://127.0.0.1:2/v1"}
+"""
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("routes: {r: {backends: [a, a]}}", "backend a listed twice in one route"),
+    ("routes: {r: {backends: [a, b], policies: [{ab: {arms: {a: .nan, b: 1}}}]}}",
+     "finite number"),
+    ("cooldown_s: .inf", "finite number"),
+    ("  c: {model: openai/c, api_base: not a url}", "api_base"),
+    ('  c: {model: "", api_base: "http://x/v1"}', "model"),
+])
+def test_router_check_refuses_values_that_would_route_nothing(tmp_path, extra, message):
+    """Each was reported "ok" by `router check`."""
+    config = tmp_path / "router.yaml"
+    config.write_text(ROUTER_YAML + extra + "\n")
+    code, out = cli_run("router", "check", "-c", str(config))
+    assert_clean_error(code, out, message)
+
+
+def test_resume_takes_a_run_id_not_a_path_and_jsonl_may_start_with_a_bom(tmp_path):
+    from agentcycle.finetune import read_jsonl
+
+    code, out = cli_run("eval", "run", str(tmp_path / "missing.yaml"), "--resume",
+                        "../../../etc")
+    assert code == 1 and "Traceback" not in out, out
+    from agentcycle.evals import Case, Suite
+    from agentcycle.evals.runner import run_suite_sync
+    from agentcycle.evals.targets import CallableTarget
+
+    suite = Suite(name="s", cases=[Case(id="a", input="Q?")], scorers=["exact"])
+    with pytest.raises(DataError, match="not a path"):
+        run_suite_sync(suite, CallableTarget(str, key="k"), resume="../../etc")
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "Q?"}).encode() + b"\r\n")
+    assert [r["question"] for r in read_jsonl(data)] == ["Q?"]

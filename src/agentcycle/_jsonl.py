@@ -19,7 +19,7 @@ def jsonl_lines(path: str | Path) -> list[tuple[int, str]]:
     if not file.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not data
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]

@@ -76,7 +76,7 @@ def from_traces(out: Path = OUT,
                 router_log: Path | None = typer.Option(None, help="router.db whose feedback "
                                                        "scores the traced calls."),
                 source: str = typer.Option("mlflow", help="mlflow|langfuse"),
-                max_traces: int = typer.Option(1000, help="Newest traces read.")) -> None:
+                max_traces: int = typer.Option(1000, min=1, help="Newest traces read.")) -> None:
     """SFT examples from recorded agent runs, filtered by feedback."""
     from agentcycle.finetune.dataprep import from_langfuse, from_mlflow, write_jsonl
 

@@ -73,7 +73,7 @@ def ask(
     url: str | None = _URL,
     mode: str = typer.Option("queue", help="queue (JetStream work queue) or request "
                                            "(request/reply)."),
-    timeout: float = typer.Option(300.0, help="Seconds to wait for every subtask."),
+    timeout: float = typer.Option(300.0, min=0.001, help="Seconds to wait for every subtask."),
     trace: bool = typer.Option(True, help="Record the run as an MLflow trace."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from agentcycle.errors import ConfigError
+from agentcycle.errors import ConfigError, DataError
 from agentcycle.evals.cache import OutputCache
 from agentcycle.evals.results import (
     CaseResult,
@@ -46,6 +46,9 @@ async def run_suite(suite: Suite, target: Target, *, concurrency: int = 8, retri
     ``resume`` is the id of an interrupted run to continue; ``run_id`` names a new one."""
     scorers = suite.bound_scorers()
     context = context or ScoreContext()
+    if resume is not None and (Path(resume).name != resume or resume in ("", ".", "..")):
+        raise DataError(f"--resume '{resume}': give a run id from `agentcycle eval list`, "
+                        "not a path")
     run_id = resume or run_id or new_run_id()
     folder = folder or runs_dir(context.settings) / run_id
     done = _resumed(folder, target, suite) if resume else {}

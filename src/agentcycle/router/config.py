@@ -32,12 +32,15 @@ __all__ = ["BackendConfig", "PolicyOptionError", "RouteConfig", "RouterConfig",
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: a YAML .nan weight or .inf cooldown is a typo, never a setting
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BackendConfig(_Strict):
-    model: str = Field(description="A LiteLLM model name, e.g. openai/base or gpt-4o-mini.")
-    api_base: str | None = None
+    model: str = Field(min_length=1,
+                       description="A LiteLLM model name, e.g. openai/base or gpt-4o-mini.")
+    api_base: str | None = Field(None, pattern=r"^https?://[^\s/]+",
+                                 description="An http(s) URL, e.g. http://127.0.0.1:8001/v1.")
     api_key_env: str | None = Field(None, description="The env var holding the API key.")
     input_usd_per_1k: float | None = Field(None, ge=0)
     output_usd_per_1k: float | None = Field(None, ge=0)
@@ -59,6 +62,13 @@ class RouteConfig(_Strict):
     backends: list[str] = Field(min_length=1)
     # Each item: a policy name, or a one-key mapping {name: {option: value}}.
     policies: list[str | dict[str, Any]] = []
+
+    @model_validator(mode="after")
+    def _each_backend_once(self) -> RouteConfig:
+        twice = sorted({name for name in self.backends if self.backends.count(name) > 1})
+        if twice:
+            raise ValueError(f"backend {', '.join(twice)} listed twice in one route")
+        return self
 
 
 class RouterConfig(_Strict):
