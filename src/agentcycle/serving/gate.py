@@ -268,7 +268,7 @@ def engine_options() -> list[str]:
     server or a training run beside it then starves. 64 blocks of 256 tokens hold 16
     concurrent requests of 1K tokens. At most 256 tokens per step: the engine's CPU
     attention covers every request's tokens in a step at once, so four ~1.9K-token
-    prompts prefilled together took 2.2x as long as one after another (256: 0.96x; short
+    prompts prefilled together took 2.2x as long as one after another (256: 1.04x; short
     prompts lose nothing; docs/benchmarks.md). bf16 where the CPU runs it natively (~30%
     faster here than fp32)."""
     options = ["--continuous-batching", "--cb-block-size", "256", "--cb-num-blocks", "64",
