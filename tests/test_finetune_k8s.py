@@ -108,6 +108,9 @@ def test_cpu_only_job_and_tracking_uri_without_secret():
     ({"gpus": -1}, "gpus must be"),
     ({"data": "../../etc/passwd"}, "leave the volume"),
     ({"ttl_s": 0}, "bad ttl"),
+    ({"pvc": "Bad PVC"}, "bad PVC name"),
+    # `registry register` refuses it: the Job would fail after its GPU hours
+    ({"register_as": "models:/legal"}, "a name, not a models:/ URI"),
 ])
 def test_bad_fields_are_one_clear_error(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -59,6 +59,13 @@ class FinetuneJob:
             raise ConfigError(f"bad namespace '{self.namespace}'")
         if not self.image or any(c.isspace() for c in self.image):
             raise ConfigError(f"bad image '{self.image}'")
+        if len(self.pvc) > 253 or not all(_DNS_LABEL.match(p) for p in self.pvc.split(".")):
+            raise ConfigError(f"bad PVC name '{self.pvc}': lower-case letters, digits, '-' "
+                              "and '.'")
+        if self.register_as is not None and not re.fullmatch(r"[\w.-]+", self.register_as):
+            # the same rule as `registry register`: found only after the GPU hours, else
+            raise ConfigError(f"bad model name to register '{self.register_as}': letters, "
+                              "digits, '_', '-', '.' only (a name, not a models:/ URI)")
         if self.gpus < 0:
             raise ConfigError(f"gpus must be >= 0 (got {self.gpus})")
         for label, value in (("cpu", self.cpu), ("memory", self.memory),
