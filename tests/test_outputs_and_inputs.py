@@ -222,3 +222,12 @@ def test_resume_takes_a_run_id_not_a_path_and_jsonl_may_start_with_a_bom(tmp_pat
     data = tmp_path / "bom.jsonl"
     data.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "Q?"}).encode() + b"\r\n")
     assert [r["question"] for r in read_jsonl(data)] == ["Q?"]
+
+
+def test_the_folds_reported_are_the_folds_used():
+    """`quality-curve --folds 50` on 10 cases printed "50-fold"."""
+    from agentcycle.router.quality import folds_used
+
+    assert folds_used(50, [True] * 6 + [False] * 4) == 4
+    assert folds_used(5, [True] * 60 + [False] * 40) == 5
+    assert folds_used(5, [True] * 9 + [False]) == 2  # StratifiedKFold's least

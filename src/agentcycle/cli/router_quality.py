@@ -77,7 +77,12 @@ def quality_curve(
 
     from agentcycle._files import check_outputs
     from agentcycle.errors import DataError
-    from agentcycle.router.quality import cost_quality_curve, cross_val_p_fail, read_labels
+    from agentcycle.router.quality import (
+        cost_quality_curve,
+        cross_val_p_fail,
+        folds_used,
+        read_labels,
+    )
 
     if plot:
         if plot.suffix.lower() != ".png":
@@ -104,6 +109,7 @@ def quality_curve(
         print_json({**curve.summary(),
                     "points": [curve.at_share(s / 10) for s in range(11)]})
         return
+    folds = folds_used(folds, labels.passed)  # fewer when a class is smaller
     table = Table(title=f"quality router, {folds}-fold held-out ({curve.n} cases)")
     for column in ("strong calls", "learned quality", "random quality", "PGR learned"):
         table.add_column(column, justify="right")

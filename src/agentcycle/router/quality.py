@@ -237,11 +237,17 @@ def train_quality_router(prompts: list[str], cheap_passed: list[bool], *, embedd
                          embedder=embedder)
 
 
+def folds_used(folds: int, cheap_passed: list[bool]) -> int:
+    """The folds asked for, at most the smaller class's size (each fold holds one of it)."""
+    failed = sum(not p for p in cheap_passed)
+    return max(2, min(folds, failed, len(cheap_passed) - failed))
+
+
 def _held_out(X: np.ndarray, failed: np.ndarray, classifier: str, folds: int,
               seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
 
-    folds = max(2, min(folds, int(failed.sum()), int(len(failed) - failed.sum())))
+    folds = folds_used(folds, [not f for f in failed])
     p = np.zeros(len(failed))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, failed):
         p[test] = _fit(X[train], failed[train], classifier).predict_proba(X[test])[:, 1]
