@@ -11,6 +11,13 @@ from pathlib import Path
 from agentcycle.errors import DataError
 
 
+def new_file_mode(mode: int = 0o666) -> int:
+    """``mode`` less the process's umask: what a plain open() or mkdir() would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def atomic_write(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temp file beside it, renamed over it: a reader
     (or a crash) sees the old file or the new one, never half of one."""
@@ -20,9 +27,7 @@ def atomic_write(path: Path, text: str) -> None:
             handle.write(text)
         # mkstemp makes the file owner-only; a report is meant to be shared (CI
         # artifacts, a web server), so it gets the permissions any new file would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)  # no stray temp file beside the output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -100,6 +101,15 @@ def load_yaml(text: str, source: str, *,
     finally:
         loader.dispose()
     return YamlDoc(data, root, source)
+
+
+def load_yaml_file(path: Path, *, error: type[AgentcycleError] = ConfigError) -> YamlDoc:
+    """``load_yaml`` of a file's text; a file that is not UTF-8 is one ``error``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}): is it a YAML file?") from None
+    return load_yaml(text, str(path), error=error)
 
 
 def _reject_duplicate_keys(root: yaml.Node | None, source: str,

@@ -14,12 +14,12 @@ the kustomization leaves it out (ArgoCD does not manage its own Application).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from agentcycle._files import new_file_mode
 from agentcycle._yaml import dump_yaml12
 from agentcycle.deploy._build import build_workflow
 from agentcycle.deploy._workloads import (
@@ -214,9 +214,7 @@ def write_manifests(project_dir: Path, files: dict[str, str]) -> Path:
         raise ConfigError(f"{target} is a {'symbolic link' if target.is_symlink() else 'file'}"
                           ": the manifests go in a k8s/ folder; move it away first")
     staging = Path(tempfile.mkdtemp(prefix=".k8s-new-", dir=project_dir))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become k8s/'s mode
+    staging.chmod(new_file_mode(0o777))  # mkdtemp's 0700 would become k8s/'s mode
     try:
         for name, text in files.items():
             path = staging / name

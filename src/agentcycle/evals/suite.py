@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from agentcycle._yaml import YamlDoc, load_yaml, relevant_errors
+from agentcycle._yaml import YamlDoc, load_yaml_file, relevant_errors
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.evals.datasets import TracesSpec, load_dataset, load_traces
 from agentcycle.evals.scorers import resolve_scorer  # (registers the built-ins)
@@ -106,11 +106,7 @@ def load_suite(path: str | Path) -> Suite:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"suite file not found: {path}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{file}: not UTF-8 text (byte {exc.start}): is it a YAML suite?") from None
-    doc = load_yaml(text, str(file), error=DataError)
+    doc = load_yaml_file(file, error=DataError)
     data = doc.data
     if not isinstance(data, dict):
         raise DataError(f"{file}: a suite is a YAML mapping with at least 'name' and 'scorers'")

@@ -293,8 +293,8 @@ class ABSplit(Policy):
             if arm not in self.route_backends:
                 raise PolicyOptionError(("ab", "arms", arm), f"arm '{arm}' is not a backend "
                                         "of this route")
-            if not weight >= 0:  # NaN too: it would split no request anywhere
-                raise PolicyOptionError(("ab", "arms", arm), "weights must be numbers >= 0")
+            if weight < 0:
+                raise PolicyOptionError(("ab", "arms", arm), "weights must be >= 0")
         if not 0 < sum(self.options.arms.values()) < float("inf"):
             raise PolicyOptionError(("ab", "arms"), "at least one weight must be > 0")
 

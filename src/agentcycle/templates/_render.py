@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcycle._yaml import load_yaml
+from agentcycle._yaml import load_yaml_file
 from agentcycle.errors import ConfigError, DataError
 from agentcycle.settings import Settings
 from agentcycle.templates._manifest import ANSWERS_FILE, check_project_name
@@ -123,11 +123,7 @@ def read_answers(project: Path) -> dict[str, Any]:
     path = Path(project) / ANSWERS_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: {project} was not made by `agentcycle new`")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text (not a Copier answers file)") from None
-    answers = load_yaml(text, str(path), error=DataError).data or {}
+    answers = load_yaml_file(path, error=DataError).data or {}
     if not isinstance(answers, dict) or "_src_path" not in answers:
         raise DataError(f"{path}: no _src_path (not a Copier answers file)")
     return answers

@@ -64,15 +64,12 @@ SPEC_KEYS = {"tools", "system", "system_ref", "slots", "templates"}
 def load_tool_spec(path: str | Path) -> dict[str, Any]:
     """The spec file, parsed; DataError (with the line) for a missing file, bad YAML,
     a key it does not know, or a part of the wrong kind."""
-    from agentcycle._yaml import load_yaml
+    from agentcycle._yaml import load_yaml_file
 
     file = Path(path)
     if not file.is_file():
         raise DataError(f"tool spec not found: {path}")
-    try:
-        doc = load_yaml(file.read_text(encoding="utf-8"), str(path), error=DataError)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text file (UTF-8)") from None
+    doc = load_yaml_file(file, error=DataError)
     spec = doc.data
     if not isinstance(spec, dict) or not spec.get("templates"):
         raise DataError(f"{path}: a tool spec needs a 'templates' list")
