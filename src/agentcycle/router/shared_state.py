@@ -42,6 +42,12 @@ T = TypeVar("T")
 
 AB_TTL_S = 30 * 86400
 MAX_CONNECTIONS = 32  # per replica and event loop
+# How long a call waits for a free pooled connection. Not the failure signal: a dead
+# Redis fails each call within its socket timeout; a burst merely queues (CI saw 1,100
+# concurrent updates wait over 1 s for 32 connections, and fall back while Redis was up).
+POOL_WAIT_S = 30.0
+
+
 def shown_url(url: str) -> str:
     """The URL without its password (for messages and /health)."""
     parsed = urlparse(url)
@@ -117,9 +123,9 @@ class RedisState(RouterState):
             # One immediate retry (a pooled connection Redis closed when it restarted),
             # not redis-py's default backoff: a request must not wait seconds for it.
             # A bounded pool that waits for a free connection (a burst of requests must
-            # queue for a few ms, not fail with "too many connections").
+            # queue, not fail with "too many connections" or count as Redis lost).
             pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=MAX_CONNECTIONS, timeout=self.timeout_s,
+                self.url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S,
                 decode_responses=True, socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 1))
             client = aioredis.Redis(connection_pool=pool)
