@@ -113,6 +113,19 @@ def test_doctor_json_lists_every_service():
     assert services["qdrant"]["mode"] == "embedded"
 
 
+def test_doctor_exits_1_when_a_configured_service_is_unreachable(monkeypatch):
+    from agentcycle.serving.server import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    code, output = run("doctor", "--json")
+    assert code == 1
+    error = "error: unreachable: mlflow ("  # one line, on stderr (mixed in by the runner)
+    assert output.count(error) == 1
+    listing = output.replace(output[output.index(error):].splitlines()[0], "")
+    rows = {row["service"]: row for row in json.loads(listing)}
+    assert rows["mlflow"]["reachable"] is False and rows["qdrant"]["reachable"] is None
+
+
 @pytest.mark.parametrize("args", [["rag", "ingest", "/nonexistent", "-c", "x"]])
 def test_real_process_prints_one_line(args):
     done = subprocess.run([sys.executable, "-m", "agentcycle", *args], capture_output=True,

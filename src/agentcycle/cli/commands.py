@@ -18,6 +18,7 @@ from agentcycle.cli._common import (
     settings,
     stop_on_sigterm,
 )
+from agentcycle.errors import ServiceError
 
 
 @friendly_errors
@@ -114,20 +115,25 @@ def _tool_table(result) -> Table:
 
 @friendly_errors
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show each service: the platform's real one (URL, reachable?) or the embedded one."""
+    """Show each service: the platform's real one (URL, reachable?) or the embedded one.
+    Exits 1 when a configured service is unreachable (a script or probe can gate on it)."""
     from agentcycle.discovery import discover
 
     rows = discover(settings())
+    down = [r.service for r in rows if r.reachable is False]
     if as_json:
         print_json([r.as_dict() for r in rows])
-        return
-    table = Table(title="agentcycle services")
-    for column in ("service", "mode", "location", "reachable", "detail"):
-        table.add_column(column, overflow="fold")
-    marks = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}
-    for r in rows:
-        table.add_row(r.service, r.mode, r.location, marks[r.reachable], r.detail)
-    console.print(table)
+    else:
+        table = Table(title="agentcycle services")
+        for column in ("service", "mode", "location", "reachable", "detail"):
+            table.add_column(column, overflow="fold")
+        marks = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}
+        for r in rows:
+            table.add_row(r.service, r.mode, r.location, marks[r.reachable], r.detail)
+        console.print(table)
+    if down:
+        raise ServiceError(f"unreachable: {', '.join(down)} (see doctor's detail column; "
+                           "unset a service's variables to use its embedded default)")
 
 
 @friendly_errors
