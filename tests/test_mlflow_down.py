@@ -99,6 +99,45 @@ def test_a_trace_store_that_is_down_does_not_stop_an_agent(monkeypatch):
     assert time.monotonic() - started < 15
 
 
+def test_a_damaged_outbox_entry_is_reported_and_kept_and_a_torn_metric_line_dropped(
+        monkeypatch):
+    """Runs recorded while MLflow was down, then damaged on disk: publish sends the
+    readable ones to the embedded store and names the one it cannot read (exit 1)."""
+    from agentcycle.observe.outbox import RunRecorder, outbox_dir, pending
+    from agentcycle.settings import Settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    folders = []
+    for name in ("whole", "torn-metrics", "broken-entry"):
+        recorder = RunRecorder.start(Settings(), name, origin=name)
+        recorder.log_params({"lr": 0.01})
+        for step in range(3):
+            recorder.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        assert recorder.finish() is None  # kept for publish
+        folders.append(recorder.folder)
+    with open(folders[1] / "metrics.jsonl", "a") as handle:
+        handle.write('{"key": "loss", "val')  # killed mid-append
+    (folders[2] / "entry.json").write_text('{"id": "x", "state": "pend')
+    assert len(pending(Settings())) == 2
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the embedded SQLite store: reachable
+    code, output = cli_run("publish")
+    assert code == 1, output
+    assert f"{folders[2] / 'entry.json'} is damaged" in " ".join(output.split())
+    assert sorted(p.name for p in outbox_dir(Settings()).iterdir()) == [folders[2].name]
+
+    from mlflow import MlflowClient
+
+    settings = Settings()
+    client = MlflowClient(settings.tracking_uri)
+    published = client.search_runs([client.get_experiment_by_name(
+        settings.mlflow_experiment).experiment_id])
+    assert sorted(r.info.run_name for r in published) == ["torn-metrics", "whole"]
+    for run in published:
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [
+            1.0, 0.5, pytest.approx(1 / 3)]
+
+
 def eval_suite(tmp_path: Path, url: str) -> Path:
     cases = "\n".join(f"  - {{id: c{i}, input: 'Deposit, case {i}?', keywords: ['21 days']}}"
                       for i in range(4))

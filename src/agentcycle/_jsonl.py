@@ -43,3 +43,36 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         record["_line"] = number
         records.append(record)
     return records
+
+
+def journal_records(path: Path, what: str = "journal",
+                    advice: str = "") -> list[tuple[int, dict[str, Any]]]:
+    """An append-only journal's records with their line numbers. A torn last line (a
+    kill mid-write) is dropped; any other damage is a DataError naming the line, never a
+    silent gap."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable {what} ({exc})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if number == len(lines):
+                break  # torn by a kill mid-write
+            raise DataError(damaged_line(path, number, what, exc, advice)) from None
+        if not isinstance(record, dict):
+            raise DataError(damaged_line(path, number, what, ValueError(
+                f"a JSON {type(record).__name__}, not an object"), advice))
+        records.append((number, record))
+    return records
+
+
+def damaged_line(path: Path, number: int, what: str, exc: BaseException,
+                 advice: str = "") -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{path}:{number}: damaged {what} line ({reason})" + (f"; {advice}" if advice
+                                                                   else "")

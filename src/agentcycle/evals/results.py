@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentcycle._files import atomic_write
+from agentcycle._jsonl import damaged_line, journal_records
 from agentcycle.errors import DataError
 from agentcycle.evals.types import Output, Score
 
@@ -171,29 +172,20 @@ class Journal:
         skipped; any other damage is an error naming its line, not a silent gap."""
         if not path.is_file():
             raise DataError(f"no journal at {path}: nothing to resume")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: unreadable journal ({exc})") from None
+        advice = "start a new run instead of resuming"
         header: dict[str, Any] = {}
         results: dict[str, CaseResult] = {}
-        for number, line in enumerate(lines, 1):
+        records = journal_records(path, advice=advice)
+        for number, record in records:
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
                 if record.get("type") == "header":
                     header = header or record
                 elif record.get("type") == "case":
                     result = CaseResult.model_validate(record.get("result"))
                     results[result.id] = result  # a retried case's newest line wins
-            except ValueError as exc:  # JSON and pydantic errors alike
-                if number == len(lines) and isinstance(exc, json.JSONDecodeError):
-                    break  # torn by a kill mid-write: that case runs again
-                reason = str(exc).splitlines()[0]
-                raise DataError(f"{path}:{number}: damaged journal line ({reason}); "
-                                "start a new run instead of resuming") from None
-        if lines and not header:
+            except ValueError as exc:  # pydantic's
+                raise DataError(damaged_line(path, number, "journal", exc, advice)) from None
+        if not header and path.stat().st_size:
             raise DataError(f"{path}: the journal has no header line; start a new run "
                             "instead of resuming")
         return header, list(results.values())

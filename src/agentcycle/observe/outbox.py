@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcycle._files import atomic_write
+from agentcycle._jsonl import journal_records
 from agentcycle.observe.tracing import setup_tracking, unreachable
 from agentcycle.settings import Settings
 
@@ -220,19 +221,36 @@ class Published:
 def pending(settings: Settings) -> list[dict]:
     """The outbox's entries, oldest first (state ``open``: a run still going or
     stopped to be resumed; ``pending``: finished, waiting for MLflow)."""
+    return [entry for entry in _read_entries(settings) if isinstance(entry, dict)]
+
+
+def _read_entries(settings: Settings) -> list[dict | Published]:
+    """Each entry, or a Published error for one whose entry.json cannot be read (its
+    folder stays: the run's data is in it)."""
     folder = outbox_dir(settings)
-    entries = []
+    entries: list[dict | Published] = []
     for file in sorted(folder.glob(f"*/{ENTRY}")) if folder.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            entries.append(json.loads(file.read_text()))
+        try:
+            entry = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                raise ValueError("not an outbox entry")
+            entries.append(entry)
+        except (OSError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            entries.append(Published(file.parent.name, "", None,
+                                     f"{file} is damaged ({reason}); its run's files are "
+                                     "kept in that folder, to repair or delete"))
     return entries
 
 
 def publish_pending(settings: Settings) -> list[Published]:
-    """Replay every finished entry into the MLflow store ``settings`` names now."""
-    entries = [e for e in pending(settings) if e.get("state") == "pending"]
+    """Replay every finished entry into the MLflow store ``settings`` names now; an entry
+    that cannot be read is reported as not published, never skipped silently."""
+    read = _read_entries(settings)
+    damaged = [e for e in read if isinstance(e, Published)]
+    entries = [e for e in read if isinstance(e, dict) and e.get("state") == "pending"]
     if not entries:
-        return []
+        return damaged
     error = unreachable(settings.tracking_uri)
     if error:
         from agentcycle.errors import ServiceError
@@ -248,7 +266,7 @@ def publish_pending(settings: Settings) -> list[Published]:
         except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the rest
             done.append(Published(entry["id"], entry.get("origin", ""), None,
                                   str(exc).splitlines()[0][:300] if str(exc) else repr(exc)))
-    return done
+    return done + damaged
 
 
 def _client(settings: Settings) -> Any:
@@ -295,9 +313,8 @@ def _replay(client: Any, settings: Settings, entry: dict) -> str:
     for start in range(0, len(params), 100):
         client.log_batch(run_id, params=params[start:start + 100])
     points = []
-    if (folder / METRICS).is_file():
-        points = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()
-                  if line.strip()]
+    if (folder / METRICS).is_file():  # appended as the run went: a kill may tear the last
+        points = [p for _, p in journal_records(folder / METRICS, "metrics")]
     seen: dict[str, set] = {}
     for key in {p["key"] for p in points}:
         seen[key] = {(m.step, m.timestamp) for m in client.get_metric_history(run_id, key)}
