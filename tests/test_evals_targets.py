@@ -133,3 +133,53 @@ def test_callable_targets_accept_text_dicts_outputs_and_answers(tmp_path):
 def test_bad_target_strings_say_how_to_write_them(spec, message):
     with pytest.raises(ConfigError, match=message), open_target(spec):
         pass
+
+
+HOSTILE = {  # what a broken or hostile server may answer, and the one line it becomes
+    "html": ("<html>502 Bad Gateway</html>", "the response is not JSON: '<html>502"),
+    "list": ("[1, 2]", "the response is a JSON list, not an object"),
+    "no-choices": ('{"choices": []}', "not an OpenAI chat completion (choices: List should"),
+    "choices-str": ('{"choices": "x"}', "not an OpenAI chat completion (choices: "),
+    "content-int": ('{"choices": [{"message": {"content": 5}}]}',
+                    "(choices.0.message.content: Input should be a valid string)"),
+    "usage-words": ('{"choices": [{"message": {"content": "a"}}], "usage": '
+                    '{"prompt_tokens": "lots"}}', "(usage.prompt_tokens: Input should"),
+    "tool-calls-str": ('{"choices": [{"message": {"tool_calls": "x"}}]}',
+                       "(choices.0.message.tool_calls: Input should be a valid list)"),
+    "truncated": ('{"choices": [{"mess', "the response is not JSON"),
+    "huge": ('{"choices": [{"message": {"content": "' + "x" * 3_000_000 + '"}}]}',
+             "the response is larger than 2 MiB; not read further"),
+}
+
+
+def test_a_hostile_server_gives_each_case_one_readable_error():
+    """Whatever comes back, the case's error is one line of ours (no Python exception
+    text), and a 3 MB body is neither read whole nor stored."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def answer(request: Request):
+        body = await request.json()
+        return Response(HOSTILE[body["model"]][0], media_type="application/json")
+
+    apps = {"answer-int": ('{"answer": 5}', "not an AgentResult (answer: Input should"),
+            "text-list": ('{"text": []}', "not an Output (text: Input should")}
+
+    @app.post("/{kind}/v1/ask")
+    async def ask(kind: str):
+        return Response(apps[kind][0], media_type="application/json")
+
+    suite = Suite(name="hostile", cases=[QUESTION], scorers=["keywords"])
+    with BackgroundServer(app) as server:
+        targets = [(OpenAITarget(server.url + "/v1", model), expected)
+                   for model, (_, expected) in HOSTILE.items()]
+        targets += [(HttpAppTarget(f"{server.url}/{kind}"), expected)
+                    for kind, (_, expected) in apps.items()]
+        for target, expected in targets:
+            [case] = run_suite_sync(suite, target, retries=0).results
+            assert expected in case.error and "\n" not in case.error, case.error
+            assert len(case.error) <= 300 and case.output.text == ""
+            assert "Traceback" not in case.error and "Error:" not in case.error

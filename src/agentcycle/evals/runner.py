@@ -30,7 +30,7 @@ from agentcycle.evals.results import (
 )
 from agentcycle.evals.scoring import BoundScorer, ScoreContext
 from agentcycle.evals.suite import Suite
-from agentcycle.evals.targets import Target
+from agentcycle.evals.targets import Target, TargetError
 from agentcycle.evals.types import Case, Output
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,20 @@ async def _call_target(case: Case, target: Target, retries: int,
         except ConfigError:
             raise  # the target refuses every case (bad key, URL, model): stop, say why
         except Exception as exc:  # one failing case must not sink the run
-            error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            error = _one_line(exc)
             log.info("case %s, attempt %d: %s", case.id, attempt + 1, error)
             if attempt < retries:
                 await asyncio.sleep(backoff_s * 2 ** attempt)
     return Output(error=error), retries + 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """A case's error as stored: our TargetError's own words, else the exception's type
+    and first line (a target's own code may raise anything), at most 300 characters."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else ""
+    return (text if isinstance(exc, TargetError) and text
+            else f"{type(exc).__name__}: {text}".rstrip(": "))[:300]
 
 
 async def _score(case: Case, output: Output, scorers: list[BoundScorer],

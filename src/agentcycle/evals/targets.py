@@ -24,10 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
+from pydantic import ValidationError
 
 from agentcycle.agents import AgentResult, Step, ToolCallRecord
-from agentcycle.errors import ConfigError, ServiceError
+from agentcycle.evals._wire import Completion, JsonClient, first_error
+from agentcycle.evals._wire import TargetError as TargetError  # re-exported
+from agentcycle.evals._wire import TargetRefused as TargetRefused
 from agentcycle.evals.types import Case, Context, Output, ToolCall
 
 _SECTION = re.compile(r"§\s*\d+[a-z]?")
@@ -40,53 +42,8 @@ class Target(Protocol):
     async def run(self, case: Case) -> Output: ...
 
 
-class TargetError(ServiceError):
-    """The target failed on one case (the runner retries, then marks the case errored)."""
-
-
-class TargetRefused(ConfigError):
-    """The target refuses every request (wrong key, URL or model): the run stops."""
-
-
-def _message(body: str) -> str:
-    try:
-        error = json.loads(body).get("error")
-        return str(error.get("message") if isinstance(error, dict) else error or body)[:200]
-    except (ValueError, AttributeError):
-        return body[:200]
-
-
 def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class _Http:
-    """One httpx client per event loop: a client must not outlive the loop it was made in."""
-
-    def __init__(self, timeout_s: float):
-        self.timeout_s = timeout_s
-        self._clients: dict[int, httpx.AsyncClient] = {}
-
-    def client(self) -> httpx.AsyncClient:
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._clients:
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-            self._clients[loop] = httpx.AsyncClient(timeout=self.timeout_s, limits=limits)
-        return self._clients[loop]
-
-    async def post(self, url: str, body: dict, headers: dict | None = None) -> dict:
-        try:
-            response = await self.client().post(url, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise TargetError(f"{url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code in (401, 403, 404):
-            # A bad key, URL or model name fails every case alike: stop with that one
-            # line rather than retry each case and report a run of errors.
-            raise TargetRefused(f"{url}: HTTP {response.status_code}: "
-                                f"{_message(response.text)}")
-        if response.status_code >= 400:
-            raise TargetError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
-        return response.json()
 
 
 class OpenAITarget:
@@ -103,7 +60,7 @@ class OpenAITarget:
         self.params = {"max_tokens": max_tokens, "temperature": temperature,
                        **({"tools": tools} if tools else {})}
         self.key = f"openai:{self.base_url}#{model}:" + digest(system_prompt, self.params)[:16]
-        self._http = _Http(timeout_s)
+        self._http = JsonClient(timeout_s)
 
     def messages(self, case: Case) -> list[dict[str, Any]]:
         messages = ([{"role": "user", "content": case.input}] if isinstance(case.input, str)
@@ -119,22 +76,18 @@ class OpenAITarget:
             {"model": self.model, "messages": self.messages(case), **self.params},
             {"Authorization": f"Bearer {self.api_key}"})
         latency_ms = (time.perf_counter() - started) * 1000
-        try:
-            choice = data["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError):
-            raise TargetError(f"{self.base_url}: no choices in the response") from None
-        usage = data.get("usage") or {}
-        prompt, completion = int(usage.get("prompt_tokens") or 0), int(
-            usage.get("completion_tokens") or 0)
-        model = data.get("model") or self.model
+        completion = Completion.read(self.base_url, data)
+        choice, usage = completion.choices[0], completion.usage
+        prompt = usage.prompt_tokens or 0 if usage else 0
+        generated = usage.completion_tokens or 0 if usage else 0
+        model = completion.model or self.model
         step = Step.model_call("chat completion", latency_ms=latency_ms, backend=model,
-                               finish_reason=choice.get("finish_reason"))
+                               finish_reason=choice.finish_reason)
         return to_output(AgentResult(
-            answer=message.get("content") or "", kind="model", latency_ms=latency_ms,
-            steps=[step], tool_calls=[_tool_call(t) for t in message.get("tool_calls") or []],
-            prompt_tokens=prompt, completion_tokens=completion,
-            cost_usd=list_price(model, prompt, completion), model=model, backend=model))
+            answer=choice.message.content or "", kind="model", latency_ms=latency_ms,
+            steps=[step], tool_calls=[_tool_call(t) for t in completion.tool_calls()],
+            prompt_tokens=prompt, completion_tokens=generated,
+            cost_usd=list_price(model, prompt, generated), model=model, backend=model))
 
 
 def _tool_call(raw: dict) -> ToolCallRecord:
@@ -232,7 +185,7 @@ class HttpAppTarget:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.key = f"app:{self.url}"
-        self._http = _Http(timeout_s)
+        self._http = JsonClient(timeout_s)
 
     async def run(self, case: Case) -> Output:
         started = time.perf_counter()
@@ -255,8 +208,9 @@ def to_output(result: Any) -> Output:
     if isinstance(result, dict) and "answer" in result and "text" not in result:
         try:
             result = AgentResult.model_validate(result)
-        except ValueError as exc:
-            raise TargetError(f"the agent's result is not an AgentResult: {exc}") from None
+        except ValidationError as exc:
+            raise TargetError("the agent's result is not an AgentResult "
+                              f"({first_error(exc)})") from None
     if isinstance(result, AgentResult):
         return _from_result(result)
     if hasattr(result, "model_dump"):  # any other pydantic model
@@ -264,7 +218,10 @@ def to_output(result: Any) -> Output:
     if not isinstance(result, dict):
         raise TargetError(f"the agent returned {type(result).__name__}; return str, dict, "
                           "Output or AgentResult")
-    return Output.model_validate(result)
+    try:
+        return Output.model_validate(result)
+    except ValidationError as exc:
+        raise TargetError(f"the agent's result is not an Output ({first_error(exc)})") from None
 
 
 def _from_result(result: Any) -> Output:
