@@ -319,7 +319,10 @@ def test_unknown_dependency_and_type_none():
 def test_write_replaces_k8s_and_keeps_the_build_adapters_tag(tmp_path):
     project = _project(tmp_path)
     files = generate_manifests(project, TARGET)
-    k8s = write_manifests(project, {**files, "stale.yaml": "kind: Stale\n"})
+    from agentcycle.deploy.manifests import dump_yaml
+
+    # a file an older thinkube.yaml generated (our header) goes when it is not generated
+    k8s = write_manifests(project, {**files, "stale.yaml": dump_yaml([{"kind": "Stale"}])})
     (k8s / ".argocd-source-legal-agent.yaml").write_text("kustomize: {images: []}\n")
     write_manifests(project, files)
     assert sorted(p.name for p in k8s.iterdir()) == sorted(

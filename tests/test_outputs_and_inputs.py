@@ -231,3 +231,23 @@ def test_the_folds_reported_are_the_folds_used():
     assert folds_used(50, [True] * 6 + [False] * 4) == 4
     assert folds_used(5, [True] * 60 + [False] * 40) == 5
     assert folds_used(5, [True] * 9 + [False]) == 2  # StratifiedKFold's least
+
+
+def test_deploy_refuses_to_delete_a_file_of_the_users_own_in_k8s(tmp_path):
+    """k8s/ is replaced whole: a file agentcycle did not write stops it, and stays."""
+    from agentcycle.deploy.manifests import dump_yaml, write_manifests
+
+    project = tmp_path / "app"
+    project.mkdir()
+    ours = {"a.yaml": dump_yaml([{"kind": "ConfigMap"}])}
+    write_manifests(project, ours)
+    (project / "k8s" / ".argocd-source-app.yaml").write_text("kustomize: {}\n")
+    write_manifests(project, ours)  # our own files and the build adapter's: replaced
+    (project / "k8s" / "extra").mkdir()
+    (project / "k8s" / "extra" / "secret.yaml").write_text("kind: Secret\n")
+    with pytest.raises(ConfigError, match=r"did not generate \(extra/secret.yaml\)"):
+        write_manifests(project, {"b.yaml": dump_yaml([{"kind": "ConfigMap"}])})
+    assert sorted(p.name for p in (project / "k8s").iterdir()) == [
+        ".argocd-source-app.yaml", "a.yaml", "extra"]
+    code, out = cli_run("deploy", str(project), "--dry-run")
+    assert_clean_error(code, out, "extra/secret.yaml", "move them out of k8s/")

@@ -36,8 +36,8 @@ from agentcycle.deploy.target import DeployTarget
 from agentcycle.deploy.thinkube import SIZES, ThinkubeDeployment, load_thinkube
 from agentcycle.errors import ConfigError
 
-__all__ = ["APPLICATION_FILE", "argocd_application", "generate_manifests",
-           "manifests_for", "write_manifests"]
+__all__ = ["APPLICATION_FILE", "argocd_application", "check_k8s_is_ours",
+           "generate_manifests", "manifests_for", "write_manifests"]
 
 Obj = dict[str, Any]
 APPLICATION_FILE = "argocd-application.yaml"
@@ -198,6 +198,34 @@ def argocd_application(target: DeployTarget) -> Obj:
     }
 
 
+def check_k8s_is_ours(project_dir: Path) -> None:
+    """ConfigError when ``<project>/k8s`` holds a file agentcycle did not write (no
+    header): deploy replaces the folder whole, and would delete the user's own file.
+    The build adapter's ``.argocd-source-*`` overrides are expected there, and kept."""
+    target = Path(project_dir) / "k8s"
+    if not target.is_dir() or target.is_symlink():
+        return
+    header = _HEADER.encode()
+    foreign = []
+    for path in sorted(target.rglob("*")):
+        if path.is_dir() or path.name.startswith(".argocd-source-"):
+            continue
+        try:
+            with path.open("rb") as handle:
+                ours = handle.read(len(header)) == header
+        except OSError:
+            ours = False
+        if not ours:
+            foreign.append(path.relative_to(target).as_posix())
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                          if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"{target} holds files agentcycle did not generate ({shown}); deploy replaces "
+            "k8s/ whole and would delete them: describe them in thinkube.yaml, or move "
+            "them out of k8s/, then deploy again")
+
+
 def write_manifests(project_dir: Path, files: dict[str, str]) -> Path:
     """Replace ``<project>/k8s`` with ``files``: written to a sibling folder, then
     swapped in by renames, so a failure leaves the previous ``k8s/`` as it was. The
@@ -213,6 +241,7 @@ def write_manifests(project_dir: Path, files: dict[str, str]) -> Path:
         # cannot hold manifests: either way, the user's k8s is not ours to replace
         raise ConfigError(f"{target} is a {'symbolic link' if target.is_symlink() else 'file'}"
                           ": the manifests go in a k8s/ folder; move it away first")
+    check_k8s_is_ours(project_dir)
     staging = Path(tempfile.mkdtemp(prefix=".k8s-new-", dir=project_dir))
     staging.chmod(new_file_mode(0o777))  # mkdtemp's 0700 would become k8s/'s mode
     try:

@@ -131,10 +131,11 @@ def render(project_dir: Path, options: DeployOptions, *,
 def deploy(project_dir: Path, options: DeployOptions, *, dry_run: bool = False,
            progress: Progress | None = None) -> DeployReport:
     """Render, validate and (unless `dry_run`) publish the project; see the module doc."""
-    from agentcycle.deploy.manifests import write_manifests
+    from agentcycle.deploy.manifests import check_k8s_is_ours, write_manifests
 
     say = progress or (lambda step, detail: None)
     project_dir = Path(project_dir)
+    check_k8s_is_ours(project_dir)  # before anything is committed
     if not dry_run and (missing := options.missing()):
         raise ConfigError(f"deploy needs {', '.join(missing)} (set in the environment; "
                           "or use --dry-run to render and validate only)")
