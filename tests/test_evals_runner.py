@@ -162,6 +162,10 @@ def test_journal_skips_a_torn_last_line(tmp_path):
                        + "\n" + '{"type": "case", "resu')
     header, results = Journal.read(journal)
     assert header["suite"] == "s" and [r.id for r in results] == ["a"]
+    resumed = Journal(journal)  # the torn line is cut: the next case is a line of its own
+    resumed.write({"type": "case", "result": {"id": "b", "input": "q"}})
+    resumed.close()
+    assert [r.id for r in Journal.read(journal)[1]] == ["a", "b"]
 
 
 @pytest.mark.parametrize("damage, reason", [

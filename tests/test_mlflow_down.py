@@ -119,12 +119,30 @@ def test_a_damaged_outbox_entry_is_reported_and_kept_and_a_torn_metric_line_drop
         handle.write('{"key": "loss", "val')  # killed mid-append
     (folders[2] / "entry.json").write_text('{"id": "x", "state": "pend')
     assert len(pending(Settings())) == 2
+    # resumed after the kill: the torn line is cut, the new point is a line of its own
+    resumed = RunRecorder.start(Settings(), "torn-metrics", entry_id=folders[1].name)
+    resumed.log_metrics({"loss": 0.25}, 3)
+    assert resumed.finish() is None
+    # an entry naming another folder (publish deletes its entry's folder when done)
+    victim = outbox_dir(Settings()).parent / "victim"
+    victim.mkdir()
+    (outbox_dir(Settings()) / "zz-hostile").mkdir()
+    (outbox_dir(Settings()) / "zz-hostile" / "entry.json").write_text(json.dumps(
+        {"id": "../victim", "state": "pending", "tags": {}, "params": {}, "tables": [],
+         "artifacts": []}))
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the embedded SQLite store: reachable
-    code, output = cli_run("publish")
+    code, output = cli_run("publish", "--json")
     assert code == 1, output
-    assert f"{folders[2] / 'entry.json'} is damaged" in " ".join(output.split())
-    assert sorted(p.name for p in outbox_dir(Settings()).iterdir()) == [folders[2].name]
+    report = json.loads("\n".join(line for line in output.splitlines()
+                                  if not line.startswith("error:")))  # stderr, mixed in
+    errors = {p["entry_id"]: p["error"] for p in report["published"] if p["error"]}
+    assert errors.keys() == {folders[2].name, "zz-hostile"}
+    assert errors[folders[2].name].startswith(f"{folders[2] / 'entry.json'} is damaged")
+    assert "its id '../victim' is not its folder's name" in errors["zz-hostile"]
+    assert sorted(p.name for p in outbox_dir(Settings()).iterdir()) == [folders[2].name,
+                                                                       "zz-hostile"]
+    assert victim.is_dir()
 
     from mlflow import MlflowClient
 
@@ -133,9 +151,10 @@ def test_a_damaged_outbox_entry_is_reported_and_kept_and_a_torn_metric_line_drop
     published = client.search_runs([client.get_experiment_by_name(
         settings.mlflow_experiment).experiment_id])
     assert sorted(r.info.run_name for r in published) == ["torn-metrics", "whole"]
-    for run in published:
-        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [
-            1.0, 0.5, pytest.approx(1 / 3)]
+    losses = {run.info.run_name: [m.value for m in client.get_metric_history(
+        run.info.run_id, "loss")] for run in published}
+    assert losses == {"whole": [1.0, 0.5, pytest.approx(1 / 3)],
+                      "torn-metrics": [1.0, 0.5, pytest.approx(1 / 3), 0.25]}
 
 
 def eval_suite(tmp_path: Path, url: str) -> Path:

@@ -4,8 +4,9 @@ evals' datasets and the fine-tuning data alike."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from agentcycle.errors import DataError
 
@@ -43,6 +44,27 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         record["_line"] = number
         records.append(record)
     return records
+
+
+def open_journal(path: Path) -> TextIO:
+    """An append-only journal opened for appending. A torn last line (a kill mid-write)
+    is cut off first: appended after it, the next record would be glued to it and both
+    lost (or the whole journal refused) when it is read back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as raw:
+        end = raw.seek(0, os.SEEK_END)
+        keep = end
+        while keep > 0:  # back to just after the last newline
+            start = max(0, keep - 65536)
+            raw.seek(start)
+            block = raw.read(keep - start)
+            if b"\n" in block:
+                keep = start + block.rindex(b"\n") + 1
+                break
+            keep = start
+        if keep < end:
+            raw.truncate(keep)
+    return path.open("a", encoding="utf-8")
 
 
 def journal_records(path: Path, what: str = "journal",

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentcycle._files import atomic_write
-from agentcycle._jsonl import damaged_line, journal_records
+from agentcycle._jsonl import damaged_line, journal_records, open_journal
 from agentcycle.errors import DataError
 from agentcycle.evals.types import Output, Score
 
@@ -154,9 +154,8 @@ class Journal:
     """Append-only JSONL of finished cases; each line is on disk before the next case."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = path.open("a", encoding="utf-8")
+        self._handle = open_journal(path)  # a resumed run's torn last line is cut
 
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record, default=str) + "\n")

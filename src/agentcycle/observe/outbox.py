@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcycle._files import atomic_write
-from agentcycle._jsonl import journal_records
+from agentcycle._jsonl import journal_records, open_journal
 from agentcycle.observe.tracing import setup_tracking, unreachable
 from agentcycle.settings import Settings
 
@@ -152,7 +152,7 @@ class RunRecorder:
         stamp = int(time.time() * 1000)
         points = [{"key": k, "value": float(v), "step": step, "timestamp": stamp}
                   for k, v in metrics.items()]
-        with open(self.folder / METRICS, "a", encoding="utf-8") as handle:
+        with open_journal(self.folder / METRICS) as handle:  # a resumed run's torn line cut
             handle.writelines(json.dumps(p) + "\n" for p in points)
         self._call("log_batch", metrics=[Metric(**p) for p in points])
 
@@ -231,16 +231,30 @@ def _read_entries(settings: Settings) -> list[dict | Published]:
     entries: list[dict | Published] = []
     for file in sorted(folder.glob(f"*/{ENTRY}")) if folder.is_dir() else []:
         try:
-            entry = json.loads(file.read_text(encoding="utf-8"))
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-                raise ValueError("not an outbox entry")
-            entries.append(entry)
+            entries.append(_checked(json.loads(file.read_text(encoding="utf-8")),
+                                    file.parent.name))
         except (OSError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             entries.append(Published(file.parent.name, "", None,
                                      f"{file} is damaged ({reason}); its run's files are "
                                      "kept in that folder, to repair or delete"))
     return entries
+
+
+_FIELDS = {"id": str, "tags": dict, "params": dict, "tables": list, "artifacts": list}
+
+
+def _checked(entry: Any, folder_name: str) -> dict:
+    """The entry, if it has the fields a replay reads; its id must be its folder's name
+    (the folder a publish deletes when done)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"a JSON {type(entry).__name__}, not an object")
+    for key, kind in _FIELDS.items():
+        if not isinstance(entry.get(key), kind):
+            raise ValueError(f"'{key}' is missing or not a JSON {kind.__name__}")
+    if entry["id"] != folder_name:
+        raise ValueError(f"its id {entry['id']!r} is not its folder's name")
+    return entry
 
 
 def publish_pending(settings: Settings) -> list[Published]:
@@ -303,6 +317,10 @@ def _replay(client: Any, settings: Settings, entry: dict) -> str:
     from mlflow.entities import Metric, Param
 
     folder = outbox_dir(settings) / entry["id"]
+    points = []  # read first: a damaged journal must not leave a new run RUNNING
+    if (folder / METRICS).is_file():  # appended as the run went: a kill may tear the last
+        points = [p for _, p in journal_records(
+            folder / METRICS, "metrics", "repair or delete that line, then publish again")]
     run_id = _open_run(client, settings, entry)
     entry["run_id"] = run_id
     _write_json(folder / ENTRY, entry)  # a second publish continues this run
@@ -312,9 +330,6 @@ def _replay(client: Any, settings: Settings, entry: dict) -> str:
     params = [Param(k, v) for k, v in entry["params"].items() if k not in run.data.params]
     for start in range(0, len(params), 100):
         client.log_batch(run_id, params=params[start:start + 100])
-    points = []
-    if (folder / METRICS).is_file():  # appended as the run went: a kill may tear the last
-        points = [p for _, p in journal_records(folder / METRICS, "metrics")]
     seen: dict[str, set] = {}
     for key in {p["key"] for p in points}:
         seen[key] = {(m.step, m.timestamp) for m in client.get_metric_history(run_id, key)}
