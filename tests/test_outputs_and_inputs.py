@@ -7,6 +7,7 @@ overwrote its own input and exited 0, or printed a traceback.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import stat
@@ -241,13 +242,22 @@ def test_deploy_refuses_to_delete_a_file_of_the_users_own_in_k8s(tmp_path):
     project.mkdir()
     ours = {"a.yaml": dump_yaml([{"kind": "ConfigMap"}])}
     write_manifests(project, ours)
-    (project / "k8s" / ".argocd-source-app.yaml").write_text("kustomize: {}\n")
-    write_manifests(project, ours)  # our own files and the build adapter's: replaced
-    (project / "k8s" / "extra").mkdir()
-    (project / "k8s" / "extra" / "secret.yaml").write_text("kind: Secret\n")
-    with pytest.raises(ConfigError, match=r"did not generate \(extra/secret.yaml\)"):
+    k8s = project / "k8s"
+    (k8s / ".argocd-source-app.yaml").write_text("kustomize: {}\n")
+    (k8s / ".argocd-source.yaml").write_text("kustomize: {}\n")
+    (k8s / ".DS_Store").write_bytes(b"\0")
+    (k8s / "a.yaml").write_bytes((k8s / "a.yaml").read_bytes().replace(b"\n", b"\r\n"))
+    write_manifests(project, ours)  # ours (CRLF too: git's autocrlf), the adapter's: kept
+    assert sorted(p.name for p in k8s.iterdir()) == [
+        ".argocd-source-app.yaml", ".argocd-source.yaml", "a.yaml"]
+    (k8s / "extra").mkdir()
+    (k8s / "extra" / "secret.yaml").write_text("kind: Secret\n")
+    (k8s / "extra" / ".argocd-source-x.yaml").write_text("kustomize: {}\n")  # not kept there
+    os.mkfifo(k8s / "pipe.yaml")  # refused without being opened (it would block)
+    with pytest.raises(ConfigError, match=r"did not generate \(extra/.argocd-source-x.yaml, "
+                                          r"extra/secret.yaml, pipe.yaml\)"):
         write_manifests(project, {"b.yaml": dump_yaml([{"kind": "ConfigMap"}])})
-    assert sorted(p.name for p in (project / "k8s").iterdir()) == [
-        ".argocd-source-app.yaml", "a.yaml", "extra"]
+    assert sorted(p.name for p in k8s.iterdir()) == [
+        ".argocd-source-app.yaml", ".argocd-source.yaml", "a.yaml", "extra", "pipe.yaml"]
     code, out = cli_run("deploy", str(project), "--dry-run")
     assert_clean_error(code, out, "extra/secret.yaml", "move them out of k8s/")

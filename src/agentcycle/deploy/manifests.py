@@ -198,25 +198,22 @@ def argocd_application(target: DeployTarget) -> Obj:
     }
 
 
+# The build adapter's image overrides (ArgoCD's parameter files): kept across deploys.
+KEPT = ".argocd-source*.yaml"
+# What a desktop or an empty-folder habit leaves: nothing of the user's is lost with it.
+_LITTER = {".DS_Store", ".gitkeep", "Thumbs.db"}
+
+
 def check_k8s_is_ours(project_dir: Path) -> None:
-    """ConfigError when ``<project>/k8s`` holds a file agentcycle did not write (no
-    header): deploy replaces the folder whole, and would delete the user's own file.
-    The build adapter's ``.argocd-source-*`` overrides are expected there, and kept."""
+    """ConfigError when ``<project>/k8s`` holds a file agentcycle did not write (its
+    first line is not our header): deploy replaces the folder whole, and would delete
+    the user's own file. The build adapter's overrides (:data:`KEPT`) are kept."""
     target = Path(project_dir) / "k8s"
     if not target.is_dir() or target.is_symlink():
         return
-    header = _HEADER.encode()
-    foreign = []
-    for path in sorted(target.rglob("*")):
-        if path.is_dir() or path.name.startswith(".argocd-source-"):
-            continue
-        try:
-            with path.open("rb") as handle:
-                ours = handle.read(len(header)) == header
-        except OSError:
-            ours = False
-        if not ours:
-            foreign.append(path.relative_to(target).as_posix())
+    kept = set(target.glob(KEPT))
+    foreign = [path.relative_to(target).as_posix() for path in sorted(target.rglob("*"))
+               if path not in kept and path.name not in _LITTER and not _ours(path)]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
                                           if len(foreign) > 5 else "")
@@ -224,6 +221,23 @@ def check_k8s_is_ours(project_dir: Path) -> None:
             f"{target} holds files agentcycle did not generate ({shown}); deploy replaces "
             "k8s/ whole and would delete them: describe them in thinkube.yaml, or move "
             "them out of k8s/, then deploy again")
+
+
+def _ours(path: Path) -> bool:
+    """A folder, or a regular file whose first line is our header (CRLF too: git's
+    autocrlf). A link, a pipe, or an unreadable file is the user's."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return True
+    if not path.is_file():
+        return False  # opening a FIFO would block
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(len(_HEADER) + 2)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == _HEADER.rstrip("\n").encode()
 
 
 def write_manifests(project_dir: Path, files: dict[str, str]) -> Path:
@@ -250,7 +264,7 @@ def write_manifests(project_dir: Path, files: dict[str, str]) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         if target.is_dir():
-            for kept in sorted(target.glob(".argocd-source-*.yaml")):
+            for kept in sorted(target.glob(KEPT)):
                 shutil.copy2(kept, staging / kept.name)
             old = Path(tempfile.mkdtemp(prefix=".k8s-old-", dir=project_dir))
             old.rmdir()
