@@ -233,6 +233,36 @@ def test_concurrent_updates_from_two_states_are_atomic(redis_server):
     assert len(set(arms)) == 1  # one arm for the key, whichever state set it first
 
 
+def test_a_hung_redis_stalls_a_burst_about_one_socket_timeout_not_one_per_queued_call():
+    """A Redis that accepts connections and never answers: the first calls wait out the
+    1 s socket timeout; the calls queued behind them fall back at once."""
+    import socket
+    import threading
+
+    from agentcycle.router.shared_state import RedisState
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept())
+                                     for _ in iter(int, 1)], daemon=True).start()
+    state = RedisState(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", check=False)
+
+    async def timed_call():
+        started = time.monotonic()
+        await state.acooling_among(["a"])
+        return time.monotonic() - started
+
+    async def main():
+        waits = await asyncio.gather(*[timed_call() for _ in range(300)])
+        await state.aclose()
+        return waits
+
+    waits = asyncio.run(main())
+    listener.close()
+    assert "unreachable" in state.describe()
+    assert max(waits) < 4.0, max(waits)  # was ~1 s per round of 32 queued calls: 10 s
+
+
 @pytest.mark.slow  # a replica of its own, and the 5 s retry interval
 def test_redis_lost_mid_run_fails_open_with_one_warning(tmp_path):
     """Requests keep succeeding on local state; Redis back: shared again, spend caught up."""

@@ -42,10 +42,6 @@ T = TypeVar("T")
 
 AB_TTL_S = 30 * 86400
 MAX_CONNECTIONS = 32  # per replica and event loop
-# How long a call waits for a free pooled connection. Not the failure signal: a dead
-# Redis fails each call within its socket timeout; a burst merely queues (CI saw 1,100
-# concurrent updates wait over 1 s for 32 connections, and fall back while Redis was up).
-POOL_WAIT_S = 30.0
 
 
 def shown_url(url: str) -> str:
@@ -76,6 +72,7 @@ class RedisState(RouterState):
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._shared_spend: dict[tuple[str, str], float] = {}
@@ -122,10 +119,9 @@ class RedisState(RouterState):
 
             # One immediate retry (a pooled connection Redis closed when it restarted),
             # not redis-py's default backoff: a request must not wait seconds for it.
-            # A bounded pool that waits for a free connection (a burst of requests must
-            # queue, not fail with "too many connections" or count as Redis lost).
+            # A bounded pool; callers queue for it in _shared, so its own wait is short.
             pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S,
+                self.url, max_connections=MAX_CONNECTIONS, timeout=self.timeout_s,
                 decode_responses=True, socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 1))
             client = aioredis.Redis(connection_pool=pool)
@@ -133,6 +129,7 @@ class RedisState(RouterState):
                 ("probe", CLAIM_PROBE), ("read_spend", READ_SPEND),
                 ("add_spend", ADD_SPEND), ("sticky", STICKY), ("take", TAKE))}
             self._clients[loop] = client
+            self._slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
         return client
 
     async def _shared(self, work: Callable[[Any], Awaitable[T]],
@@ -141,11 +138,19 @@ class RedisState(RouterState):
         if self._down_since is not None and (
                 time.monotonic() < self._retry_at or not await self._came_back()):
             return fallback()
-        try:
-            return await work(self._client())
-        except _errors() as exc:
-            self._went_down(exc)
-            return fallback()
+        client = self._client()
+        # A burst queues here, for as long as it takes while Redis answers (CI saw 1,100
+        # concurrent updates wait over 1 s for 32 connections: the pool's own wait made
+        # that "Redis lost"). Redis lost while a call queued: it falls back at once,
+        # instead of each queued call waiting out its own socket timeout in turn.
+        async with self._slots[asyncio.get_running_loop()]:
+            if self._down_since is not None:
+                return fallback()
+            try:
+                return await work(client)
+            except _errors() as exc:
+                self._went_down(exc)
+                return fallback()
 
     def _went_down(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + self.retry_s
@@ -186,6 +191,7 @@ class RedisState(RouterState):
 
     async def aclose(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)
+        self._slots.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
