@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentcycle.errors import ConfigError, ServiceError
 
@@ -35,11 +35,13 @@ def first_error(exc: ValidationError) -> str:
 
 
 def _message(body: str) -> str:
+    """An error body's message (OpenAI's ``{"error": {"message"}}``), else its start."""
     try:
         error = json.loads(body).get("error")
-        return str(error.get("message") if isinstance(error, dict) else error or body)[:200]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return body[:200]
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or body)[:200]
 
 
 class JsonClient:
@@ -58,12 +60,14 @@ class JsonClient:
         return self._clients[loop]
 
     async def post(self, url: str, body: dict, headers: dict | None = None) -> dict:
-        try:
-            async with self.client().stream("POST", url, json=body,
-                                            headers=headers) as response:
+        try:  # httpx times each read: a server trickling bytes needs a deadline of its own
+            async with asyncio.timeout(self.timeout_s), self.client().stream(
+                    "POST", url, json=body, headers=headers) as response:
                 text = await _bounded_text(url, response)
         except httpx.HTTPError as exc:
             raise TargetError(f"{url}: {type(exc).__name__}: {exc}") from None
+        except TimeoutError:
+            raise TargetError(f"{url}: no complete response in {self.timeout_s:g} s") from None
         if response.status_code in (401, 403, 404):
             # A bad key, URL or model name fails every case alike: stop with that one
             # line rather than retry each case and report a run of errors.
@@ -101,27 +105,46 @@ class _ToolCall(BaseModel):
 
 
 class _Message(BaseModel):
-    content: str | None = None
+    content: Any = None
     tool_calls: list[_ToolCall] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_or_parts(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | list):
+            raise ValueError("should be a string, a list of parts or null")
+        return value
+
+    def text(self) -> str:
+        """The answer; content as a list of parts (some providers) joins its text parts."""
+        if isinstance(self.content, list):
+            return "".join(part.get("text") or "" for part in self.content
+                           if isinstance(part, dict) and isinstance(part.get("text"), str))
+        return self.content or ""
 
 
 class _Choice(BaseModel):
     message: _Message
-    finish_reason: str | None = None
+    finish_reason: Any = None  # read when it is a string, else ignored
 
 
-class _Usage(BaseModel):
-    prompt_tokens: int | None = Field(None, ge=0)
-    completion_tokens: int | None = Field(None, ge=0)
+def _count(value: Any) -> int:
+    """A token count as a server reports it; nonsense counts as 0, not as a failed case
+    (usage is bookkeeping: the answer is what is evaluated)."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 class Completion(BaseModel):
-    """The part of an OpenAI chat completion a target reads (extra fields ignored)."""
+    """The part of an OpenAI chat completion a target reads (extra fields ignored); the
+    answer must have the right shape, bookkeeping fields are taken when they make sense."""
 
     model_config = ConfigDict(extra="ignore")
     choices: list[_Choice] = Field(min_length=1)
-    usage: _Usage | None = None
-    model: str | None = None
+    usage: dict | None = None
+    model: Any = None
 
     @classmethod
     def read(cls, url: str, data: dict) -> Completion:
@@ -131,6 +154,21 @@ class Completion(BaseModel):
             raise TargetError(f"{url}: not an OpenAI chat completion "
                               f"({first_error(exc)})") from None
 
+    @property
+    def message(self) -> _Message:
+        return self.choices[0].message
+
+    @property
+    def finish_reason(self) -> str | None:
+        reason = self.choices[0].finish_reason
+        return reason if isinstance(reason, str) else None
+
+    def tokens(self) -> tuple[int, int]:
+        usage = self.usage or {}
+        return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+    def model_name(self, default: str) -> str:
+        return self.model if isinstance(self.model, str) and self.model else default
+
     def tool_calls(self) -> list[dict[str, Any]]:
-        calls = self.choices[0].message.tool_calls or []
-        return [call.model_dump() for call in calls]
+        return [call.model_dump() for call in self.message.tool_calls or []]

@@ -166,8 +166,9 @@ def _one_line(exc: BaseException) -> str:
     and first line (a target's own code may raise anything), at most 300 characters."""
     text = str(exc).strip()
     text = text.splitlines()[0] if text else ""
-    return (text if isinstance(exc, TargetError) and text
-            else f"{type(exc).__name__}: {text}".rstrip(": "))[:300]
+    if isinstance(exc, TargetError) and text:
+        return text[:300]
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
 
 
 async def _score(case: Case, output: Output, scorers: list[BoundScorer],

@@ -77,14 +77,12 @@ class OpenAITarget:
             {"Authorization": f"Bearer {self.api_key}"})
         latency_ms = (time.perf_counter() - started) * 1000
         completion = Completion.read(self.base_url, data)
-        choice, usage = completion.choices[0], completion.usage
-        prompt = usage.prompt_tokens or 0 if usage else 0
-        generated = usage.completion_tokens or 0 if usage else 0
-        model = completion.model or self.model
+        prompt, generated = completion.tokens()
+        model = completion.model_name(self.model)
         step = Step.model_call("chat completion", latency_ms=latency_ms, backend=model,
-                               finish_reason=choice.finish_reason)
+                               finish_reason=completion.finish_reason)
         return to_output(AgentResult(
-            answer=choice.message.content or "", kind="model", latency_ms=latency_ms,
+            answer=completion.message.text(), kind="model", latency_ms=latency_ms,
             steps=[step], tool_calls=[_tool_call(t) for t in completion.tool_calls()],
             prompt_tokens=prompt, completion_tokens=generated,
             cost_usd=list_price(model, prompt, generated), model=model, backend=model))
