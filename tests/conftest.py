@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,15 @@ _PLATFORM_VARS = [
     "VALKEY_PORT", "VALKEY_PASSWORD", "AGENTCYCLE_API_KEYS",
 ]
 
+# Each xdist worker, and the model servers, kernels and CLIs it starts, gets its share of
+# the cores. torch's default (a thread per core in every process) oversubscribes 2 cores
+# with 2 workers, and spinning OpenMP threads then cost more than they compute: a
+# fine-tune test beside a GGUF export took 50 s with 2 threads each, 35 s with 1.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+if _WORKERS > 1 and "torch" in sys.modules:  # imported before us: its pool is sized
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
