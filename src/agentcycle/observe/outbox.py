@@ -25,24 +25,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcycle._files import atomic_write
-from agentcycle._jsonl import journal_records, open_journal
-from agentcycle.observe.tracing import setup_tracking, unreachable
+from agentcycle._jsonl import open_journal
+from agentcycle.observe._outbox_files import (
+    ENTRY,
+    ID_TAG,
+    METRICS,
+    client_for,
+    open_run,
+    outbox_dir,
+    replay,
+    write_json,
+)
+from agentcycle.observe.tracing import unreachable
 from agentcycle.settings import Settings
 
 __all__ = ["RunRecorder", "pending", "publish_pending", "unreachable"]
 
-ENTRY = "entry.json"
-METRICS = "metrics.jsonl"
-ID_TAG = "agentcycle.outbox_id"
 # One quick try per call while a run is live: a dead server must not hold a training
 # step for MLflow's default seven retries (minutes). The user's own values win.
 _QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-def outbox_dir(settings: Settings) -> Path:
-    return settings.home.resolve() / "outbox"
 
 
 @contextlib.contextmanager
@@ -56,10 +58,6 @@ def quick_requests() -> Iterator[None]:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 class RunRecorder:
@@ -106,8 +104,8 @@ class RunRecorder:
             return
         try:
             with quick_requests():
-                self.client = _client(settings)
-                run = _open_run(self.client, settings, self.entry)
+                self.client = client_for(settings)
+                run = open_run(self.client, settings, self.entry)
             self.entry["run_id"] = run
             self.entry["tracking_uri"] = settings.tracking_uri
         except Exception as exc:  # noqa: BLE001 - MLflow's, HTTP's, SQLAlchemy's errors
@@ -131,7 +129,7 @@ class RunRecorder:
             return False
 
     def _save(self) -> None:
-        _write_json(self.folder / ENTRY, self.entry)
+        write_json(self.folder / ENTRY, self.entry)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.entry["tags"].update({k: str(v) for k, v in tags.items()})
@@ -201,7 +199,7 @@ class RunRecorder:
             return None
         try:  # MLflow is back: send the journal now
             with quick_requests():
-                return _replay(_client(self.settings), self.settings, self.entry)
+                return replay(client_for(self.settings), self.settings, self.entry)
         except Exception:  # noqa: BLE001 - it stays pending for `agentcycle publish`
             return None
 
@@ -271,99 +269,13 @@ def publish_pending(settings: Settings) -> list[Published]:
 
         raise ServiceError(f"{error}: {len(entries)} run(s) stay in "
                            f"{outbox_dir(settings)}; publish again when it is back")
-    client = _client(settings)
+    client = client_for(settings)
     done = []
     for entry in entries:
         try:
             done.append(Published(entry["id"], entry.get("origin", ""),
-                                  _replay(client, settings, entry)))
+                                  replay(client, settings, entry)))
         except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the rest
             done.append(Published(entry["id"], entry.get("origin", ""), None,
                                   str(exc).splitlines()[0][:300] if str(exc) else repr(exc)))
     return done + damaged
-
-
-def _client(settings: Settings) -> Any:
-    from mlflow import MlflowClient
-
-
-    setup_tracking(settings)  # the experiment, the credentials
-    return MlflowClient(settings.tracking_uri)
-
-
-def _open_run(client: Any, settings: Settings, entry: dict) -> str:
-    """The entry's MLflow run: the one it names (or tagged with its id), else a new one."""
-    from mlflow.exceptions import MlflowException
-
-
-    experiment_id = setup_tracking(settings)
-    if entry.get("run_id"):
-        with contextlib.suppress(MlflowException):  # another store: a new run
-            run = client.get_run(entry["run_id"])
-            if run.info.lifecycle_stage == "active":
-                if run.info.status != "RUNNING":
-                    client.update_run(run.info.run_id, status="RUNNING")
-                return run.info.run_id
-    found = client.search_runs([experiment_id], f"tags.`{ID_TAG}` = '{entry['id']}'",
-                               max_results=1)
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=entry["run_name"],
-                            tags={ID_TAG: entry["id"]})
-    return run.info.run_id
-
-
-def _replay(client: Any, settings: Settings, entry: dict) -> str:
-    from mlflow.entities import Metric, Param
-
-    folder = outbox_dir(settings) / entry["id"]
-    points = []  # read first: a damaged journal must not leave a new run RUNNING
-    if (folder / METRICS).is_file():  # appended as the run went: a kill may tear the last
-        points = [p for _, p in journal_records(
-            folder / METRICS, "metrics", "repair or delete that line, then publish again")]
-    run_id = _open_run(client, settings, entry)
-    entry["run_id"] = run_id
-    _write_json(folder / ENTRY, entry)  # a second publish continues this run
-    run = client.get_run(run_id)
-    for key, value in entry["tags"].items():
-        client.set_tag(run_id, key, value)
-    params = [Param(k, v) for k, v in entry["params"].items() if k not in run.data.params]
-    for start in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[start:start + 100])
-    seen: dict[str, set] = {}
-    for key in {p["key"] for p in points}:
-        seen[key] = {(m.step, m.timestamp) for m in client.get_metric_history(run_id, key)}
-    new = [Metric(**p) for p in points if (p["step"], p["timestamp"]) not in seen[p["key"]]]
-    for start in range(0, len(new), 1000):
-        client.log_batch(run_id, metrics=new[start:start + 1000])
-    for table in entry["tables"]:
-        # log_table merges rows into a table already there: a replay writes it once.
-        if not _has_artifact(client, run_id, table["artifact_file"]):
-            client.log_table(run_id, table["data"], table["artifact_file"])
-    for artifact in entry["artifacts"]:
-        path = Path(artifact["path"])
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), artifact["artifact_path"])
-        else:
-            client.log_artifact(run_id, str(path), artifact["artifact_path"])
-    client.set_terminated(run_id, entry.get("status", "FINISHED"))
-    _write_back(entry, run_id)
-    shutil.rmtree(folder, ignore_errors=True)
-    return run_id
-
-
-def _has_artifact(client: Any, run_id: str, artifact_file: str) -> bool:
-    parent = str(Path(artifact_file).parent)
-    listed = client.list_artifacts(run_id, None if parent == "." else parent)
-    return any(f.path == artifact_file for f in listed)
-
-
-def _write_back(entry: dict, run_id: str) -> None:
-    """Record the MLflow run id where the run's own files keep it (an eval's run.json)."""
-    if not entry.get("write_back"):
-        return
-    file, key = Path(entry["write_back"][0]), entry["write_back"][1]
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads(file.read_text())
-        data[key] = run_id
-        _write_json(file, data)
