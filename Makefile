@@ -30,7 +30,8 @@ demo: $(STAMP)
 
 # Two workers, one test file each at a time (module fixtures stay whole; each worker
 # starts its own session servers): on 2 cores the suite spends half its time waiting
-# on servers and subprocesses, so two files at once take ~55% of the serial time.
+# on servers and subprocesses, so two files at once take ~55% of the serial time. Each
+# worker's torch then gets one thread per core it shares (tests/conftest.py).
 # TEST_WORKERS=0 runs it serially.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
