@@ -441,3 +441,24 @@ def test_the_cli_leaves_ignored_signals_ignored():
     done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     assert done.stdout.split() == ["True", "interrupt"], done.stderr
+
+
+def test_what_loads_while_the_model_server_starts_overlaps_it_and_a_failure_stops_it(
+        settings, base_model_dir, monkeypatch):
+    """``local_backends(meanwhile=...)`` runs the caller's loading while the engine
+    starts (its process is already there), and a failure in it leaves no server."""
+    from agentcycle.rag.session import local_backends
+
+    monkeypatch.setenv("AGENTCYCLE_CHAT_MODEL", str(base_model_dir))
+    servers: list[psutil.Process] = []
+
+    def fail_while_starting():
+        servers.extend(p for p in _tree(os.getpid())
+                       if "agentcycle.serving.gate" in " ".join(p.cmdline()))
+        raise RuntimeError("embedder failed to load")
+
+    with pytest.raises(RuntimeError, match="embedder failed"):
+        with local_backends(settings, str(base_model_dir), meanwhile=fail_while_starting):
+            pytest.fail("the block must not run")
+    assert servers, "the server was launched before the caller's loading ran"
+    _wait(lambda: not _living(servers), 20, "the model server to stop")

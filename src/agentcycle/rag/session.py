@@ -11,12 +11,13 @@ Which model answers:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
 from agentcycle.errors import ModelError, ServiceError
+from agentcycle.models.embeddings import Embedder
 from agentcycle.rag.agent import RagAgent
 from agentcycle.router import Backend, Router
 from agentcycle.router.backends import default_backends, local_backend
@@ -34,8 +35,11 @@ def served_models(base_url: str, api_key: str | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def local_backends(settings: Settings, model: str | None = None) -> Iterator[list[Backend]]:
-    """The primary backend(s) for ``model``, starting a local server when needed."""
+def local_backends(settings: Settings, model: str | None = None, *,
+                   meanwhile: Callable[[], object] | None = None) -> Iterator[list[Backend]]:
+    """The primary backend(s) for ``model``, starting a local server when needed.
+    ``meanwhile`` runs while that server starts (or at once when none is started): the
+    caller's own loading overlaps the engine's start instead of following it."""
     from agentcycle.models import chat_model_dir
     from agentcycle.models.registry import is_model_uri, resolve_model_uri
     from agentcycle.serving import ModelServer
@@ -44,9 +48,17 @@ def local_backends(settings: Settings, model: str | None = None) -> Iterator[lis
         model = str(resolve_model_uri(model, settings))
     if model and Path(model).expanduser().is_dir() or not model and not settings.server_url:
         model_dir = Path(model).expanduser() if model else chat_model_dir(settings)
-        with ModelServer(model_dir) as server:
+        server = ModelServer(model_dir).launch()
+        try:
+            if meanwhile:
+                meanwhile()
+            server.wait_ready()
             yield [local_backend("local", server.base_url, server.model_name)]
+        finally:
+            server.stop()
         return
+    if meanwhile:
+        meanwhile()
     if settings.server_url:
         available = served_models(settings.server_url, settings.thinkube_api_token)
         name = model or (available[0] if available else None)
@@ -65,10 +77,12 @@ def local_backends(settings: Settings, model: str | None = None) -> Iterator[lis
 
 
 @contextlib.contextmanager
-def router_session(settings: Settings, model: str | None = None) -> Iterator[Router]:
-    """A router over ``model``'s backend(s) (a local server started if needed), the cloud
-    model last; closed (its accounting log flushed) when the block ends."""
-    with local_backends(settings, model) as primary:
+def router_session(settings: Settings, model: str | None = None, *,
+                   meanwhile: Callable[[], object] | None = None) -> Iterator[Router]:
+    """A router over ``model``'s backend(s) (a local server started if needed, with
+    ``meanwhile`` run as it starts), the cloud model last; closed (its accounting log
+    flushed) when the block ends."""
+    with local_backends(settings, model, meanwhile=meanwhile) as primary:
         router = Router(default_backends(settings, primary),
                         energy_usd_per_hour=settings.energy_usd_per_hour)
         try:
@@ -84,6 +98,15 @@ def agent_session(settings: Settings, collection: str, *, model: str | None = No
     from agentcycle.rag.store import ChunkStore
 
     ChunkStore(settings, collection).require()  # before paying for a server start
-    with router_session(settings, model) as router:
-        yield RagAgent(settings, collection, router, top_k=top_k, max_tokens=max_tokens,
-                       keep_sentences=keep_sentences)
+    loaded: dict[str, Embedder] = {}
+
+    def load() -> None:  # sentence-transformers and MLflow: ~25 s of a CPU start
+        from agentcycle.models import embedding_model_dir
+        from agentcycle.observe.tracing import setup_tracking
+
+        loaded["embedder"] = Embedder(embedding_model_dir(settings))
+        setup_tracking(settings)
+
+    with router_session(settings, model, meanwhile=load) as router:
+        yield RagAgent(settings, collection, router, embedder=loaded["embedder"],
+                       top_k=top_k, max_tokens=max_tokens, keep_sentences=keep_sentences)

@@ -118,6 +118,12 @@ class ModelServer:
         return [self.model_name, *self.adapters]
 
     def start(self, timeout: float = 180.0) -> ModelServer:
+        """Launch the server and wait until it answers (see :meth:`launch`)."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> ModelServer:
+        """Spawn the server and return at once: the caller may load what it needs while
+        the engine starts (seconds on a CPU), then call :meth:`wait_ready`."""
         env = dict(os.environ)
         if self.api_key:  # by environment, so the key never shows in `ps`
             env["AGENTCYCLE_SERVE_API_KEY"] = self.api_key
@@ -127,6 +133,11 @@ class ModelServer:
             # Its own process group (stop() ends the engine too), and it dies with us.
             self._process = spawn(self.command(), env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 180.0) -> ModelServer:
+        """Wait until the launched server is healthy and has answered one request; on
+        failure it is stopped."""
         try:
             wait_for_health(self.base_url, timeout=timeout, process=self._process)
             self.warm_up()
