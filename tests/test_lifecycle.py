@@ -451,10 +451,11 @@ def test_what_loads_while_the_model_server_starts_overlaps_it_and_a_failure_stop
 
     monkeypatch.setenv("AGENTCYCLE_CHAT_MODEL", str(base_model_dir))
     servers: list[psutil.Process] = []
+    before = {p.pid for p in _tree(os.getpid())}  # the session's own model server, if any
 
     def fail_while_starting():
-        servers.extend(p for p in _tree(os.getpid())
-                       if "agentcycle.serving.gate" in " ".join(p.cmdline()))
+        servers.extend(p for p in _tree(os.getpid()) if p.pid not in before
+                       and "agentcycle.serving.gate" in " ".join(p.cmdline()))
         raise RuntimeError("embedder failed to load")
 
     with pytest.raises(RuntimeError, match="embedder failed"):
