@@ -72,7 +72,6 @@ class RedisState(RouterState):
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._shared_spend: dict[tuple[str, str], float] = {}
@@ -129,7 +128,7 @@ class RedisState(RouterState):
                 ("probe", CLAIM_PROBE), ("read_spend", READ_SPEND),
                 ("add_spend", ADD_SPEND), ("sticky", STICKY), ("take", TAKE))}
             self._clients[loop] = client
-            self._slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
+            client.slots = asyncio.Semaphore(MAX_CONNECTIONS)  # see _shared
         return client
 
     async def _shared(self, work: Callable[[Any], Awaitable[T]],
@@ -143,7 +142,7 @@ class RedisState(RouterState):
         # concurrent updates wait over 1 s for 32 connections: the pool's own wait made
         # that "Redis lost"). Redis lost while a call queued: it falls back at once,
         # instead of each queued call waiting out its own socket timeout in turn.
-        async with self._slots[asyncio.get_running_loop()]:
+        async with client.slots:
             if self._down_since is not None:
                 return fallback()
             try:
@@ -191,7 +190,6 @@ class RedisState(RouterState):
 
     async def aclose(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)
-        self._slots.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
