@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from agentcycle.errors import DataError
+from agentcycle.errors import DataError, first_line
 
 
 def jsonl_lines(path: str | Path) -> list[tuple[int, str]]:
@@ -95,6 +95,5 @@ def journal_records(path: Path, what: str = "journal",
 
 def damaged_line(path: Path, number: int, what: str, exc: BaseException,
                  advice: str = "") -> str:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{path}:{number}: damaged {what} line ({reason})" + (f"; {advice}" if advice
+    return f"{path}:{number}: damaged {what} line ({first_line(exc)})" + (f"; {advice}" if advice
                                                                    else "")

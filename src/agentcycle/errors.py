@@ -33,3 +33,10 @@ class MissingDependency(AgentcycleError):
     def __init__(self, package: str, feature: str, extra: str | None = None):
         how = f"pip install 'agentcycle[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{feature} needs the '{package}' package: {how}")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its first), else its type's name: how a
+    library's error is quoted inside one of ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -8,7 +8,7 @@ import typer
 
 from agentcycle._files import check_outputs
 from agentcycle.cli._common import console, friendly_errors, settings
-from agentcycle.errors import DataError
+from agentcycle.errors import DataError, first_line
 
 app = typer.Typer(help="Build, check and split fine-tuning datasets.", no_args_is_help=True)
 
@@ -153,8 +153,8 @@ def validate(path: Path = typer.Argument(..., help="The JSONL dataset."),
         try:
             loaded = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"cannot load a tokenizer from {tokenizer}: {first}") from None
+            raise DataError(f"cannot load a tokenizer from {tokenizer}: "
+                            f"{first_line(exc)}") from None
     report = validate_dataset(path, loaded, against, embedder=embedder, max_length=max_length)
     for table in report_tables(report):
         console.print(table)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcycle._jsonl import open_journal
+from agentcycle.errors import first_line
 from agentcycle.observe._outbox_files import (
     ENTRY,
     ID_TAG,
@@ -232,9 +233,8 @@ def _read_entries(settings: Settings) -> list[dict | Published]:
             entries.append(_checked(json.loads(file.read_text(encoding="utf-8")),
                                     file.parent.name))
         except (OSError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             entries.append(Published(file.parent.name, "", None,
-                                     f"{file} is damaged ({reason}); its run's files are "
+                                     f"{file} is damaged ({first_line(exc)}); its run's files are "
                                      "kept in that folder, to repair or delete"))
     return entries
 

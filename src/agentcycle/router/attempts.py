@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from agentcycle.errors import ServiceError
+from agentcycle.errors import ServiceError, first_line
 from agentcycle.router import transport
 from agentcycle.router.backends import Backend
 from agentcycle.router.policies import RouteRequest
@@ -116,5 +116,4 @@ def position_reason(reasons: list[str], failed: list, backend: Backend, route: s
 
 
 def short_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {text[:200]}"
+    return f"{type(exc).__name__}: {first_line(exc)[:200]}"
